@@ -1,0 +1,1 @@
+"""The vendor API layer: request encoders, response decoders and failure classes per scoring API."""

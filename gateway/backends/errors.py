@@ -1,0 +1,121 @@
+"""Every way a scoring call can fail, grouped by what the dispatcher must do about it.
+
+    ScoringError
+    ├── RetryableError        transient: retry with backoff (connect errors, timeouts, 429, 5xx)
+    ├── DataError             the data's fault (400, 413, 422): split the batch to isolate bad rows
+    ├── FatalError            configuration, not data (401, 403, 404, 409): stop consuming, keep records
+    └── ResponseDecodeError   a 2xx whose body cannot be read or aligned to the request's rows
+
+Callers catch by meaning. :func:`from_status` and :func:`from_exception` are the only places that
+look at status codes and transport exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+
+import aiohttp
+import orjson
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 570})
+DATA_STATUSES = frozenset({400, 413, 422})
+FATAL_STATUSES = frozenset({401, 403, 404, 405, 409})
+
+
+class ScoringError(Exception):
+    """Base of all scoring failures; ``message`` keeps the vendor's own words when there are any."""
+
+    def __init__(self, backend: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"{backend}: {message}" if status is None else f"{backend}: HTTP {status}: {message}")
+        self.backend = backend
+        self.message = message
+        self.status = status
+
+
+class RetryableError(ScoringError):
+    """Transient: the same request may succeed later. ``reason`` is a short label for metrics."""
+
+    def __init__(self, backend: str, message: str, status: int | None = None, *,
+                 reason: str, retry_after: float | None = None) -> None:
+        super().__init__(backend, message, status)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class DataError(ScoringError):
+    """The API refused the data; a smaller batch without the offending rows may succeed."""
+
+
+class FatalError(ScoringError):
+    """Authentication, permission or routing is wrong; no data change will help."""
+
+
+class ResponseDecodeError(ScoringError):
+    """A successful status whose body is malformed, truncated or cannot be aligned to the rows sent."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # HTTP-date form: rare for these APIs; fall back to our own backoff
+    return max(0.0, seconds)
+
+
+def vendor_message(body: bytes) -> str:
+    """The vendor's error text: Qlik ``{"errors":[{title, detail}]}``, DataRobot ``{"message"}``."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:500].decode("utf-8", "replace").strip()
+        return text or "(empty body)"
+    if isinstance(doc, dict):
+        if isinstance(doc.get("message"), str):
+            return doc["message"]
+        errors = doc.get("errors")
+        if isinstance(errors, list) and errors:
+            parts = []
+            for err in errors:
+                if isinstance(err, dict):
+                    title = err.get("title") or err.get("code") or ""
+                    detail = err.get("detail")
+                    parts.append(f"{title}: {detail}" if detail else str(title))
+            if parts:
+                return "; ".join(parts)
+        if "status" in doc:  # old DataRobot body: {"status": "API token not valid", "code": 403}
+            return str(doc["status"])
+    return body[:500].decode("utf-8", "replace")
+
+
+def from_status(backend: str, status: int, headers: Mapping[str, str], body: bytes) -> ScoringError:
+    """Map a non-2xx response onto the failure tree."""
+    message = vendor_message(body)
+    if status in RETRYABLE_STATUSES or (status >= 500 and status not in FATAL_STATUSES):
+        return RetryableError(backend, message, status, reason=str(status),
+                              retry_after=parse_retry_after(headers.get("Retry-After")))
+    if status in DATA_STATUSES:
+        return DataError(backend, message, status)
+    return FatalError(backend, message, status)
+
+
+def from_exception(backend: str, exc: BaseException) -> ScoringError:
+    """Map a transport exception onto the failure tree. TLS verification failures are fatal."""
+    if isinstance(exc, ScoringError):
+        return exc
+    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError)):
+        return FatalError(backend, f"TLS certificate verification failed: {exc}")
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return RetryableError(backend, "request timed out", reason="timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableError(backend, f"cannot connect: {exc}", reason="connect")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
+                        aiohttp.ClientOSError, ConnectionError)):
+        return RetryableError(backend, f"connection lost: {exc}", reason="disconnect")
+    if isinstance(exc, aiohttp.ClientError):
+        return RetryableError(backend, f"{type(exc).__name__}: {exc}", reason="client_error")
+    raise exc

@@ -1,0 +1,41 @@
+"""The ``scoring-gateway`` command line: one sub-command per module, each adding its own options."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# sub-command -> (module, one-line help). Each module has add_arguments(parser) and main(args) -> int.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("gateway.app", "run every pipeline in the config until SIGTERM/SIGINT"),
+    "check": ("gateway.check", "validate a config and print it resolved, secrets redacted"),
+    "emulate": ("gateway.emulator.cli", "run the built-in Qlik/DataRobot scoring emulator"),
+    "demo": ("gateway.demo", "run broker, emulator and gateway embedded, with live progress"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scoring-gateway",
+        description="Streaming scoring gateway: Kafka → Qlik Predict / DataRobot → Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
