@@ -1,11 +1,90 @@
-"""Placeholder: filled in by its own change."""
+"""``scoring-gateway run``: every pipeline of the config plus the admin server, in one process.
+
+The app owns one task group: one task per pipeline and the admin server. SIGTERM/SIGINT set the
+stop event; each pipeline then drains (stop fetching, finish in-flight work within
+``shutdown_timeout_s``, publish, commit) and the process exits 0.
+"""
+
+from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from gateway.admin import AdminServer
+from gateway.config import ConfigError, load_config
+from gateway.health import Health
+from gateway.logs import configure_logging
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+
+log = logging.getLogger("gateway.app")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--config", required=True, help="YAML configuration file")
+    parser.add_argument("--log-format", choices=("json", "text"), default="json",
+                        help="json lines (default) or text for humans")
+    parser.add_argument("--log-level", default="INFO")
 
 
 def main(args: argparse.Namespace) -> int:
-    raise SystemExit("not implemented yet")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"invalid config: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_format, args.log_level, secrets=config_secrets(config))
+    return run_until_signalled(config)
+
+
+def config_secrets(config: Any) -> list[str]:
+    """Every secret value in the config, so the log filter can mask it wherever it appears."""
+    found = [config.kafka.sasl_password]
+    for pipeline in config.pipelines:
+        found += [pipeline.backend.token, getattr(pipeline.backend, "datarobot_key", None)]
+    return [s for s in found if s]
+
+
+def run_until_signalled(config: Any) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        return asyncio.run(serve(config))
+    return uvloop.run(serve(config))
+
+
+async def serve(config: Any, stop: asyncio.Event | None = None,
+                registry: CollectorRegistry | None = None,
+                ready: asyncio.Future[AdminServer] | None = None, handle_signals: bool = True) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT arrives); returns the process exit status."""
+    stop = stop or asyncio.Event()
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    registry = registry or CollectorRegistry()
+    metrics = Metrics(registry)
+    health = Health([p.name for p in config.pipelines], metrics=metrics)
+    admin = AdminServer(config.admin.host, config.admin.port, registry, health)
+    await admin.start()
+    log.info("gateway_started", extra={"pipelines": [p.name for p in config.pipelines],
+                                       "admin_port": admin.port})
+    if ready is not None and not ready.done():
+        ready.set_result(admin)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for pipeline_config in config.pipelines:
+                pipeline = Pipeline(pipeline_config, config.kafka,
+                                    metrics=metrics.pipeline(pipeline_config.name), health=health,
+                                    shutdown_timeout_s=config.shutdown_timeout_s)
+                group.create_task(pipeline.run(stop))
+    finally:
+        await admin.stop()
+    log.info("gateway_stopped")
+    return 0

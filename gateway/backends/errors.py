@@ -13,8 +13,12 @@ look at status codes and transport exceptions.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
+import time
 from collections.abc import Mapping
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 import orjson
@@ -56,14 +60,23 @@ class ResponseDecodeError(ScoringError):
     """A successful status whose body is malformed, truncated or cannot be aligned to the rows sent."""
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form); None when absent or unreadable."""
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds, or an HTTP-date counted from ``now``
+    (default: the wall clock); None when absent or unreadable."""
     if not value:
         return None
     try:
         seconds = float(value.strip())
     except ValueError:
-        return None  # HTTP-date form: rare for these APIs; fall back to our own backoff
+        try:
+            when = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
     return max(0.0, seconds)
 
 
@@ -82,9 +95,9 @@ def vendor_message(body: bytes) -> str:
             parts = []
             for err in errors:
                 if isinstance(err, dict):
-                    title = err.get("title") or err.get("code") or ""
+                    title = str(err.get("title") or err.get("code") or "")
                     detail = err.get("detail")
-                    parts.append(f"{title}: {detail}" if detail else str(title))
+                    parts.append(_sentence(title, str(detail)) if detail else title)
             if parts:
                 return "; ".join(parts)
         if "status" in doc:  # old DataRobot body: {"status": "API token not valid", "code": 403}
@@ -92,12 +105,26 @@ def vendor_message(body: bytes) -> str:
     return body[:500].decode("utf-8", "replace")
 
 
+def _sentence(title: str, detail: str) -> str:
+    """Qlik's title and detail as one message: "API rate limit reached. You need to wait 13 s…"."""
+    return f"{title} {detail}" if title.endswith((".", "!", "?")) else f"{title}: {detail}"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, case-insensitively also for a plain dict (servers send ``retry-after``)."""
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "getall"):  # CIMultiDict is already case-insensitive
+        lower = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lower), None)
+    return value
+
+
 def from_status(backend: str, status: int, headers: Mapping[str, str], body: bytes) -> ScoringError:
     """Map a non-2xx response onto the failure tree."""
     message = vendor_message(body)
     if status in RETRYABLE_STATUSES or (status >= 500 and status not in FATAL_STATUSES):
         return RetryableError(backend, message, status, reason=str(status),
-                              retry_after=parse_retry_after(headers.get("Retry-After")))
+                              retry_after=parse_retry_after(_header(headers, "Retry-After")))
     if status in DATA_STATUSES:
         return DataError(backend, message, status)
     return FatalError(backend, message, status)

@@ -6,8 +6,14 @@ into one :class:`ScoredRow` per input row, in input order. Nothing here knows ab
 
 from __future__ import annotations
 
+import re
+from math import isfinite
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from operator import itemgetter
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
 
 
 @dataclass(slots=True)
@@ -24,6 +30,16 @@ class ScoringRequest:
     row_keys: list[Any] | None = None
     # Explanations asked for: "shap", "xemp", "auto" (deployment default) or None.
     explanations: str | None = None
+    # The column names sent, in body order.
+    columns: tuple[str, ...] = ()
+    # The caller's rows as given to ``encode`` (not copied): explanation values are read from them.
+    source_rows: Sequence[Mapping[str, Any]] = ()
+    # A column the decoder aligns on when the API has no row id of its own: the Qlik ``index``
+    # column, or the row-number column a DataRobot CSV response echoes back as a passthrough.
+    row_key_column: str | None = None
+    # Names the vendor echoes back as passthrough columns (DataRobot ``passthroughColumns``);
+    # None when nothing, ``columns`` when every column (``passthroughColumnsSet=all``).
+    passthrough_columns: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -55,3 +71,113 @@ class ScoredRow:
     @property
     def predicted(self) -> bool:
         return self.not_predicted_reason is None
+
+
+class BodyTooLarge(Exception):
+    """The encoded body exceeds the byte cap: the caller splits the batch (or dead-letters a lone row)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request body of {size} bytes exceeds the {limit}-byte cap")
+        self.size = size
+        self.limit = limit
+
+
+class Codec(Protocol):
+    """One vendor's wire format for one deployment: rows in, request out; response in, rows out."""
+
+    backend: str  # "qlik" | "datarobot"
+    deployment: str  # deployment id parsed from the URL
+    explanations: str | None  # "shap" | "xemp" | "auto" | None
+
+    def check_row(self, row: Mapping[str, Any]) -> str | None:
+        """None when the row can be sent; else why not (the gateway dead-letters it, stage ``validate``)."""
+        ...
+
+    def encode(self, features: Sequence[str] | None,
+               rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:
+        """Build the request; raises :class:`BodyTooLarge` so the caller can split the batch."""
+        ...
+
+    def decode(self, request: ScoringRequest, status: int, content_type: str,
+               body: bytes) -> list[ScoredRow]:
+        """One row per input row in input order, or ``ResponseDecodeError`` for the whole batch."""
+        ...
+
+
+# -- helpers shared by the encoders ------------------------------------------------------------
+
+_DEPLOYMENT_IN_PATH = re.compile(r"/(?:automl-)?deployments/([^/]+)(?:/|$)")
+_JSON_INT_MIN = -(2**63)
+_JSON_INT_MAX = 2**64 - 1
+
+
+def deployment_from_url(url: str) -> str:
+    """The deployment id in a Qlik or DataRobot endpoint URL (the segment after ``deployments/``)."""
+    match = _DEPLOYMENT_IN_PATH.search(urlsplit(url).path)
+    if match is None:
+        raise ValueError(f"no deployments/<id> segment in URL {url!r}")
+    return match.group(1)
+
+
+def with_query(url: str, params: Sequence[tuple[str, str]]) -> str:
+    """``url`` with ``params`` appended to whatever query it already has (repeated names allowed)."""
+    if not params:
+        return url
+    return url + ("&" if urlsplit(url).query else "?") + urlencode(params)
+
+
+def request_columns(features: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The body's columns: the configured features, else every row key in first-seen order.
+
+    Rows of one topic usually share their keys, so the union costs one dict insert per cell.
+    """
+    if features is not None:
+        return tuple(features)
+    return tuple(dict.fromkeys(chain.from_iterable(rows)))
+
+
+def row_tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """Each row's values in column order, a missing key as None.
+
+    One C-level ``itemgetter`` call per row when every row has every column (the common case);
+    the per-key ``get`` path runs only for batches with gaps.
+    """
+    if not columns:
+        return [() for _ in rows]
+    if len(columns) == 1:
+        name = columns[0]
+        return [(row.get(name),) for row in rows]
+    getter = itemgetter(*columns)
+    try:
+        return list(map(getter, rows))
+    except KeyError:
+        return [tuple(map(row.get, columns)) for row in rows]
+
+
+def row_problem(row: Mapping[str, Any]) -> str | None:
+    """Why a row's values cannot go into a request body, or None.
+
+    Both vendors take flat rows of scalars: nested values have no column form, non-finite floats
+    have no JSON form (and no model reads them), lone surrogates have no UTF-8 form, and JSON
+    integers beyond 64 bits are not portable. Exact types only: rows come from JSON documents.
+    (A plain loop: cheaper per row than serialising the row to find out.)
+    """
+    if not isinstance(row, Mapping):
+        return f"row is a {type(row).__name__}, not a JSON object"
+    for name, value in row.items():
+        kind = type(value)
+        if kind is float:
+            if not isfinite(value):
+                return f"feature {name!r}: non-finite number {value!r}"
+        elif kind is str:
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"feature {name!r}: text is not valid Unicode (lone surrogate)"
+        elif kind is int:
+            if not _JSON_INT_MIN <= value <= _JSON_INT_MAX:
+                return f"feature {name!r}: integer {value} does not fit in 64 bits"
+        elif value is not None and kind is not bool:
+            return f"feature {name!r}: a {kind.__name__} is not a scalar feature value"
+    return None

@@ -1,11 +1,100 @@
-"""Placeholder: filled in by its own change."""
+"""``scoring-gateway emulate``: run the scoring emulator until SIGTERM/SIGINT."""
+
+from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from gateway.emulator.server import start_emulator
+from gateway.emulator.settings import EXPLANATION_ALGORITHMS, EmulatorOptions, OptionError, parse_error_rate_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on; 0 = any free port (default 8080)")
+    parser.add_argument("--token", help="require this bearer token (default: accept any)")
+    parser.add_argument("--datarobot-key", help="require this DataRobot-Key header on the DataRobot routes")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="base latency per request")
+    parser.add_argument("--per-row-ms", type=float, default=0.0, help="extra latency per row")
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="uniform random extra latency up to this")
+    parser.add_argument("--shap-multiplier", type=float, default=2.0,
+                        help="latency multiplier for requests with SHAP explanations (default 2)")
+    parser.add_argument("--xemp-multiplier", type=float, default=100.0,
+                        help="latency multiplier for requests with XEMP explanations (default 100)")
+    parser.add_argument("--explanation-algorithm", choices=EXPLANATION_ALGORITHMS, default="shap",
+                        help="the DataRobot deployments' default explanation algorithm (default shap)")
+    parser.add_argument("--error-rate", action="append", default=[], metavar="STATUS=P",
+                        type=_checked(parse_error_rate_arg),
+                        help="answer STATUS with probability P and the vendor's error body (repeatable)")
+    parser.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After sent with 429 and 503")
+    parser.add_argument("--rate-limit-per-minute", type=int, default=None,
+                        help="requests per 60 s per vendor before answering 429 (default: unlimited)")
+    parser.add_argument("--hang-rate", type=float, default=0.0, help="probability of never answering")
+    parser.add_argument("--drop-rate", type=float, default=0.0, help="probability of closing the connection")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible faults and jitter")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+
+
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
+
+
+def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
+    error_rate: dict[int, float] = {}
+    for status, probability in args.error_rate:
+        error_rate[status] = probability
+    return EmulatorOptions(
+        token=args.token, datarobot_key=args.datarobot_key, latency_ms=args.latency_ms,
+        per_row_ms=args.per_row_ms, jitter_ms=args.jitter_ms, shap_multiplier=args.shap_multiplier,
+        xemp_multiplier=args.xemp_multiplier, explanation_algorithm=args.explanation_algorithm,
+        error_rate=error_rate, retry_after_s=args.retry_after_s,
+        rate_limit_per_minute=args.rate_limit_per_minute, hang_rate=args.hang_rate,
+        drop_rate=args.drop_rate, seed=args.seed, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def main(args: argparse.Namespace) -> int:
-    raise SystemExit("not implemented yet")
+    try:
+        options = options_from_args(args)
+    except OptionError as exc:
+        print(f"scoring-gateway emulate: {exc}", file=sys.stderr)
+        return 2
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_serve(options, args.host, args.port))
+
+
+async def _serve(options: EmulatorOptions, host: str, port: int) -> int:
+    try:
+        emulator = await start_emulator(options, host, port)
+    except OSError as exc:
+        print(f"scoring-gateway emulate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        print(f"scoring emulator listening on {emulator.url}", flush=True)
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await emulator.stop()
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # not on Windows
+        return None
+    return uvloop.new_event_loop

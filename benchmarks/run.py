@@ -1,0 +1,388 @@
+"""The benchmark suite: the gateway against the ceiling and a hand-written consumer, in one run.
+
+    python -m benchmarks.run [--quick | --smoke] [--out benchmarks/results/bench.json]
+                             [--plots-dir benchmarks/results] [--scenarios 1,2,3]
+
+Scenarios (each figure the median of the mode's repetitions):
+ 1. ceiling: an aiokafka passthrough (decode, add a field, encode, send_batch, commit)
+ 2. hand-written consumer: one HTTP request and one send_and_wait per record, at 0 and 20 ms
+ 3. gateway, backend not limiting: Qlik JSON and DataRobot CSV; none / SHAP / XEMP
+ 4. gateway, backend-bound: 20 and 50 ms per request, 16 in flight, 500-row batches
+ 5. rate-limited Qlik: emulator and gateway at the same requests/min
+ 6. latency at half of scenario 3's Qlik throughput: end to end, and added over the backend
+ 7. memory: a backend that never answers and a large backlog
+ 8. explanation cost: request duration distributions from scenario 3's histograms
+
+The broker (tansu), the emulator (``python -m gateway emulate``) and the gateway
+(``python -m gateway run --config``) each run in their own process on 127.0.0.1; the ceiling and
+the hand-written consumer run in this one. Writes a JSON file of every figure with the machine's
+description, PNG charts, and prints a markdown table. Exit status 0 when every scenario was
+measured (goals not met are reported, not failed), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import math
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks import plots
+from benchmarks.baselines import hand_written_consumer, passthrough_ceiling
+from benchmarks.machine import describe
+from benchmarks.modes import MODES, Sizes
+from benchmarks.processes import EmulatorProcess
+from benchmarks.report import Figure, Goal, Report, format_value
+from benchmarks.scenarios import (BOUND_IN_FLIGHT, BOUND_LATENCIES_MS, BOUND_ROWS, THROUGHPUT_VARIANTS,
+                                  Bench, GatewayRun, backend_bound, backend_not_limiting,
+                                  bound_rows_per_s, histogram_quantile, latency_at_half_load,
+                                  rate_limited, request_duration_buckets, stalled_backend_memory)
+from benchmarks.workload import RunTopics, produce_backlog, read_topic
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BASELINE_LATENCIES_MS = (0, 20)
+LATENCY_LINGER_MS = 10
+MEMORY_LIMIT_MB = 250.0
+
+S1, S2, S3, S4 = "1 ceiling", "2 hand-written", "3 gateway, backend not limiting", "4 gateway, backend-bound"
+S5, S6, S7, S8 = "5 rate-limited Qlik", "6 latency at half load", "7 memory, stalled backend", "8 explanation cost"
+
+
+@dataclass
+class Suite:
+    """One run's shared state: what later scenarios and the charts need from earlier ones."""
+
+    bench: Bench
+    report: Report
+    throughput_runs: dict[str, list[GatewayRun]] = field(default_factory=dict)
+    latency: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    memory_series: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def sizes(self) -> Sizes:
+        return self.bench.sizes
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---- 1 and 2: what the gateway is compared with -----------------------------------------------
+
+async def ceiling(suite: Suite) -> None:
+    bench, sizes = suite.bench, suite.sizes
+    rates, per_cpu, details = [], [], []
+    for rep in range(sizes.repetitions):
+        with bench.broker(f"s1-{rep}") as broker:
+            topics = RunTopics.fresh(f"s1-{rep}")
+            await topics.create(broker.bootstrap)
+            await produce_backlog(broker.bootstrap, topics, sizes.ceiling_backlog, bench.pool)
+            loop = await passthrough_ceiling(broker.bootstrap, topics, sizes.ceiling_backlog, sizes.run_budget_s)
+            out = await read_topic(broker.bootstrap, topics.predictions, topics.partitions,
+                                   expected=loop.records, timeout_s=60)
+        rate = out.rate()
+        rates.append(rate)
+        per_cpu.append(rate / (loop.cpu_s / loop.wall_s) if rate and loop.cpu_s and loop.wall_s else None)
+        details.append({"records": loop.records, "complete": loop.complete, "records_per_s": rate,
+                        "client_cpu_s": loop.cpu_s, "wall_s": loop.wall_s})
+    report = suite.report
+    report.add(Figure(S1, "aiokafka passthrough (orjson rewrite, send_batch, commit per poll)", "rec/s",
+                      rates, key="ceiling"))
+    report.add(Figure(S1, "records per client CPU-second", "rec/CPU-s", per_cpu, key="ceiling-per-cpu"))
+    report.details["ceiling"] = details
+
+
+async def hand_written(suite: Suite) -> None:
+    bench, sizes = suite.bench, suite.sizes
+    details: dict[str, list[dict[str, Any]]] = {}
+    for ms in BASELINE_LATENCIES_MS:
+        rates, short = [], 0
+        await bench.emulator.reset(latency_ms=ms)
+        for rep in range(sizes.repetitions):
+            with bench.broker(f"s2-{ms}-{rep}") as broker:
+                topics = RunTopics.fresh(f"s2-{ms}-{rep}")
+                await topics.create(broker.bootstrap)
+                await produce_backlog(broker.bootstrap, topics, sizes.baseline_backlog, bench.pool)
+                loop = await hand_written_consumer(broker.bootstrap, topics, bench.emulator.qlik_url(),
+                                                   sizes.baseline_backlog, sizes.baseline_budget_s)
+                out = await read_topic(broker.bootstrap, topics.predictions, topics.partitions,
+                                       expected=loop.records, timeout_s=60)
+            rates.append(out.rate())
+            short += not loop.complete
+            details.setdefault(f"{ms}ms", []).append(
+                {"records": loop.records, "complete": loop.complete, "records_per_s": out.rate(),
+                 "client_cpu_s": loop.cpu_s, "wall_s": loop.wall_s})
+        suite.report.add(Figure(S2, f"per-record loop, emulator at {ms} ms", "rec/s", rates,
+                                key=f"baseline-{ms}ms",
+                                note="aiohttp request + send_and_wait per record, auto-commit"
+                                + (f"; {short} repetition(s) ran out of backlog before the budget" if short else "")))
+    await bench.emulator.reset()
+    suite.report.details["hand_written"] = details
+
+
+# ---- 3 and 4: gateway throughput --------------------------------------------------------------
+
+async def gateway_throughput(suite: Suite) -> None:
+    report = suite.report
+    runs = await backend_not_limiting(suite.bench)
+    suite.throughput_runs = runs
+    ceiling_rate = report.value("ceiling")
+    for variant in THROUGHPUT_VARIANTS:
+        variant_runs = runs[variant.key]
+        goal = None
+        if variant.key == "qlik-json-none" and ceiling_rate:
+            goal = Goal(f"≥ 0.70 × ceiling ({format_value(ceiling_rate)})", 0.70, ceiling_rate)
+        report.add(Figure(S3, variant.title, "rec/s", [r.rate for r in variant_runs], goal,
+                          note=_dead_letter_note(variant_runs), key=f"s3-{variant.key}"))
+    baseline_20 = report.value("baseline-20ms")
+    qlik = report.figure("s3-qlik-json-none")
+    if qlik is not None and baseline_20:
+        report.add(Figure(S3, "Qlik JSON, no explanations, vs hand-written at 20 ms", "rec/s",
+                          list(qlik.samples),
+                          Goal(f"≥ 100 × hand-written at 20 ms ({format_value(baseline_20)})", 100.0, baseline_20),
+                          key="s3-vs-baseline"))
+    for variant in THROUGHPUT_VARIANTS:
+        report.add(Figure(S3, f"{variant.title}: records per gateway CPU-second", "rec/CPU-s",
+                          [r.summary()["records_per_gateway_cpu_s"] for r in runs[variant.key]],
+                          key=f"s3-{variant.key}-per-cpu"))
+    report.details["backend_not_limiting"] = {k: [r.summary() for r in v] for k, v in runs.items()}
+
+
+async def gateway_backend_bound(suite: Suite) -> None:
+    report = suite.report
+    runs = await backend_bound(suite.bench)
+    ceiling_rate = report.value("ceiling")
+    for ms in BOUND_LATENCIES_MS:
+        bound = bound_rows_per_s(ms)
+        reference = min(bound, ceiling_rate) if ceiling_rate else bound
+        which = "ceiling" if ceiling_rate and ceiling_rate < bound else "bound"
+        report.add(Figure(S4, f"Qlik JSON, {ms} ms per request, {BOUND_IN_FLIGHT} in flight × {BOUND_ROWS} rows",
+                          "rec/s", [r.rate for r in runs[ms]],
+                          Goal(f"≥ 0.90 × {which} ({format_value(reference)}; bound {format_value(bound)})",
+                               0.90, reference),
+                          note=_dead_letter_note(runs[ms]), key=f"s4-{ms}ms"))
+    baseline_20 = report.value("baseline-20ms")
+    gateway_20 = report.value("s4-20ms")
+    if baseline_20 and gateway_20:
+        report.add(Figure(S4, "gateway ÷ hand-written, both at 20 ms", "×", [gateway_20 / baseline_20],
+                          key="s4-vs-baseline"))
+    report.details["backend_bound"] = {f"{ms}ms": [r.summary() for r in v] for ms, v in runs.items()}
+
+
+def _dead_letter_note(runs: Sequence[GatewayRun]) -> str:
+    dead = sum(r.dead_letters for r in runs)
+    incomplete = sum(1 for r in runs if not r.progress.complete)
+    notes = []
+    if dead:
+        notes.append(f"{dead} records dead-lettered")
+    if incomplete:
+        notes.append(f"{incomplete} repetition(s) ran out of time")
+    return "; ".join(notes)
+
+
+# ---- 5, 6, 7 ----------------------------------------------------------------------------------
+
+async def gateway_rate_limited(suite: Suite) -> None:
+    sizes, report = suite.sizes, suite.report
+    results = await rate_limited(suite.bench)
+    budget = sizes.rate_limit_per_minute * sizes.rate_max_rows / 60.0
+    window = (f"{sizes.rate_limit_per_minute}/min × {sizes.rate_max_rows} rows over {sizes.rate_window_s:.0f} s"
+              + (" (quick/smoke: a higher limit over a shorter window)" if sizes.rate_limit_per_minute != 100 else ""))
+    report.add(Figure(S5, f"rows/s at {window}", "rows/s", [r.rows_per_s for r in results],
+                      Goal(f"≥ 0.95 × budget ({format_value(budget)})", 0.95, budget), key="s5-rows"))
+    report.add(Figure(S5, "429 responses received (emulator stats)", "count",
+                      [float(r.responses_429) for r in results], Goal("= 0", 0.0, None, at_most=True),
+                      key="s5-429"))
+    report.details["rate_limited"] = [{**r.run.summary(), "rows_per_s": r.rows_per_s,
+                                       "responses_429": r.responses_429, "requests": r.requests}
+                                      for r in results]
+
+
+async def gateway_latency(suite: Suite) -> None:
+    report = suite.report
+    max_rate = report.value("s3-qlik-json-none")
+    if not max_rate:
+        raise RuntimeError("needs scenario 3's Qlik JSON throughput (run scenario 3 first)")
+    results = await latency_at_half_load(suite.bench, max_rate)
+    goal_ms = LATENCY_LINGER_MS + 10.0
+    table: dict[str, dict[str, list[float]]] = {"end to end": {}, "added over the backend": {}}
+    for r in results:
+        for name, values in (("end to end", r.end_to_end_ms), ("added over the backend", r.added_ms)):
+            for label, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)):
+                table[name].setdefault(label, []).append(percentile(values, q))
+    rate = results[0].rate_per_s if results else None
+    for name, key in (("end to end", "s6-e2e"), ("added over the backend", "s6-added")):
+        for label in ("p50", "p99"):
+            goal = None
+            if key == "s6-added" and label == "p99":
+                goal = Goal(f"≤ linger_ms + 10 ms ({goal_ms:g} ms)", 1.0, goal_ms, at_most=True)
+            report.add(Figure(S6, f"{name} {label} at {format_value(rate)} rec/s", "ms",
+                              table[name].get(label, []), goal, key=f"{key}-{label}"))
+    suite.latency = {name: {label: _median(values) for label, values in by_label.items()}
+                     for name, by_label in table.items()}
+    report.details["latency"] = [{**r.run.summary(), "paced_rate_per_s": r.rate_per_s,
+                                  "measured_records": len(r.end_to_end_ms),
+                                  "percentiles_ms": {name: {label: values[i] for label, values in by_label.items()}
+                                                     for name, by_label in table.items()}}
+                                 for i, r in enumerate(results)]
+
+
+async def gateway_memory(suite: Suite) -> None:
+    sizes, report = suite.sizes, suite.report
+    results = await stalled_backend_memory(suite.bench)
+    report.add(Figure(S7, f"peak RSS (VmHWM), {sizes.memory_backlog:,} backlog, backend never answers", "MB",
+                      [r.peak_rss_bytes / 1e6 if r.peak_rss_bytes else None for r in results],
+                      Goal(f"≤ {MEMORY_LIMIT_MB:.0f} MB", 1.0, MEMORY_LIMIT_MB, at_most=True), key="s7-peak-rss"))
+    report.add(Figure(S7, "records in flight at the end (max_in_flight_records 20000)", "records",
+                      [r.inflight_records for r in results], key="s7-inflight"))
+    if results:
+        suite.memory_series = results[-1].rss_series
+    report.details["memory"] = [{"peak_rss_bytes": r.peak_rss_bytes, "inflight_records": r.inflight_records,
+                                 "consumer_paused": r.consumer_paused, "records_consumed": r.consumed,
+                                 "exit_status": r.exit_status} for r in results]
+
+
+# ---- 8 ----------------------------------------------------------------------------------------
+
+async def explanation_cost(suite: Suite) -> None:
+    report = suite.report
+    if not suite.throughput_runs:
+        raise RuntimeError("needs scenario 3's runs (run scenario 3 first)")
+    per_kind: dict[str, list[tuple[float, float]]] = {}
+    for variant in THROUGHPUT_VARIANTS:
+        buckets = request_duration_buckets(suite.throughput_runs[variant.key])
+        per_kind.update(buckets)
+        for series, cumulative in buckets.items():
+            for label, q in (("p50", 0.5), ("p99", 0.99)):
+                value = histogram_quantile(cumulative, q)
+                report.add(Figure(S8, f"request duration {label}, {series} (16 in flight, full load)", "ms",
+                                  [value * 1000.0 if value is not None else None],
+                                  key=f"s8-{series}-{label}"))
+    report.details["request_duration_buckets"] = per_kind
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest rank: the smallest value with at least q of the values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    finite = sorted(v for v in values if v is not None)
+    if not finite:
+        return None
+    mid = len(finite) // 2
+    return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+Step = Callable[[Suite], Awaitable[None]]
+STEPS: tuple[tuple[int, str, Step], ...] = (
+    (1, S1, ceiling), (2, S2, hand_written), (3, S3, gateway_throughput), (4, S4, gateway_backend_bound),
+    (5, S5, gateway_rate_limited), (6, S6, gateway_latency), (7, S7, gateway_memory), (8, S8, explanation_cost),
+)
+
+
+async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: Path) -> Report:
+    report = Report(sizes.mode, describe(), sizes.as_dict(),
+                    started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    began = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        emulator = await EmulatorProcess(session, workdir / "emulator.log").start()
+        try:
+            suite = Suite(Bench(sizes, session, emulator, workdir), report)
+            for number, title, step in STEPS:
+                if number not in selected:
+                    continue
+                say(f"[bench] {title} ...")
+                step_began = time.monotonic()
+                try:
+                    await step(suite)
+                except Exception as exc:  # one scenario's failure must not lose the others' figures
+                    report.errors[title] = f"{type(exc).__name__}: {exc}"
+                    say(traceback.format_exc())
+                say(f"[bench] {title}: {time.monotonic() - step_began:.0f} s")
+            report.plots = [str(p) for p in draw(suite, plots_dir)] if report.figures else []
+        finally:
+            emulator.stop()
+    report.elapsed_s = time.monotonic() - began
+    return report
+
+
+def draw(suite: Suite, out: Path) -> list[Path]:
+    report = suite.report
+    drawn = []
+    bars: list[tuple[str, float | None, str]] = [("ceiling: aiokafka passthrough", report.value("ceiling"), "reference")]
+    bars += [(f"hand-written, {ms} ms", report.value(f"baseline-{ms}ms"), "baseline") for ms in BASELINE_LATENCIES_MS]
+    bars += [(f"gateway: {v.title}", report.value(f"s3-{v.key}"), "gateway") for v in THROUGHPUT_VARIANTS]
+    bars += [(f"gateway: {ms} ms backend", report.value(f"s4-{ms}ms"), "gateway") for ms in BOUND_LATENCIES_MS]
+    bars += [("gateway: rate-limited Qlik", report.value("s5-rows"), "gateway")]
+    if any(value for _, value, _ in bars):
+        drawn.append(plots.throughput_chart(out / "bench-throughput.png", bars,
+                                            f"Throughput by scenario ({report.mode} run)"))
+    if suite.latency:
+        drawn.append(plots.latency_chart(out / "bench-latency.png", suite.latency, LATENCY_LINGER_MS + 10.0,
+                                         f"Latency at half the maximum throughput ({report.mode} run)"))
+    buckets = report.details.get("request_duration_buckets")
+    if buckets:
+        drawn.append(plots.distribution_chart(out / "bench-explanations.png", buckets,
+                                              "Request duration by explanation kind (gateway histogram)"))
+    if suite.memory_series:
+        drawn.append(plots.memory_chart(out / "bench-memory.png", suite.memory_series, MEMORY_LIMIT_MB * 1e6,
+                                        "Gateway memory with a backend that never answers"))
+    return drawn
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer repetitions, smaller loads: a few minutes")
+    size.add_argument("--smoke", action="store_true", help="tiny loads: proves every scenario runs (seconds)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench.json", help="JSON file of every figure")
+    parser.add_argument("--plots-dir", type=Path, default=RESULTS, help="where the PNG charts go")
+    parser.add_argument("--scenarios", default="1,2,3,4,5,6,7,8",
+                        help="comma-separated scenario numbers (6 and 8 need 3; goals need 1 and 2)")
+    parser.add_argument("--keep-work", action="store_true", help="keep the configs and process logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    selected = {int(n) for n in args.scenarios.split(",") if n.strip()}
+    workdir = Path(tempfile.mkdtemp(prefix="scoring-gateway-bench-"))
+    try:
+        import uvloop
+
+        report = uvloop.run(run_suite(sizes, workdir, selected, args.plots_dir))
+    finally:
+        keep = args.keep_work
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report.write_json(args.out)
+    print(f"\n## Benchmark ({sizes.mode} run, {report.elapsed_s:.0f} s, "
+          f"{report.machine['cores']} cores, {report.machine['cpu_model']})\n")
+    print(report.markdown())
+    print(f"\nJSON: {args.out}" + "".join(f"\nplot: {p}" for p in report.plots))
+    if report.errors:
+        print(f"\nnot measured: {', '.join(report.errors)}" + ("" if keep else " (--keep-work keeps the logs)"))
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Build a pipeline's codec and TLS context from its configuration.
+
+``make_codec`` reads the configuration by attribute name (``pipeline.backend.type``, ``.url``, …:
+the YAML keys of the product contract), so any object of that shape works, and maps it onto the
+codecs' keyword arguments. Keys of the other vendor are ignored here; the configuration loader
+rejects them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from .datarobot import DataRobotCodec
+from .qlik import QlikCodec
+from .scoring import Codec
+
+
+def make_codec(pipeline: Any) -> Codec:
+    """The codec for ``pipeline.backend``, with ``pipeline.batching.max_bytes`` as the body cap."""
+    backend = pipeline.backend
+    kind = getattr(backend, "type", None)
+    batching = getattr(pipeline, "batching", None)
+    common: dict[str, Any] = {
+        "url": backend.url,
+        "token": getattr(backend, "token", None),
+        "max_bytes": getattr(batching, "max_bytes", None),
+        "response_format": getattr(backend, "response_format", None) or "json",
+    }
+    if kind == "qlik":
+        return QlikCodec(
+            **common,
+            include_shap=bool(getattr(backend, "include_shap", False)),
+            include_source=bool(getattr(backend, "include_source", False)),
+            include_not_predicted_reason=bool(getattr(backend, "include_not_predicted_reason", False)),
+            index_column=getattr(backend, "index_column", None),
+            stringify_values=bool(getattr(backend, "stringify_values", False)),
+        )
+    if kind == "datarobot":
+        passthrough = getattr(backend, "passthrough_columns", None)
+        return DataRobotCodec(
+            **common,
+            datarobot_key=getattr(backend, "datarobot_key", None),
+            auth_scheme=getattr(backend, "auth_scheme", None) or "bearer",
+            username=getattr(backend, "username", None),
+            body_format=getattr(backend, "body_format", None) or "csv",
+            gzip=bool(getattr(backend, "gzip", False)),
+            max_explanations=getattr(backend, "max_explanations", 0) or 0,
+            explanation_algorithm=getattr(backend, "explanation_algorithm", None),
+            threshold_low=getattr(backend, "threshold_low", None),
+            threshold_high=getattr(backend, "threshold_high", None),
+            passthrough_columns=passthrough if passthrough == "all" else tuple(passthrough or ()),
+        )
+    raise ValueError(f"pipeline {getattr(pipeline, 'name', '?')!r}: backend.type must be qlik or "
+                     f"datarobot, not {kind!r}")
+
+
+def make_ssl_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """A context trusting ``ca_file`` (and verifying host names); None = the system's default store."""
+    if not ca_file:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"ca_file {ca_file!r}: {exc}") from exc

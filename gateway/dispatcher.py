@@ -1,0 +1,222 @@
+"""Scoring a batch: encode, send with bounded concurrency and pacing, retry, split, decode.
+
+What happens to a batch, by failure class (see ``gateway.backends.errors``):
+- success: one ``ScoredRow`` per row; Qlik rows with a ``not_predicted_reason`` become ``Rejected``
+  with stage ``not_predicted``;
+- ``RetryableError``: backoff with full jitter (``Retry-After`` honoured up to its cap; a 429 also
+  holds the rate limiter), up to ``max_attempts``; then every row is rejected at stage ``score``;
+- ``DataError`` (400/413/422): the batch is bisected until the offending rows stand alone; only
+  those are rejected, with the vendor's status and message;
+- ``FatalError`` (401/403/404/409, TLS): not the data's fault. The pipeline is halted (consumption
+  paused, not ready) and the request is retried every ``max_backoff`` until the backend accepts it,
+  so no record is lost or dead-lettered.
+An encoded body over ``max_bytes`` is split the same way; a single row over it is rejected at
+stage ``validate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+
+from gateway.backends.errors import (DataError, FatalError, ResponseDecodeError, RetryableError,
+                                     ScoringError, from_exception, from_status)
+from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
+from gateway.ratelimit import RateLimiter
+from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
+from gateway.retry import RetryPolicy
+
+log = logging.getLogger("gateway.dispatcher")
+
+Outcome = ScoredRow | Rejected
+
+
+class RetriesExhausted(Exception):
+    def __init__(self, last: ScoringError, attempts: int) -> None:
+        super().__init__(str(last))
+        self.last = last
+        self.attempts = attempts
+
+
+class RejectedByData(Exception):
+    def __init__(self, error: DataError, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+
+class Dispatcher:
+    def __init__(self, *, pipeline: str, codec: Codec, session: aiohttp.ClientSession,
+                 features: Sequence[str] | None, policy: RetryPolicy, max_in_flight_requests: int,
+                 limiter: RateLimiter | None, metrics: Any, slow_threshold_s: float,
+                 on_halt: Callable[[str | None], None], health: Any = None,
+                 rng: random.Random | None = None) -> None:
+        self.pipeline = pipeline
+        self.codec = codec
+        self.session = session
+        self.features = list(features) if features else None
+        self.policy = policy
+        self.limiter = limiter
+        self.metrics = metrics
+        self.slow_threshold_s = slow_threshold_s
+        self._on_halt = on_halt
+        self._health = health
+        self._backend_ok = True
+        self._rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(max_in_flight_requests)
+        self._in_flight = 0
+        self.halted: str | None = None
+        # The explanation kind a request asks for is known up front except for "auto" (the
+        # deployment's default), which the first response reveals.
+        requested = codec.explanations
+        self._kind = "none" if not requested else ("shap" if requested == "auto" else requested)
+
+    async def score(self, rows: list[dict[str, Any]]) -> tuple[list[Outcome], float]:
+        """Score rows; returns one outcome per row in input order and the wall time in ms."""
+        started = time.monotonic()
+        outcomes: list[Outcome | None] = [None] * len(rows)
+        await self._score_range(rows, 0, len(rows), outcomes)
+        return outcomes, (time.monotonic() - started) * 1000.0  # type: ignore[return-value]
+
+    async def _score_range(self, rows: list[dict[str, Any]], lo: int, hi: int,
+                           out: list[Outcome | None]) -> None:
+        chunk = rows if (lo == 0 and hi == len(rows)) else rows[lo:hi]
+        try:
+            request = self.codec.encode(self.features, chunk)
+        except BodyTooLarge as exc:
+            if hi - lo == 1:
+                out[lo] = Rejected(STAGE_VALIDATE,
+                                   f"encoded row is {exc.size} bytes, over batching.max_bytes {exc.limit}")
+                return
+            await self._split(rows, lo, hi, out)
+            return
+        try:
+            scored, attempts = await self._send(request)
+        except RejectedByData as exc:
+            if hi - lo == 1:
+                out[lo] = Rejected(STAGE_SCORE, exc.error.message, exc.error.status, exc.attempts)
+                return
+            await self._split(rows, lo, hi, out)
+            return
+        except RetriesExhausted as exc:
+            reason = f"gave up after {exc.attempts} attempts: {exc.last.message}"
+            for i in range(lo, hi):
+                out[i] = Rejected(STAGE_SCORE, reason, exc.last.status, exc.attempts)
+            return
+        for i, row in enumerate(scored, lo):
+            out[i] = row if row.not_predicted_reason is None else Rejected(
+                STAGE_NOT_PREDICTED, row.not_predicted_reason, 200, attempts)
+
+    async def _split(self, rows: list[dict[str, Any]], lo: int, hi: int,
+                     out: list[Outcome | None]) -> None:
+        mid = (lo + hi) // 2
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._score_range(rows, lo, mid, out))
+            group.create_task(self._score_range(rows, mid, hi, out))
+
+    async def _send(self, request: ScoringRequest) -> tuple[list[ScoredRow], int]:
+        """One request to completion: returns decoded rows and the attempts it took."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                rows = await self._attempt(request)
+            except FatalError as err:
+                self._halt(err)
+                self.metrics.retry("fatal")
+                await asyncio.sleep(self.policy.max_backoff_s)
+                attempt -= 1  # a configuration outage does not use up the data's attempts
+                continue
+            except DataError as err:
+                raise RejectedByData(err, attempt) from None
+            except RetryableError as err:
+                if err.reason in ("connect", "timeout") and self._backend_ok:
+                    self._set_backend(False, err.message)
+                if self.policy.exhausted(attempt):
+                    raise RetriesExhausted(err, attempt) from None
+                delay = self.policy.delay(attempt, err.retry_after, self._rng)
+                if err.status == 429 and self.limiter is not None:
+                    self.limiter.hold(delay)
+                self.metrics.retry(err.reason)
+                await asyncio.sleep(delay)
+                continue
+            if self.halted is not None:
+                self._resume()
+            if not self._backend_ok:
+                self._set_backend(True, None)
+            return rows, attempt
+
+    async def _attempt(self, request: ScoringRequest) -> list[ScoredRow]:
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        backend = self.codec.backend
+        async with self._slots:
+            self._in_flight += 1
+            self.metrics.inflight_requests(self._in_flight)
+            started = time.monotonic()
+            try:
+                async with self.session.request(request.method, request.url, data=request.body,
+                                                headers=request.headers) as response:
+                    body = await response.read()
+                    status = response.status
+                    content_type = response.headers.get("Content-Type", "")
+                    headers = response.headers
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                error = from_exception(backend, exc)
+                self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"),
+                                     time.monotonic() - started)
+                raise error from None
+            finally:
+                self._in_flight -= 1
+                self.metrics.inflight_requests(self._in_flight)
+        seconds = time.monotonic() - started
+        if not 200 <= status < 300:
+            self.metrics.request(backend, self._kind, str(status), seconds)
+            raise from_status(backend, status, headers, body)
+        try:
+            rows = self.codec.decode(request, status, content_type, body)
+        except ResponseDecodeError as exc:
+            self.metrics.request(backend, self._kind, str(status), seconds)
+            raise RetryableError(backend, exc.message, status, reason="decode") from None
+        if request.explanations and rows:
+            self._observe_explanations(rows, request, seconds)
+        self.metrics.request(backend, self._kind, str(status), seconds)
+        return rows
+
+    def _observe_explanations(self, rows: list[ScoredRow], request: ScoringRequest,
+                              seconds: float) -> None:
+        kind = next((r.explanation_kind for r in rows if r.explanation_kind), None)
+        if kind is not None:
+            self._kind = kind
+        if seconds <= self.slow_threshold_s:
+            return
+        self.metrics.slow_explanation(self._kind)
+        if self._kind == "xemp":
+            log.warning("slow_xemp_call", extra={
+                "pipeline": self.pipeline, "deployment": self.codec.deployment,
+                "rows": request.rows, "duration_ms": round(seconds * 1000.0, 1),
+                "threshold_ms": round(self.slow_threshold_s * 1000.0, 1)})
+
+    def _set_backend(self, ok: bool, reason: str | None) -> None:
+        self._backend_ok = ok
+        if self._health is not None:
+            self._health.set_backend_ok(self.pipeline, ok, reason)
+
+    def _halt(self, err: FatalError) -> None:
+        reason = f"{err.backend} refused the request (HTTP {err.status}): {err.message}" \
+            if err.status else f"{err.backend}: {err.message}"
+        if self.halted != reason:
+            log.error("pipeline_halted", extra={"pipeline": self.pipeline, "reason": reason})
+        self.halted = reason
+        self._on_halt(reason)
+
+    def _resume(self) -> None:
+        log.warning("pipeline_resumed", extra={"pipeline": self.pipeline})
+        self.halted = None
+        self._on_halt(None)

@@ -1,0 +1,314 @@
+"""Prometheus instruments of the gateway, every name prefixed ``scoring_gateway_``.
+
+All metrics live on the :class:`~prometheus_client.CollectorRegistry` handed to :class:`Metrics`,
+never on the library's global registry, so tests and several gateways in one process don't collide.
+:meth:`Metrics.pipeline` returns a :class:`PipelineMetrics` whose label children are bound once:
+the hot path then pays one dictionary lookup and one increment per *batch*, never a ``labels()`` call.
+
+Label values are bounded by construction: outcomes, stages and explanation kinds are checked against
+fixed sets (a wrong value is a programming error and raises), while values that come from the outside
+world (HTTP statuses, retry reasons) are folded into ``"other"`` when they fall outside known shapes.
+Record keys and ids are never labels.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import platform
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
+
+from gateway import __version__
+
+PREFIX = "scoring_gateway_"
+
+# Sub-millisecond emulator calls up to multi-minute XEMP explanations; 2 s matches the default
+# ``explanations.slow_threshold_ms`` so dashboards can read the share of slow calls off a bucket.
+SECONDS_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+BATCH_ROWS_BUCKETS: tuple[float, ...] = (
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
+
+OUTCOMES = ("predicted", "dead_letter")
+EXPLANATION_KINDS = ("none", "shap", "xemp")
+DEAD_LETTER_STAGES = ("decode", "validate", "score", "not_predicted")
+TRANSPORT_FAILURES = ("timeout", "connect", "disconnect", "client_error")
+# A transport failure no retry heals (TLS verification) is reported as status "fatal".
+REQUEST_FAILURES = (*TRANSPORT_FAILURES, "fatal")
+RETRY_REASONS = ("429", "500", "502", "503", "504", *TRANSPORT_FAILURES, "decode", "fatal")
+OTHER = "other"
+
+# Below this many values a plain bisect per value wins; above it sorting once and bisecting per
+# bucket bound is 3-10x cheaper (measured in benchmarks/bench_metrics.py).
+_SORT_THRESHOLD = 32
+
+
+def _is_http_status(value: str) -> bool:
+    return len(value) == 3 and value.isascii() and value.isdigit() and "1" <= value[0] <= "5"
+
+
+def status_label(status: str) -> str:
+    """An HTTP status or transport failure as a bounded label value."""
+    if _is_http_status(status) or status in REQUEST_FAILURES:
+        return status
+    return OTHER
+
+
+def retry_reason_label(reason: str) -> str:
+    """A retry reason as a bounded label value: the known set, any HTTP status, else ``other``."""
+    if reason in RETRY_REASONS or _is_http_status(reason):
+        return reason
+    return OTHER
+
+
+class BatchHistogram:
+    """A per-pipeline histogram fed a whole batch of observations per call.
+
+    ``Histogram.observe`` costs about a microsecond per value (a lock and a linear bucket scan);
+    end-to-end latency is observed once per published record, so this collector counts a batch
+    with bisection instead and adds the sum once. The event loop is the only writer; a scrape from
+    another thread reads snapshots (single list copies are atomic under the GIL), so no lock is
+    taken on the hot path. A scrape may see a batch half counted, never a torn or shrinking bucket.
+    """
+
+    def __init__(self, name: str, documentation: str, bounds: Sequence[float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = [float(b) for b in bounds]
+        if self._bounds != sorted(self._bounds) or not self._bounds:
+            raise ValueError("bucket bounds must be a non-empty ascending sequence")
+        self._labels = [floatToGoString(b) for b in self._bounds] + ["+Inf"]
+        self._children: dict[str, BatchHistogramChild] = {}
+
+    def child(self, pipeline: str) -> BatchHistogramChild:
+        found = self._children.get(pipeline)
+        if found is None:
+            found = self._children[pipeline] = BatchHistogramChild(self._bounds)
+        return found
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=["pipeline"])]
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=["pipeline"])
+        for pipeline, child in list(self._children.items()):
+            total = child.total
+            cumulative, running = [], 0
+            for label, count in zip(self._labels, list(child.counts), strict=True):
+                running += count
+                cumulative.append((label, running))
+            family.add_metric([pipeline], cumulative, total)
+        yield family
+
+
+class BatchHistogramChild:
+    """Bucket counts and sum of one pipeline; ``counts[-1]`` is the +Inf overflow bucket."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        """Count every value into its ``le`` bucket; the sum only grows (clock skew can't shrink it)."""
+        total = sum(values)
+        if total != total:  # a NaN would poison the sort and the sum forever: drop NaNs first
+            values = [v for v in values if v == v]
+            total = sum(values)
+        counts, bounds = self.counts, self._bounds
+        if len(values) < _SORT_THRESHOLD:
+            index = bisect.bisect_left
+            for value in values:
+                counts[index(bounds, value)] += 1
+        else:
+            ordered = sorted(values)
+            upto = bisect.bisect_right
+            done = 0
+            for i, bound in enumerate(bounds):
+                reached = upto(ordered, bound, done)
+                if reached != done:
+                    counts[i] += reached - done
+                    done = reached
+                    if done == len(ordered):
+                        break
+            counts[-1] += len(ordered) - done
+        if total > 0.0 and math.isfinite(total):
+            self.total += total
+
+
+class Metrics:
+    """Every gateway metric, registered once on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = PREFIX
+        self.records_consumed = Counter(
+            p + "records_consumed_total", "Records fetched from the input topic.",
+            ["pipeline"], registry=registry)
+        self.records_published = Counter(
+            p + "records_published_total",
+            "Records acknowledged by the broker on an output topic, by outcome.",
+            ["pipeline", "outcome"], registry=registry)
+        self.dead_letter_records = Counter(
+            p + "dead_letter_records_total",
+            "Records sent to the dead-letter topic, by the stage that refused them.",
+            ["pipeline", "stage"], registry=registry)
+        self.request_duration = Histogram(
+            p + "request_duration_seconds",
+            "Duration of scoring API requests, by explanation kind and HTTP status or transport failure.",
+            ["pipeline", "backend", "explanations", "status"], buckets=SECONDS_BUCKETS, registry=registry)
+        self.slow_explanation_requests = Counter(
+            p + "slow_explanation_requests_total",
+            "Explanation requests slower than explanations.slow_threshold_ms.",
+            ["pipeline", "kind"], registry=registry)
+        self.batch_rows = Histogram(
+            p + "batch_rows", "Rows per scoring request.",
+            ["pipeline"], buckets=BATCH_ROWS_BUCKETS, registry=registry)
+        self.inflight_requests = Gauge(
+            p + "inflight_requests", "Scoring requests awaiting a response.",
+            ["pipeline"], registry=registry)
+        self.inflight_records = Gauge(
+            p + "inflight_records", "Records consumed but not yet published.",
+            ["pipeline"], registry=registry)
+        self.consumer_paused = Gauge(
+            p + "consumer_paused", "1 while backpressure pauses fetching, else 0.",
+            ["pipeline"], registry=registry)
+        self.pipeline_ready = Gauge(
+            p + "pipeline_ready", "1 when the pipeline passes its readiness checks, else 0.",
+            ["pipeline"], registry=registry)
+        self.retries = Counter(
+            p + "retries_total", "Scoring request retries, by reason.",
+            ["pipeline", "reason"], registry=registry)
+        self.consumer_lag = Gauge(
+            p + "consumer_lag", "Records between the consumer position and the partition's end.",
+            ["pipeline", "topic", "partition"], registry=registry)
+        self.end_to_end_latency = BatchHistogram(
+            p + "end_to_end_latency_seconds",
+            "Input record timestamp to output acknowledged by the broker.", SECONDS_BUCKETS)
+        registry.register(self.end_to_end_latency)
+        self.build_info = Gauge(
+            p + "build_info", "Always 1; labels carry the gateway and Python versions.",
+            ["version", "python"], registry=registry)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self._pipelines: dict[str, PipelineMetrics] = {}
+
+    def pipeline(self, name: str) -> PipelineMetrics:
+        """The instruments of one pipeline, created on first use and cached."""
+        found = self._pipelines.get(name)
+        if found is None:
+            found = self._pipelines[name] = PipelineMetrics(self, name)
+        return found
+
+
+class PipelineMetrics:
+    """One pipeline's instruments with their label children pre-bound; call per batch, not per record."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self._metrics = metrics
+        self.name = name
+        self._consumed = metrics.records_consumed.labels(name)
+        self._published = {o: metrics.records_published.labels(name, o) for o in OUTCOMES}
+        self._dead_letters = {s: metrics.dead_letter_records.labels(name, s) for s in DEAD_LETTER_STAGES}
+        self._slow = {k: metrics.slow_explanation_requests.labels(name, k) for k in ("shap", "xemp")}
+        self._retries = {r: metrics.retries.labels(name, r) for r in RETRY_REASONS}
+        self._requests: dict[tuple[str, str, str], Histogram] = {}
+        self._lag: dict[tuple[str, int], Gauge] = {}
+        self._batch = metrics.batch_rows.labels(name)
+        self._inflight_requests = metrics.inflight_requests.labels(name)
+        self._inflight_records = metrics.inflight_records.labels(name)
+        self._paused = metrics.consumer_paused.labels(name)
+        self._ready = metrics.pipeline_ready.labels(name)
+        self._end_to_end = metrics.end_to_end_latency.child(name)
+        self._paused.set(0)
+        self._ready.set(0)
+
+    def consumed(self, n: int) -> None:
+        self._consumed.inc(n)
+
+    def published(self, outcome: str, n: int) -> None:
+        """``outcome`` is ``predicted`` or ``dead_letter``."""
+        try:
+            child = self._published[outcome]
+        except KeyError:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}") from None
+        child.inc(n)
+
+    def dead_letters(self, stage: str, n: int) -> None:
+        """``stage`` is the dead-letter record's ``stage``: decode, validate, score or not_predicted."""
+        try:
+            child = self._dead_letters[stage]
+        except KeyError:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {DEAD_LETTER_STAGES}") from None
+        child.inc(n)
+
+    def request(self, backend: str, explanations: str, status: str, seconds: float) -> None:
+        """One scoring call; ``status`` is the HTTP status as text, a transport failure name
+        (timeout, connect, disconnect, client_error) or ``fatal``; anything else counts as ``other``."""
+        key = (backend, explanations, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._request_child(backend, explanations, status)
+        child.observe(seconds)
+
+    def _request_child(self, backend: str, explanations: str, status: str) -> Histogram:
+        if explanations not in EXPLANATION_KINDS:
+            raise ValueError(f"unknown explanations {explanations!r}; expected one of {EXPLANATION_KINDS}")
+        label = status_label(status)
+        child = self._metrics.request_duration.labels(self.name, backend, explanations, label)
+        if label == status:  # cache only well-formed keys so odd inputs cannot grow the cache
+            self._requests[(backend, explanations, status)] = child
+        return child
+
+    def slow_explanation(self, kind: str) -> None:
+        """An explanation call took longer than ``slow_threshold_ms``; ``kind`` is shap or xemp."""
+        try:
+            child = self._slow[kind]
+        except KeyError:
+            raise ValueError(f"unknown explanation kind {kind!r}; expected shap or xemp") from None
+        child.inc()
+
+    def batch(self, rows: int) -> None:
+        self._batch.observe(rows)
+
+    def inflight_requests(self, n: int) -> None:
+        self._inflight_requests.set(n)
+
+    def inflight_records(self, n: int) -> None:
+        self._inflight_records.set(n)
+
+    def paused(self, is_paused: bool) -> None:
+        self._paused.set(1 if is_paused else 0)
+
+    def retry(self, reason: str) -> None:
+        """``reason`` as :class:`~gateway.backends.errors.RetryableError` labels it, or decode/fatal."""
+        child = self._retries.get(reason)
+        if child is None:
+            child = self._metrics.retries.labels(self.name, retry_reason_label(reason))
+        child.inc()
+
+    def end_to_end(self, seconds: Sequence[float]) -> None:
+        """Latencies of every record of a published batch, counted in one call."""
+        self._end_to_end.observe_many(seconds)
+
+    def lag(self, topic: str, partition: int, lag: int) -> None:
+        key = (topic, partition)
+        child = self._lag.get(key)
+        if child is None:
+            child = self._lag[key] = self._metrics.consumer_lag.labels(self.name, topic, str(partition))
+        child.set(lag)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a revoked partition's lag series so a stale value cannot keep an alert firing."""
+        if self._lag.pop((topic, partition), None) is not None:
+            self._metrics.consumer_lag.remove(self.name, topic, str(partition))
+
+    def not_ready(self, reason: str | None) -> None:
+        """``None`` marks the pipeline ready; the reason itself is reported by ``/readyz``, not as a label."""
+        self._ready.set(0 if reason else 1)

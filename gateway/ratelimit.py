@@ -1,0 +1,37 @@
+"""Client-side request pacing, so a vendor quota (Qlik real-time: 100 requests/min) is never exceeded.
+
+Requests are spaced evenly at ``60 / per_minute`` seconds rather than allowed to burst: a burst that
+the vendor answers with 429 costs a ``Retry-After`` wait far longer than the spacing it saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+class RateLimiter:
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be > 0")
+        # A hair over the exact spacing keeps a sliding 60 s window on the server at the limit.
+        self.interval = 60.0 / per_minute * 1.002
+        self._clock = clock
+        self._next = 0.0
+
+    def reserve(self) -> float:
+        """Claim the next start slot; returns how long the caller must wait for it."""
+        now = self._clock()
+        start = max(now, self._next)
+        self._next = start + self.interval
+        return start - now
+
+    async def acquire(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def hold(self, seconds: float) -> None:
+        """The vendor said wait (429 + Retry-After): no request starts before then."""
+        self._next = max(self._next, self._clock() + seconds)

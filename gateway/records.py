@@ -1,0 +1,102 @@
+"""The records the gateway writes, exactly as PRODUCT.md §4 defines them (pure functions, no I/O).
+
+Every input record yields one prediction record or one dead-letter record; ``id`` is the input's
+``topic/partition/offset`` so consumers can drop the duplicates an at-least-once restart may cause.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.backends.scoring import ScoredRow
+
+STAGE_DECODE = "decode"
+STAGE_VALIDATE = "validate"
+STAGE_SCORE = "score"
+STAGE_NOT_PREDICTED = "not_predicted"
+
+
+class InputRecord(Protocol):
+    """What the gateway needs of a consumed Kafka record (aiokafka's ConsumerRecord has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+@dataclass(slots=True)
+class Rejected:
+    """Why a record gets a dead-letter record instead of a prediction."""
+
+    stage: str
+    reason: str
+    status: int | None = None
+    attempts: int = 0
+
+
+def record_id(record: InputRecord) -> str:
+    return f"{record.topic}/{record.partition}/{record.offset}"
+
+
+def source_of(record: InputRecord) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "timestamp_ms": record.timestamp}
+
+
+def prediction_document(record: InputRecord, row: ScoredRow, *, pipeline: str, backend: str,
+                        deployment: str, latency_ms: float, embed_explanations: bool) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": record_id(record),
+        "pipeline": pipeline,
+        "source": source_of(record),
+        "prediction": row.prediction,
+        "probabilities": row.probabilities,
+        "threshold": row.threshold,
+        "explanation_kind": row.explanation_kind,
+    }
+    if embed_explanations:
+        doc["explanations"] = [e.as_dict() for e in row.explanations]
+    doc["backend"] = backend
+    doc["deployment"] = deployment
+    doc["latency_ms"] = round(latency_ms, 3)
+    if row.passthrough:
+        doc["passthrough"] = row.passthrough
+    return doc
+
+
+def explanation_document(record: InputRecord, row: ScoredRow, *, pipeline: str) -> dict[str, Any]:
+    return {"id": record_id(record), "pipeline": pipeline, "kind": row.explanation_kind,
+            "explanations": [e.as_dict() for e in row.explanations],
+            "base_value": row.base_value, "remaining_total": row.remaining_total}
+
+
+def dead_letter_document(record: InputRecord, rejected: Rejected, *, pipeline: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": record_id(record),
+        "pipeline": pipeline,
+        "source": source_of(record),
+        "stage": rejected.stage,
+        "reason": rejected.reason,
+        "status": rejected.status,
+        "attempts": rejected.attempts,
+    }
+    raw = record.value or b""
+    try:
+        doc["raw"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["raw_base64"] = base64.b64encode(raw).decode("ascii")
+    return doc
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    # Non-str keys can reach passthrough values from a decoded CSV; NaN never reaches here
+    # (input decoding rejects it), but OPT_SERIALIZE_NUMPY-free defaults are enough.
+    return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)

@@ -1,0 +1,114 @@
+"""Kafka out: publish a batch's output records with aiokafka's batch API and wait for the acks.
+
+One ``send_batch`` per output partition instead of one ``send()`` per record: the per-record path
+costs 3-8x more CPU on this client. A publish that fails is retried with backoff until it is
+acknowledged or the pipeline is cancelled; the offsets of its inputs are committed only after it
+succeeds, so a failure can duplicate outputs (recognisable by ``id``) but never lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+log = logging.getLogger("gateway.sink")
+
+# (topic, key, value, headers)
+Message = tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]
+
+_KEY_CACHE_LIMIT = 100_000
+
+
+class KafkaSink:
+    def __init__(self, producer: AIOKafkaProducer, *, retry_backoff_s: float = 0.5,
+                 max_backoff_s: float = 10.0) -> None:
+        self._producer = producer
+        self._partitions: dict[str, list[int]] = {}
+        self._key_partition: dict[tuple[str, bytes], int] = {}
+        self._round_robin = random.Random()
+        self._retry_backoff_s = retry_backoff_s
+        self._max_backoff_s = max_backoff_s
+
+    async def prepare(self, topics: Sequence[str]) -> None:
+        """Learn the output topics' partitions before the first publish."""
+        for topic in topics:
+            await self._partitions_of(topic)
+
+    async def _partitions_of(self, topic: str) -> list[int]:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            found = await self._producer.partitions_for(topic)
+            partitions = self._partitions[topic] = sorted(found)
+        return partitions
+
+    def _partition(self, topic: str, partitions: list[int], key: bytes | None) -> int:
+        """Kafka's default partitioning (murmur2 of the key), cached: keys repeat in practice."""
+        if key is None:
+            return partitions[self._round_robin.randrange(len(partitions))]
+        cache = self._key_partition
+        found = cache.get((topic, key))
+        if found is None:
+            if len(cache) >= _KEY_CACHE_LIMIT:
+                cache.clear()
+            found = cache[(topic, key)] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        return found
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish all messages; returns once the broker acknowledged every one of them."""
+        groups: dict[tuple[str, int], list[Message]] = {}
+        for message in messages:
+            topic = message[0]
+            partitions = self._partitions.get(topic) or await self._partitions_of(topic)
+            target = (topic, self._partition(topic, partitions, message[1]))
+            group = groups.get(target)
+            if group is None:
+                groups[target] = [message]
+            else:
+                group.append(message)
+        delay = self._retry_backoff_s
+        while groups:
+            failed = await self._send_groups(groups)
+            if not failed:
+                return
+            groups = {target: groups[target] for target in failed}
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_backoff_s)
+
+    async def _send_groups(self, groups: dict[tuple[str, int], list[Message]]) -> list[tuple[str, int]]:
+        """Send every group; returns the targets whose delivery failed."""
+        targets: list[tuple[str, int]] = []
+        waits: list[Any] = []
+        producer = self._producer
+        for (topic, partition), group in groups.items():
+            batch = producer.create_batch()
+            for _, key, value, headers in group:
+                if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                    targets.append((topic, partition))
+                    waits.append(self._send_batch(batch, topic, partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                        raise ValueError(f"a single record of {len(value)} bytes exceeds the producer's batch size")
+            targets.append((topic, partition))
+            waits.append(self._send_batch(batch, topic, partition))
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        failed = []
+        for target, result in zip(targets, results):
+            if isinstance(result, BaseException):
+                if not isinstance(result, KafkaError):
+                    raise result
+                log.warning("publish_failed", extra={"topic": target[0], "partition": target[1],
+                                                     "error": repr(result)})
+                if target not in failed:
+                    failed.append(target)
+        return failed
+
+    async def _send_batch(self, batch: Any, topic: str, partition: int) -> None:
+        future = await self._producer.send_batch(batch, topic, partition=partition)
+        await future

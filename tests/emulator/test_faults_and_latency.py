@@ -1,0 +1,151 @@
+"""Latency model, injected errors, hangs, drops, the rate limit and seeded reproducibility."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import orjson
+import pytest
+
+from gateway.emulator import EmulatorOptions, start_emulator
+from tests.emulator.conftest import datarobot_url, post, qlik_url
+from tests.emulator.payloads import CHURN_FEATURES, SEED_ROWS, csv_text, qlik_429_sample, qlik_body, random_rows
+from gateway.emulator.models import DEPLOYMENTS
+
+QLIK_BODY = orjson.dumps(qlik_body(CHURN_FEATURES, SEED_ROWS))
+CSV_BODY = csv_text(CHURN_FEATURES, SEED_ROWS).encode()
+JSON = {"Content-Type": "application/json"}
+CSV = {"Content-Type": "text/csv"}
+
+
+async def qlik(http, emulator, params="", body=QLIK_BODY):
+    return await post(http, qlik_url(emulator) + (f"?{params}" if params else ""), data=body, headers=JSON)
+
+
+async def datarobot(http, emulator, params="", body=CSV_BODY):
+    return await post(http, datarobot_url(emulator) + (f"?{params}" if params else ""), data=body, headers=CSV)
+
+
+async def timed(call) -> tuple[float, tuple]:
+    start = time.perf_counter()
+    result = await call
+    return time.perf_counter() - start, result
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+async def test_error_rate_one_answers_every_request_with_that_status(http, emulator, status):
+    emulator.configure(error_rate={status: 1.0}, retry_after_s=3)
+    for _ in range(4):
+        got, headers, raw = await qlik(http, emulator)
+        assert got == status
+        doc = orjson.loads(raw)
+        assert doc["errors"][0]["code"] == f"HTTP-{status}"
+        if status == 429:
+            _, sample = qlik_429_sample()
+            assert doc == orjson.loads(orjson.dumps(sample).replace(b"13 seconds", b"3 seconds"))
+        got, dr_headers, raw = await datarobot(http, emulator)
+        assert got == status and set(orjson.loads(raw)) == {"message"}
+        for h in (headers, dr_headers):
+            assert h.get("Retry-After") == ("3" if status in (429, 503) else None)
+    assert emulator.stats.snapshot()["faults"]["error"] == 8
+    emulator.configure(error_rate={})
+    assert (await qlik(http, emulator))[0] == 200
+
+
+async def test_hang_holds_until_the_client_gives_up(http, emulator):
+    emulator.configure(hang_rate=1.0)
+    baseline = len(asyncio.all_tasks())
+    with pytest.raises(asyncio.TimeoutError):
+        await post(http, qlik_url(emulator), data=QLIK_BODY, headers=JSON, timeout=aiohttp.ClientTimeout(total=0.3))
+    # The client gave up, so the server cancels the held request: nothing is left running.
+    deadline = time.monotonic() + 2
+    while len(asyncio.all_tasks()) > baseline and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(asyncio.all_tasks()) <= baseline
+    assert emulator.stats.snapshot()["faults"]["hang"] == 1
+    emulator.configure(hang_rate=0.0)
+    assert (await datarobot(http, emulator))[0] == 200
+
+
+async def test_stop_releases_hanging_requests_without_leaking_tasks(http):
+    emulator = await start_emulator(EmulatorOptions(hang_rate=1.0), "127.0.0.1", 0)
+    baseline = len(asyncio.all_tasks())
+    pending = asyncio.create_task(post(http, qlik_url(emulator), data=QLIK_BODY, headers=JSON,
+                                       timeout=aiohttp.ClientTimeout(total=30)))
+    await asyncio.sleep(0.2)
+    assert not pending.done()
+    started = time.perf_counter()
+    await emulator.stop()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await pending
+    assert time.perf_counter() - started < 1.5
+    await asyncio.sleep(0.05)
+    assert len(asyncio.all_tasks()) <= baseline
+
+
+async def test_drop_closes_the_connection_without_a_response(http, emulator):
+    emulator.configure(drop_rate=1.0)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await qlik(http, emulator)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await datarobot(http, emulator)
+    stats = emulator.stats.snapshot()
+    assert stats["faults"]["drop"] == 2 and stats["requests"] == 2
+    emulator.configure(drop_rate=0.0)
+    assert (await qlik(http, emulator))[0] == 200
+
+
+async def test_seed_makes_faults_reproducible(http, emulator):
+    async def sequence(seed: int) -> list[int]:
+        emulator.configure(seed=seed, error_rate={503: 0.3, 500: 0.2})
+        return [(await qlik(http, emulator))[0] for _ in range(40)]
+
+    first = await sequence(3)
+    assert set(first) == {200, 500, 503}
+    assert await sequence(3) == first
+    assert await sequence(4) != first
+
+
+async def test_latency_model_and_multipliers(http, emulator):
+    emulator.configure(latency_ms=60)
+    plain, (status, _, _) = await timed(qlik(http, emulator))
+    assert status == 200 and 0.06 <= plain < 0.5
+
+    emulator.configure(latency_ms=40, per_row_ms=1.0)
+    body = orjson.dumps(qlik_body(CHURN_FEATURES, random_rows(DEPLOYMENTS[0].model, 100)))
+    rows_time, (status, _, _) = await timed(qlik(http, emulator, body=body))
+    assert status == 200 and 0.14 <= rows_time < 0.6  # 40 + 100 × 1 ms
+
+    emulator.configure(latency_ms=50, per_row_ms=0, shap_multiplier=3, xemp_multiplier=5)
+    plain, _ = await timed(qlik(http, emulator))
+    shap, _ = await timed(qlik(http, emulator, "includeShap=true"))
+    assert 2.2 <= shap / plain <= 4.0
+    plain, (_, headers, _) = await timed(datarobot(http, emulator))
+    assert 45 <= int(headers["X-DataRobot-Execution-Time"]) < 500
+    xemp, (status, headers, _) = await timed(datarobot(http, emulator, "maxExplanations=3&explanationAlgorithm=xemp"))
+    assert status == 200 and 3.5 <= xemp / plain <= 6.5
+    assert int(headers["X-DataRobot-Execution-Time"]) >= 240
+    shap, _ = await timed(datarobot(http, emulator, "maxExplanations=3"))  # the deployments' default: SHAP
+    assert 2.2 <= shap / plain <= 4.0
+
+
+async def test_jitter_is_bounded_and_seeded(http, emulator):
+    async def durations(seed: int) -> list[int]:
+        emulator.configure(seed=seed, latency_ms=20, jitter_ms=60)
+        return [int((await datarobot(http, emulator))[1]["X-DataRobot-Execution-Time"]) for _ in range(8)]
+
+    first = await durations(5)
+    assert all(19 <= d <= 90 for d in first) and max(first) - min(first) > 5
+
+
+async def test_rate_limit_is_per_vendor_route_set(http, emulator):
+    emulator.configure(rate_limit_per_minute=2)
+    assert [(await qlik(http, emulator))[0] for _ in range(3)] == [200, 200, 429]
+    assert [(await datarobot(http, emulator))[0] for _ in range(2)] == [200, 200]
+    status, headers, raw = await datarobot(http, emulator)
+    assert status == 429 and 58 <= int(headers["Retry-After"]) <= 60 and "message" in orjson.loads(raw)
+    assert emulator.stats.snapshot()["faults"]["rate_limited"] == 2
+    emulator.configure(rate_limit_per_minute=None)
+    assert (await qlik(http, emulator))[0] == 200
