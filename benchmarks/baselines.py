@@ -11,6 +11,9 @@ consumed), offsets auto-committed (aiokafka's default). Bounded by a time budget
 
 Both write their outputs to a topic; throughput is read from the output's timestamps exactly as for
 the gateway, so the three are measured the same way.
+
+``consumer_latency``: the end-to-end latency of a bare consumer at a given pace, the part of the
+gateway's latency that the broker and the Kafka client account for.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.workload import RunTopics
 
@@ -116,7 +119,7 @@ async def hand_written_consumer(bootstrap: str, topics: RunTopics, qlik_url: str
                     answer = orjson.loads(await resp.read())
                 attributes = answer["data"]["attributes"]
                 names = [column["name"] for column in attributes["schema"]]
-                result = dict(zip(names, attributes["rows"][0]))
+                result = dict(zip(names, attributes["rows"][0], strict=True))
                 out = {"id": f"{msg.topic}/{msg.partition}/{msg.offset}", "prediction": result}
                 await producer.send_and_wait(topics.predictions, orjson.dumps(out), key=msg.key)
                 done += 1
@@ -132,3 +135,29 @@ async def hand_written_consumer(bootstrap: str, topics: RunTopics, qlik_url: str
         await producer.stop()
     return LoopResult(done, time.monotonic() - first if done else 0.0,
                       time.process_time() - cpu0 if done else 0.0, complete)
+
+
+async def consumer_latency(bootstrap: str, topics: RunTopics, expected: int, timeout_s: float,
+                           ready: asyncio.Event) -> list[float]:
+    """Receive time - record timestamp (ms) for a bare aiokafka consumer with default fetch settings:
+    the latency the broker and the client add before any processing. ``ready`` is set once the
+    consumer is positioned, so the producer can start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    latencies: list[float] = []
+    try:
+        partitions = [TopicPartition(topics.input, p) for p in range(topics.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ready.set()
+        deadline = time.monotonic() + timeout_s
+        while len(latencies) < expected and time.monotonic() < deadline:
+            data = await consumer.getmany(timeout_ms=100, max_records=2000)
+            now_ms = time.time() * 1000.0
+            for records in data.values():
+                latencies.extend(now_ms - r.timestamp for r in records)
+    finally:
+        ready.set()
+        await consumer.stop()
+    return latencies

@@ -38,7 +38,8 @@ from gateway.backends.scoring import row_tuples
 
 RESULTS = Path(__file__).resolve().parent / "results" / "codecs.json"
 ROWS = 500
-QLIK_URL = "https://tenant.example/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"
+QLIK_URL = ("https://tenant.example/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4"
+            "/realtime-predictions/actions/run")
 DATAROBOT_URL = "https://example.datarobot.com/predApi/v1.0/deployments/5f3c1b2a9d8e7f6a5b4c3d2e/predictions"
 FEATURES = ("PlanType", "NumberOfPenalties", "HasRenewed", "BaseFee", "ServiceTickets",
             "AdditionalFeatureSpend", "ServiceRating", "Promotion")

@@ -41,7 +41,7 @@ def latency_chart(path: Path, series: dict[str, dict[str, float | None]], goal_m
         xs = [p + i * width for p in range(len(percentiles))]
         heights = [values.get(p) or 0.0 for p in percentiles]
         ax.bar(xs, heights, width, label=name)
-        for x, h in zip(xs, heights):
+        for x, h in zip(xs, heights, strict=True):
             ax.text(x, h, f"{h:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks([p + width * (len(series) - 1) / 2 for p in range(len(percentiles))], percentiles)
     if goal_ms is not None:

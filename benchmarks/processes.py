@@ -93,7 +93,7 @@ class EmulatorProcess:
         assert self._proc is not None
         return self._proc.pid
 
-    async def start(self, timeout_s: float = 30.0) -> "EmulatorProcess":
+    async def start(self, timeout_s: float = 30.0) -> EmulatorProcess:
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, *self.command, "--host", "127.0.0.1",
@@ -107,10 +107,10 @@ class EmulatorProcess:
                 found = await self.get("/_emulator/deployments")
                 self.deployments = {d["name"]: d for d in found["deployments"]}
                 return self
-            except (aiohttp.ClientError, OSError):
+            except (aiohttp.ClientError, OSError) as exc:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the emulator did not answer within {timeout_s:.0f}s")
+                    raise RuntimeError(f"the emulator did not answer within {timeout_s:.0f}s") from exc
                 await asyncio.sleep(0.1)
 
     async def get(self, path: str) -> Any:
@@ -178,7 +178,7 @@ class GatewayProcess:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def start(self) -> "GatewayProcess":
+    def start(self) -> GatewayProcess:
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
@@ -204,7 +204,7 @@ class GatewayProcess:
                 if r.status != 200:
                     return []
                 text = await r.text()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return []
         return [MetricSample(s.name, dict(s.labels), s.value)
                 for family in text_string_to_metric_families(text) for s in family.samples]

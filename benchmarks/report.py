@@ -114,7 +114,8 @@ class Report:
                         f"{goal.text if goal else '—'} | {'—' if ratio is None else f'{ratio:.2f}'} | {met} |")
         for scenario, error in self.errors.items():
             rows.append(f"| {scenario} | not measured: {error.splitlines()[0][:120]} | — | — | — | — | **no** |")
-        return "\n".join(rows)
+        notes = [f"- {f.scenario} / {f.name}: {f.note}" for f in self.figures if f.note]
+        return "\n".join(rows + (["", "Notes:", *notes] if notes else []))
 
 
 def format_value(value: float | None) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from benchmarks.baselines import consumer_latency
 from benchmarks.modes import Sizes
 from benchmarks.processes import (EmulatorProcess, GatewayProcess, MetricSample, ProcessProbe,
                                   metric_sum, metric_values)
@@ -29,6 +30,7 @@ from benchmarks.workload import (RunTopics, TopicContents, produce_backlog, prod
 from gateway.broker import EmbeddedBroker
 
 POLL_S = 0.2
+LATENCY_LINGER_MS = 10  # the product default, written out because scenario 6's goal depends on it
 SETTLE_S = 3.0
 DURATION_METRIC = "scoring_gateway_request_duration_seconds_bucket"
 
@@ -332,6 +334,7 @@ class LatencyRun:
     rate_per_s: float
     end_to_end_ms: list[float]
     added_ms: list[float]
+    consumer_alone_ms: list[float]
 
 
 async def latency_at_half_load(bench: Bench, max_rate: float) -> list[LatencyRun]:
@@ -354,19 +357,41 @@ async def latency_at_half_load(bench: Bench, max_rate: float) -> list[LatencyRun
         return start_ms, sent
 
     results = []
+    sections = {"batching": {"linger_ms": LATENCY_LINGER_MS}}
     for rep in range(sizes.repetitions):
         run = await run_gateway(bench, f"s6-{rep}", qlik_backend(bench.emulator.qlik_url(), include_shap=False),
-                                backlog=0, expected=sizes.latency_warmup + paced, feed=feed, keep_values=True)
+                                backlog=0, expected=sizes.latency_warmup + paced, feed=feed,
+                                keep_values=True, sections=sections)
         start_ms, _ = run.feed_result
         end_to_end, added = _latencies(run.predictions, start_ms)
-        results.append(LatencyRun(run, rate, end_to_end, added))
+        alone = await _consumer_alone(bench, f"s6-consumer-{rep}", rate)
+        results.append(LatencyRun(run, rate, end_to_end, added, alone))
     return results
+
+
+async def _consumer_alone(bench: Bench, label: str, rate: float) -> list[float]:
+    """The same paced input read by a bare aiokafka consumer: the broker's and client's share."""
+    duration = bench.sizes.latency_duration_s
+    with bench.broker(label) as broker:
+        topics = RunTopics.fresh(label)
+        await topics.create(broker.bootstrap)
+        ready = asyncio.Event()
+        reader = asyncio.create_task(consumer_latency(broker.bootstrap, topics, int(rate * duration),
+                                                      duration * 2 + 30, ready))
+        try:
+            await ready.wait()
+            await produce_paced(broker.bootstrap, topics, rate, duration, bench.pool)
+            return await reader
+        finally:
+            if not reader.done():
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
 
 
 def _latencies(predictions: TopicContents, since_ms: float) -> tuple[list[float], list[float]]:
     end_to_end: list[float] = []
     added: list[float] = []
-    for timestamp, value in zip(predictions.timestamps, predictions.values):
+    for timestamp, value in zip(predictions.timestamps, predictions.values, strict=True):
         doc = orjson.loads(value)
         source_ms = doc["source"]["timestamp_ms"]
         if source_ms < since_ms:

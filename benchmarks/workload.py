@@ -68,7 +68,7 @@ class RunTopics:
     partitions: int = PARTITIONS
 
     @classmethod
-    def fresh(cls, label: str, partitions: int = PARTITIONS) -> "RunTopics":
+    def fresh(cls, label: str, partitions: int = PARTITIONS) -> RunTopics:
         tag = f"{label}-{uuid.uuid4().hex[:8]}"
         return cls(f"in-{tag}", f"pred-{tag}", f"dlq-{tag}", f"group-{tag}", partitions)
 

@@ -73,13 +73,15 @@ class EmbeddedBroker:
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/", "--cluster-id", "scoring-gateway"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)  # a terminal Ctrl-C must not stop it before the gateway drains
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            status = self._proc.poll()
+            if status is not None:
                 tail = self.log_tail()
                 self.stop()
-                raise BrokerError(f"tansu exited with status {self._proc.returncode}: {tail}")
+                raise BrokerError(f"tansu exited with status {status}: {tail}")
             if _port_open(self.host, self.port):
                 return self
             time.sleep(0.05)

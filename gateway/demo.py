@@ -1,15 +1,17 @@
 """``scoring-gateway demo``: the whole product on one machine, in one command, with no outside services.
 
-It starts the embedded tansu broker and the scoring emulator on free loopback ports, creates the
-topics, writes a gateway config into the work directory (so it can be read, and reused with
-``scoring-gateway run --config``), runs the gateway in-process with it, produces sample churn
-records, shows live progress read from the gateway's own metrics registry, and ends with a summary
+It starts the embedded tansu broker and the scoring emulator (each its own process, on free loopback
+ports, stopped by PID), creates the topics, writes a gateway config into the work directory (so it
+can be read, and reused with ``scoring-gateway run --config``), runs the gateway in-process with it
+on uvloop, produces sample churn records, shows live progress read from the gateway's own metrics
+registry (a rich progress bar, or a plain line a second when stdout is not a terminal), and ends with a summary
 computed from the topics themselves: every produced record is matched by ``id`` to exactly one
 prediction or dead-letter record, and latency is measured from each input record's timestamp to its
 prediction record's timestamp.
 
 Every wait has a deadline, so a run never hangs: a failure ends it with one line on stderr naming
-the cause (``demo: cannot start the broker: ...``). Exit status: 0 done and every record accounted
+the cause (``demo: cannot start the broker: ...``); logs of the gateway, broker and emulator stay in
+the work directory. Exit status: 0 done and every record accounted
 for, 1 failed, 2 unusable options, 130 interrupted. The last line on stdout is machine-readable:
 ``summary: {...}`` (JSON).
 """
@@ -26,11 +28,11 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -44,7 +46,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 
 from gateway.broker import BrokerError, EmbeddedBroker, create_topics, free_port
-from gateway.sample_data import CHURN_FEATURES, SampleRecord, churn_records
+from gateway.sample_data import (CHURN_FEATURES, INVALID_JSON, JSON_ARRAY, TEXT_BASE_FEE, SampleRecord,
+                                 churn_records)
+
+log = logging.getLogger("gateway.demo")
+T = TypeVar("T")
 
 HOST = "127.0.0.1"
 PIPELINE = "churn"
@@ -162,6 +168,10 @@ def main(args: argparse.Namespace) -> int:
         except Interrupted:
             console.print("interrupted: everything stopped")
             return 130
+        except Exception as exc:  # noqa: BLE001 - a bug must still end in one line; the trace goes to the log
+            log.exception("demo_failed")
+            print(f"demo: unexpected failure: {describe(exc)} (traceback in {workdir / LOG_FILE})", file=sys.stderr)
+            return 1
         finally:
             broker.stop()
             _stop_logging()
@@ -218,7 +228,7 @@ def _start_broker(broker: EmbeddedBroker) -> None:
         raise DemoError(f"cannot start the broker: {describe(exc)}" + (f" (its log: {tail})" if tail else "")) from None
 
 
-def _run_loop(coro: Any) -> int:
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
@@ -389,9 +399,9 @@ class EmulatorProcess:
                 "--explanation-algorithm", "xemp" if o.explanations == "xemp" else "shap"]
 
     async def start(self) -> None:
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log_file:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.command(), stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+                *self.command(), stdout=asyncio.subprocess.PIPE, stderr=log_file, stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True)
         self.pid = self._proc.pid
         assert self._proc.stdout is not None
@@ -785,6 +795,7 @@ class Outputs:
     predictions: dict[str, int] = field(default_factory=dict)  # id -> prediction record timestamp (ms)
     dead_letters: dict[str, str] = field(default_factory=dict)  # id -> stage
     duplicates: int = 0
+    last_output_ms: int = 0  # timestamp of the latest output record of either kind
     prediction_samples: dict[str, dict[str, Any]] = field(default_factory=dict)  # first per label
     dead_letter_samples: dict[str, dict[str, Any]] = field(default_factory=dict)  # first per stage
 
@@ -800,6 +811,7 @@ class Outputs:
             self.duplicates += 1
             return
         self.predictions[doc["id"]] = record.timestamp
+        self.last_output_ms = max(self.last_output_ms, record.timestamp)
         label = str(doc.get("prediction"))
         if label not in self.prediction_samples and len(self.prediction_samples) < 2:
             self.prediction_samples[label] = doc
@@ -810,6 +822,7 @@ class Outputs:
             self.duplicates += 1
             return
         self.dead_letters[doc["id"]] = doc.get("stage", "?")
+        self.last_output_ms = max(self.last_output_ms, record.timestamp)
         self.dead_letter_samples.setdefault(doc.get("stage", "?"), doc)
 
 
@@ -874,6 +887,9 @@ class Summary:
         return doc
 
 
+MALFORMED_LABELS = {INVALID_JSON: "invalid JSON", JSON_ARRAY: "JSON array", TEXT_BASE_FEE: "text BaseFee"}
+
+
 def percentile(ordered: list[float], q: float) -> float | None:
     """Nearest-rank percentile of an ascending list."""
     if not ordered:
@@ -892,8 +908,7 @@ def summarize(options: DemoOptions, outputs: Outputs, malformed: dict[str, int],
     latencies = sorted(float(ts - inputs[i]) for i, ts in predictions.items() if i in inputs)
     first_in = min(inputs.values(), default=0)
     last_in = max(inputs.values(), default=0)
-    last_out = max(predictions.values(), default=0)
-    duration_s = max(0.001, (last_out - first_in) / 1000.0) if inputs and predictions else 0.0
+    duration_s = max(0.001, (outputs.last_output_ms - first_in) / 1000.0) if inputs and outputs.last_output_ms else 0.0
     answered = len((predicted_ids | dead_ids) & inputs.keys())
     return Summary(
         backend=options.backend,
@@ -929,24 +944,25 @@ def print_summary(console: Console, summary: Summary, outputs: Outputs) -> None:
     table.add_column(justify="right")
     table.add_column()
     stages = ", ".join(f"{stage} {n:,}" for stage, n in s.dead_letter_stages.items()) or "none"
-    made = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in s.malformed_produced.items())
+    made = ", ".join(f"{n} {MALFORMED_LABELS.get(kind, kind)}" for kind, n in s.malformed_produced.items())
     exact = s.missing == 0 and s.unexpected == 0 and s.overlapping == 0
-    table.add_row("records in", f"{s.records_in:,}", f"produced {s.produced:,}, malformed on purpose: {made or 'none'}")
+    produced = "" if s.records_in == s.produced else f"of {s.produced:,} produced; "
+    table.add_row("records in", f"{s.records_in:,}",
+                  f"{produced}{sum(s.malformed_produced.values()):,} malformed on purpose: {made}" if made else produced)
     table.add_row("predicted", f"{s.predicted:,}", "")
     table.add_row("dead-lettered", f"{s.dead_lettered:,}", f"by stage: {stages}")
     table.add_row("accounted for", f"{s.accounted:,}",
                   ("[green]every input has exactly one output, matched by id[/]" if exact else
                    f"[red]missing {s.missing:,}, unexpected {s.unexpected:,}, both {s.overlapping:,}[/]")
                   + (f" ({s.duplicates:,} duplicates)" if s.duplicates else ""))
-    table.add_row("throughput", f"{s.throughput_rps:,.0f}", f"records/s (first input to last prediction: "
+    table.add_row("throughput", f"{s.throughput_rps:,.0f}", f"records/s (first input to last output: "
                                                            f"{s.duration_s:.2f} s)")
     lat = s.latency_ms
     if lat["p50"] is not None:
-        produced = (f"produced at {s.produce_rate:,.0f} records/s" if s.produce_rate else
-                    f"a burst produced in {s.produce_span_s:.2f} s, so it includes queueing; try --rate")
         table.add_row("end-to-end latency", f"p50 {lat['p50']:,.0f} ms",
-                      f"p99 {lat['p99']:,.0f} ms, max {lat['max']:,.0f} ms: input record timestamp → "
-                      f"prediction record timestamp ({produced})")
+                      f"p99 {lat['p99']:,.0f} ms, max {lat['max']:,.0f} ms (input → prediction record timestamps)")
+        table.add_row("", "", f"records produced at {s.produce_rate:,.0f}/s" if s.produce_rate else
+                      f"a burst produced in {s.produce_span_s:.2f} s: includes queueing (--rate for steady state)")
     table.add_row("config", "", s.config)
     console.print()
     console.print(table)

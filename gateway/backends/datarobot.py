@@ -29,8 +29,12 @@ Decisions (the README's vendor notes summarise these):
   not trained on.
 * **Labels**: ``probabilities`` keys and classification predictions are the label as the JSON
   showed it: strings unchanged, numbers in Python's round-trip spelling, so ``1.0`` → ``"1.0"`` and
-  ``1`` → ``"1"`` stay distinct, as the vendor sent them. Regression (one ``predictionValues``
-  entry) keeps the numeric prediction and has no probabilities.
+  ``1`` → ``"1"`` stay distinct, as the vendor sent them. Within one response numerically equal
+  labels share the spelling first seen in ``predictionValues``, so a prediction is always spelled
+  like its probabilities key (the vendor's own SHAP example mixes ``1`` and ``0.0``). Probability
+  values are the JSON numbers as sent. Regression (one ``predictionValues`` entry) keeps the numeric
+  prediction and has no probabilities; a null prediction becomes ``not_predicted_reason``
+  ``"no prediction returned"``.
 * **Explanations decoded**: ``predictionExplanations`` (legacy ``reasonCodes``) sorted by |strength|
   descending; kind ``xemp`` when an entry carries a ``qualitativeStrength``, else ``shap`` (entries
   with a null/absent one, or the row has ``shapExplanationsMetadata``, whose ``baseValue`` and
@@ -60,7 +64,8 @@ BACKEND = "datarobot"
 ROW_COLUMN = "__gateway_row"
 REALTIME_LIMIT_BYTES = 50 * 1024 * 1024
 NO_PREDICTION = "no prediction returned"
-_EXPLANATION_COLUMN = re.compile(r"EXPLANATION_(\d+)_(FEATURE_NAME|STRENGTH|QUALITATIVE_STRENGTH|ACTUAL_VALUE)")
+_EXPLANATION_COLUMN = re.compile(
+    r"EXPLANATION_(\d+)_(FEATURE_NAME|STRENGTH|QUALITATIVE_STRENGTH|ACTUAL_VALUE)")
 _GZIP_LEVEL = 1
 # Row keys beyond the prediction itself; a response without any of them takes the short path.
 _OPTIONAL_KEYS = frozenset({"passthroughValues", "predictionExplanations", "reasonCodes",
@@ -117,11 +122,14 @@ class DataRobotCodec:
         if response_format not in ("json", "csv"):
             raise ValueError(f"response_format must be json or csv, not {response_format!r}")
         if explanation_algorithm not in (None, "shap", "xemp"):
-            raise ValueError(f"explanation_algorithm must be shap, xemp or null, not {explanation_algorithm!r}")
+            raise ValueError("explanation_algorithm must be shap, xemp or null, "
+                             f"not {explanation_algorithm!r}")
         if max_explanations == "all" and explanation_algorithm == "xemp":
             raise ValueError("max_explanations 'all' is only valid for SHAP explanations")
-        if max_explanations not in (None, "all") and (type(max_explanations) is not int or max_explanations < 0):
-            raise ValueError(f"max_explanations must be an integer >= 0 or 'all', not {max_explanations!r}")
+        if max_explanations not in (None, "all") and (type(max_explanations) is not int
+                                                       or max_explanations < 0):
+            raise ValueError(f"max_explanations must be an integer >= 0 or 'all', "
+                             f"not {max_explanations!r}")
         self.url = url
         self.deployment = deployment_from_url(url)
         self.max_bytes = max_bytes
@@ -275,7 +283,8 @@ class DataRobotCodec:
                 continue
             passthrough = item.get("passthroughValues")
             if passthrough is not None and own_column in passthrough:
-                passthrough = {name: value for name, value in passthrough.items() if name != own_column} or None
+                passthrough = {name: value for name, value in passthrough.items()
+                               if name != own_column} or None
             explained = item.get("predictionExplanations")
             if explained is None:
                 explained = item.get("reasonCodes")
@@ -283,12 +292,13 @@ class DataRobotCodec:
             if prediction is None:
                 add(ScoredRow(passthrough=passthrough, not_predicted_reason=NO_PREDICTION))
             elif explained is None and metadata is None:
-                add(ScoredRow(prediction, probabilities, item.get("predictionThreshold"), [], None, passthrough))
+                add(ScoredRow(prediction, probabilities, item.get("predictionThreshold"), [], None,
+                              passthrough))
             else:
                 source = sources[item["rowId"]] if sources else {}
                 explanations, kind = _json_explanations(explained or (), source, metadata)
-                row = ScoredRow(prediction, probabilities, item.get("predictionThreshold"), explanations, kind,
-                                passthrough, metadata.get("baseValue") if metadata else None,
+                row = ScoredRow(prediction, probabilities, item.get("predictionThreshold"), explanations,
+                                kind, passthrough, metadata.get("baseValue") if metadata else None,
                                 metadata.get("remainingTotal") if metadata else None)
                 add(row)
                 if kind is None:

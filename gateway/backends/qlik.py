@@ -58,7 +58,10 @@ BACKEND = "qlik"
 ROW_INDEX = "automl_row_index"
 NOT_PREDICTED_REASON = "not_predicted_reason"
 NO_PREDICTION = "no prediction returned"
+
+
 def _stringify(value: Any) -> Any:
+    """A cell for ``stringify_values``: the spec's string form, None kept as a missing value."""
     kind = type(value)
     if kind is str or value is None:
         return value
@@ -218,7 +221,8 @@ def _none(row: list[Any]) -> None:
     return None
 
 
-def _dict_maker(keys: list[str], columns: list[int], convert: bool = False) -> Callable[[list[Any]], dict[str, Any]]:
+def _dict_maker(keys: list[str], columns: list[int],
+                convert: bool = False) -> Callable[[list[Any]], dict[str, Any]]:
     """A function building ``{key: row[column]}`` for one row; a dict display for the common widths.
 
     Building a two-entry dict with a display is several times cheaper than ``dict(zip(...))``, and

@@ -200,6 +200,26 @@ class Topics:
         finally:
             await consumer.stop()
 
+    async def read_all(self, topic: str, quiet_s: float = 0.5) -> list[Any]:
+        """Everything in ``topic`` now: read until a fetch of ``quiet_s`` brings nothing new
+        (the broker's end offsets cannot be trusted on tansu)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        await consumer.start()
+        records: list[Any] = []
+        try:
+            tps = [TopicPartition(topic, p) for p in range(self.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=int(quiet_s * 1000), max_records=50000)
+                if not batch:
+                    return records
+                for rs in batch.values():
+                    records.extend(rs)
+        finally:
+            await consumer.stop()
+
     async def committed(self) -> dict[int, int | None]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
                                     enable_auto_commit=False)

@@ -30,7 +30,8 @@ def demo_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway", "demo", *args]
 
 
-def run_demo(*args: str, env: dict[str, str] | None = None, timeout_s: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def run_demo(*args: str, env: dict[str, str] | None = None,
+             timeout_s: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     return subprocess.run(demo_command(*args), capture_output=True, text=True, timeout=timeout_s,
                           env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
@@ -70,7 +71,8 @@ def test_demo_accounts_for_every_record(tmp_path: Path, backend: str, explanatio
                                         kind: str) -> None:
     result = run_demo("--backend", backend, "--explanations", explanations, "--records", str(RECORDS),
                       "--workdir", str(tmp_path))
-    assert result.returncode == 0, f"exit {result.returncode}\nstderr:\n{result.stderr[-3000:]}\nstdout:\n{result.stdout[-3000:]}"
+    assert result.returncode == 0, (f"exit {result.returncode}\nstderr:\n{result.stderr[-3000:]}\n"
+                                    f"stdout:\n{result.stdout[-3000:]}")
     summary = summary_of(result.stdout)
     assert_accounts_for_every_record(summary, model_stage)
     assert (summary["backend"], summary["explanations"]) == (backend, explanations)
@@ -124,6 +126,27 @@ def test_xemp_needs_datarobot(tmp_path: Path) -> None:
                                      "(Qlik Predict explains with SHAP only)")
 
 
+async def test_an_early_gateway_failure_is_one_clear_cause(tmp_path: Path) -> None:
+    """The admin port taken by someone else: the gateway cannot start, and the demo says why at once."""
+    import socket
+
+    from gateway.demo import DemoError, DemoOptions, EmbeddedGateway, demo_config, write_config
+    from prometheus_client import CollectorRegistry
+
+    options = DemoOptions("qlik", 10, "shap", False, tmp_path, 0.0, 7)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        url = "http://127.0.0.1:9/api/v1/ml/deployments/churn/realtime-predictions/actions/run"
+        write_config(tmp_path / "gateway.yaml", demo_config(options, "127.0.0.1:9", url, taken.getsockname()[1]))
+        gateway = EmbeddedGateway(load_config(tmp_path / "gateway.yaml"), CollectorRegistry())
+        started = time.monotonic()
+        with pytest.raises(DemoError, match=r"^cannot start the gateway: OSError: .*address already in use"):
+            await gateway.start()
+        assert time.monotonic() - started < 10
+        assert gateway.failure() is not None
+
+
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float) -> tuple[str, re.Match[str]]:
     """Stdout lines until one matches (a reader thread is not needed: the demo flushes each line)."""
     seen: list[str] = []
@@ -156,6 +179,14 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def _child_pids(head: str) -> list[int]:
+    """The broker's and the emulator's PIDs, as the demo announces them."""
+    pids = [int(re.search(pattern, head).group(1))  # type: ignore[union-attr]
+            for pattern in (r"tansu, pid (\d+)", r"emulator .*\(pid (\d+)\)")]
+    assert all(_pid_alive(pid) for pid in pids), "both run while the demo does"
+    return pids
+
+
 def _start(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(demo_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -167,7 +198,7 @@ def test_keep_running_serves_until_sigterm_then_stops_cleanly(tmp_path: Path) ->
     proc = _start("--records", "100", "--keep-running", "--workdir", str(tmp_path), cwd=tmp_path)
     try:
         head, _ = _read_until(proc, r"Everything keeps running", RUN_TIMEOUT_S)
-        broker_pid = int(re.search(r"tansu, pid (\d+)", head).group(1))  # type: ignore[union-attr]
+        children = _child_pids(head)
         rest, match = _read_until(proc, r"gateway admin\s+(http://127\.0\.0\.1:\d+)/metrics", 10)
         admin = match.group(1)
         with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
@@ -189,7 +220,7 @@ def test_keep_running_serves_until_sigterm_then_stops_cleanly(tmp_path: Path) ->
     assert proc.returncode == 0, err[-3000:]
     summary = summary_of(out)
     assert summary["accounted_for"] == 100 and summary["clean_shutdown"] is True
-    assert not _pid_alive(broker_pid), "the broker must be stopped with the demo"
+    assert not any(_pid_alive(pid) for pid in children), "broker and emulator must stop with the demo"
 
 
 def test_interrupt_mid_run_stops_everything(tmp_path: Path) -> None:
@@ -197,7 +228,7 @@ def test_interrupt_mid_run_stops_everything(tmp_path: Path) -> None:
     proc = _start("--records", "200000", "--latency-ms", "50", "--workdir", str(tmp_path), cwd=tmp_path)
     try:
         head, _ = _read_until(proc, r"^progress: ", RUN_TIMEOUT_S)
-        broker_pid = int(re.search(r"tansu, pid (\d+)", head).group(1))  # type: ignore[union-attr]
+        children = _child_pids(head)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -206,7 +237,7 @@ def test_interrupt_mid_run_stops_everything(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 130, err[-3000:]
     assert "summary:" not in out
-    assert not _pid_alive(broker_pid)
+    assert not any(_pid_alive(pid) for pid in children)
 
 
 # ---- the sample data (pure) ---------------------------------------------------------------------

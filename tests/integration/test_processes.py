@@ -26,12 +26,12 @@ async def feed(topics, n):
 
 
 async def count(topics, topic):
-    return len(await topics.read(topic, lambda r: True, timeout_s=10))
+    return len(await topics.read_all(topic))
 
 
 async def all_ids(topics, expected, timeout_s=120):
     async def done():
-        preds = await topics.read(topics.predictions, lambda r: True, timeout_s=10)
+        preds = await topics.read_all(topics.predictions)
         return set(ids_of(preds)) >= expected and preds
     preds = await async_wait_until(done, timeout_s, "every input id in the predictions topic", interval_s=0.5)
     return ids_of(preds)
@@ -82,7 +82,7 @@ async def test_sigterm_mid_stream_then_restart_has_no_duplicates(tmp_path, topic
     second = GatewayProcess(path, tmp_path / "second.log")
     try:
         ids = await all_ids(topics, expected)
-        ids = ids_of(await topics.read(topics.predictions, lambda r: len(r) >= n, settle_s=1.0))
+        ids = ids_of(await topics.read_all(topics.predictions, quiet_s=1.0))
     finally:
         second.stop()
     assert len(ids) == n and set(ids) == expected

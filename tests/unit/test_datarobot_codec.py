@@ -185,7 +185,8 @@ def test_regression_and_multiclass() -> None:
                                   {"predictionValues": [{"value": 9, "label": "z"}], "prediction": 9, "rowId": 1}]})
     rows = c.decode(request, 200, "application/json", body)
     assert [(r.prediction, r.probabilities, r.threshold) for r in rows] == [(5.5, None, None), (9, None, None)]
-    values = [{"label": "setosa", "value": 0.1}, {"label": "versicolor", "value": 0.8}, {"label": "virginica", "value": 0.1}]
+    values = [{"label": "setosa", "value": 0.1}, {"label": "versicolor", "value": 0.8},
+              {"label": "virginica", "value": 0.1}]
     body = orjson.dumps({"data": [{"rowId": i, "prediction": "versicolor", "predictionValues": values,
                                    "deploymentApprovalStatus": "APPROVED"} for i in (1, 0)]})
     rows = c.decode(request, 200, "application/json", body)
@@ -196,9 +197,10 @@ def test_regression_and_multiclass() -> None:
 def test_xemp_explanations() -> None:
     c = codec(max_explanations=3)
     request = c.encode(FEATURES, ROWS)
-    entries = [{"featureValue": "Standard", "strength": -0.2, "feature": "PlanType", "qualitativeStrength": "--", "label": 1},
-               {"featureValue": 50, "strength": 0.9, "feature": "BaseFee", "qualitativeStrength": "+++", "label": 1},
-               {"featureValue": "c9", "strength": 0.05, "feature": "Unsent", "qualitativeStrength": "+", "label": 1}]
+    entries = [
+        {"featureValue": "Standard", "strength": -0.2, "feature": "PlanType", "qualitativeStrength": "--", "label": 1},
+        {"featureValue": 50, "strength": 0.9, "feature": "BaseFee", "qualitativeStrength": "+++", "label": 1},
+        {"featureValue": "c9", "strength": 0.05, "feature": "Unsent", "qualitativeStrength": "+", "label": 1}]
     body = orjson.dumps({"data": [binary_item(0, 0.6, predictionExplanations=entries),
                                   binary_item(1, 0.1, predictionExplanations=[])]})
     first, second = c.decode(request, 200, "application/json", body)

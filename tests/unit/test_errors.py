@@ -108,7 +108,8 @@ def test_qlik_429_sample_with_its_headers() -> None:
 
 @pytest.mark.parametrize("body, message", [
     (b'{"errors":[{"code":"ML-1","title":"Bad request","detail":"rows must be arrays"},'
-     b'{"code":"ML-2","title":"Feature missing"}],"traceId":"t1"}', "Bad request: rows must be arrays; Feature missing"),
+     b'{"code":"ML-2","title":"Feature missing"}],"traceId":"t1"}',
+     "Bad request: rows must be arrays; Feature missing"),
     (b'{"errors":[{"code":"HTTP-404"}]}', "HTTP-404"),
     (b"<html><body>502 Bad Gateway</body></html>", "<html><body>502 Bad Gateway</body></html>"),
     (b"", "(empty body)"),

@@ -15,8 +15,9 @@ from gateway.backends.errors import DataError, FatalError, ResponseDecodeError, 
 from gateway.backends.qlik import NO_PREDICTION, QlikCodec
 from gateway.backends.scoring import BodyTooLarge, ScoredRow
 
-URL = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"
-ALIAS_URL = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/dep-9/aliases/canary/realtime-predictions/actions/run"
+TENANT = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments"
+URL = f"{TENANT}/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"
+ALIAS_URL = f"{TENANT}/dep-9/aliases/canary/realtime-predictions/actions/run"
 FEATURES = ["PlanType", "NumberOfPenalties", "HasRenewed", "BaseFee", "ServiceTickets",
             "AdditionalFeatureSpend", "ServiceRating", "Promotion"]
 CUSTOMERS = [
@@ -158,7 +159,8 @@ def test_typed_binary_response_aligned_by_row_index() -> None:
 def test_stringified_cells_are_read_as_numbers() -> None:
     c = codec()
     request = c.encode(FEATURES, CUSTOMERS)
-    body = response([(n, None) for n, _ in BINARY], [["0", "no", "0.57", "0.43", None], ["1.0", "yes", "0.42", "0.58", None]])
+    body = response([(n, None) for n, _ in BINARY],
+                    [["0", "no", "0.57", "0.43", None], ["1.0", "yes", "0.42", "0.58", None]])
     rows = c.decode(request, 200, "application/json; charset=utf-8", body)
     assert rows[0].probabilities == {"no": 0.57, "yes": 0.43} and rows[1].prediction == "yes"
 
@@ -241,7 +243,8 @@ def test_index_column_alignment_and_source_passthrough() -> None:
     request = c.encode(["PlanType", "BaseFee"], batch)
     schema = [("customer_id", "numeric"), ("PlanType", "categorical"), ("BaseFee", "numeric")] + BINARY[1:4] + \
         [("model_version", None)]
-    body = response(schema, [["8", "Premium", 80.0, "yes", 0.3, 0.7, "v3"], [7.0, "Standard", 50.0, "no", 0.8, 0.2, "v3"]])
+    body = response(schema, [["8", "Premium", 80.0, "yes", 0.3, 0.7, "v3"],
+                             [7.0, "Standard", 50.0, "no", 0.8, 0.2, "v3"]])
     first, second = c.decode(request, 200, "application/json", body)
     assert first.passthrough == {"customer_id": 7.0, "PlanType": "Standard", "BaseFee": 50.0, "model_version": "v3"}
     assert second.prediction == "yes" and second.passthrough["customer_id"] == "8"

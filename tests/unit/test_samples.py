@@ -22,7 +22,8 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 DR = SHARED / "contracts" / "datarobot" / "samples"
 QLIK = SHARED / "contracts" / "qlik" / "samples"
 DR_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/5f3c1b2a9d8e7f6a5b4c3d2e/predictions"
-QLIK_URL = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"
+QLIK_URL = ("https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4"
+            "/realtime-predictions/actions/run")
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="the shared reference folder is not beside the project")
 
@@ -30,11 +31,14 @@ DECODED = {
     DR / "binary_response_real_dru_readmissions.json", DR / "binary_response_fixture_temperatura.json",
     DR / "binary_xemp_response_fixture_10kdiabetes_5explanations.json",
     DR / "binary_xemp_response_fixture_10kdiabetes_mixed_explanations.json",
-    DR / "multiclass_response_fixture_iris.json", DR / "multiclass_response_real_iris_with_deploymentApprovalStatus.json",
+    DR / "multiclass_response_fixture_iris.json",
+    DR / "multiclass_response_real_iris_with_deploymentApprovalStatus.json",
     DR / "regression_response_fixture.json",
-    QLIK / "realtime-response.ml.migration-guide.json", QLIK / "realtime-response.automl-deprecated.migration-guide.json",
+    QLIK / "realtime-response.ml.migration-guide.json",
+    QLIK / "realtime-response.automl-deprecated.migration-guide.json",
 }
-REJECTED = {DR / "legacy_api_v1_response_fixture_temperatura.json", QLIK / "realtime-response.ml.reference-example.json"}
+REJECTED = {DR / "legacy_api_v1_response_fixture_temperatura.json",
+            QLIK / "realtime-response.ml.reference-example.json"}
 NOT_PREDICTION_RESPONSES = {  # error bodies (see test_errors), requests, specs, batch jobs, client output
     *DR.glob("error_*.json"), *DR.glob("request_*"), *DR.glob("batch_scoring_client_output_*.csv"),
     DR / "response_200_headers_docs_example.http", DR / "SOURCES.md",
@@ -67,7 +71,8 @@ def by_row_id(data: list[dict]) -> dict[int, dict]:
     return {item["rowId"]: item for item in data}
 
 
-@pytest.mark.parametrize("name", ["binary_response_real_dru_readmissions.json", "binary_response_fixture_temperatura.json"])
+@pytest.mark.parametrize("name", ["binary_response_real_dru_readmissions.json",
+                                  "binary_response_fixture_temperatura.json"])
 def test_binary_responses(name: str) -> None:
     rows, data = datarobot(DR / name)
     assert len(rows) == len(data)
@@ -110,9 +115,11 @@ def test_xemp_fixtures_match_the_batch_clients_output(name: str, client_csv: str
         features = [(f, float(s)) for f, s in features if f]
         assert [(e.feature, e.strength) for e in row.explanations] == features
         assert [e.value for e in row.explanations] == [e["featureValue"] for e in item["predictionExplanations"]]
-        assert [e.qualitative for e in row.explanations] == [e["qualitativeStrength"] for e in item["predictionExplanations"]]
+        assert [e.qualitative for e in row.explanations] == [
+            e["qualitativeStrength"] for e in item["predictionExplanations"]]
         assert row.explanation_kind == "xemp"
-        assert [abs(e.strength) for e in row.explanations] == sorted((abs(e.strength) for e in row.explanations), reverse=True)
+        magnitudes = [abs(e.strength) for e in row.explanations]
+        assert magnitudes == sorted(magnitudes, reverse=True)
     if "mixed" in name:
         assert sorted({len(r.explanations) for r in rows}) == [0, 3, 4, 5]
 
