@@ -138,12 +138,12 @@ async def hand_written_consumer(bootstrap: str, topics: RunTopics, qlik_url: str
 
 
 async def consumer_latency(bootstrap: str, topics: RunTopics, expected: int, timeout_s: float,
-                           ready: asyncio.Event) -> list[float]:
-    """Receive time - record timestamp (ms) for a bare aiokafka consumer with default fetch settings:
-    the latency the broker and the client add before any processing. ``ready`` is set once the
-    consumer is positioned, so the producer can start."""
+                           ready: asyncio.Event, **options: Any) -> list[float]:
+    """Receive time - record timestamp (ms) for a bare aiokafka consumer (``options`` on top of the
+    client's defaults): the latency the broker and the client add before any processing. ``ready``
+    is set once the consumer is positioned, so the producer can start."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **options)
     await consumer.start()
     latencies: list[float] = []
     try:

@@ -44,9 +44,10 @@ from benchmarks.modes import MODES, Sizes
 from benchmarks.processes import EmulatorProcess
 from benchmarks.report import Figure, Goal, Report, format_value
 from benchmarks.scenarios import (BOUND_IN_FLIGHT, BOUND_LATENCIES_MS, BOUND_ROWS, LATENCY_LINGER_MS,
-                                  THROUGHPUT_VARIANTS, Bench, GatewayRun, backend_bound, backend_not_limiting,
-                                  bound_rows_per_s, histogram_quantile, latency_at_half_load,
-                                  rate_limited, request_duration_buckets, stalled_backend_memory)
+                                  MEMORY_REQUEST_TIMEOUT_S, THROUGHPUT_VARIANTS, Bench, GatewayRun,
+                                  backend_bound, backend_not_limiting, bound_rows_per_s, histogram_quantile,
+                                  latency_at_half_load, rate_limited, request_duration_buckets,
+                                  stalled_backend_memory)
 from benchmarks.workload import RunTopics, produce_backlog, read_topic
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -231,7 +232,8 @@ async def gateway_latency(suite: Suite) -> None:
     figures = (("end to end", "s6-e2e", "gateway, input record → output record timestamp"),
                ("added over the backend", "s6-added", "gateway, end to end minus the record's latency_ms"),
                ("bare aiokafka consumer", "s6-consumer",
-                "reference: the same paced input read by a bare consumer (default fetch settings)"))
+                "reference: the same paced input read by a bare aiokafka consumer with the gateway's "
+                "fetch settings (no processing, no produce)"))
     for name, key, note in figures:
         for label in ("p50", "p99"):
             goal = None
@@ -255,7 +257,10 @@ async def gateway_memory(suite: Suite) -> None:
                       [r.peak_rss_bytes / 1e6 if r.peak_rss_bytes else None for r in results],
                       Goal(f"≤ {MEMORY_LIMIT_MB:.0f} MB", 1.0, MEMORY_LIMIT_MB, at_most=True), key="s7-peak-rss"))
     report.add(Figure(S7, "records in flight at the end (max_in_flight_records 20000)", "records",
-                      [r.inflight_records for r in results], key="s7-inflight"))
+                      [r.inflight_records for r in results], key="s7-inflight",
+                      note=f"request_timeout_s {MEMORY_REQUEST_TIMEOUT_S}: hung requests time out and are "
+                           f"retried within the {sizes.memory_window_s:.0f} s window; consumer paused at the end "
+                           f"in {sum(1 for r in results if r.consumer_paused)} of {len(results)} repetition(s)"))
     if results:
         suite.memory_series = results[-1].rss_series
     report.details["memory"] = [{"peak_rss_bytes": r.peak_rss_bytes, "inflight_records": r.inflight_records,
