@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -401,7 +400,7 @@ class GroupProgress:
         offsets = await self.committed()
         return offsets is not None and all(offsets[p] >= end for p, end in self.ends.items())
 
-    async def wait_done(self, deadline: float, alive: Sequence[Gateway] = ()) -> bool:
+    async def wait_done(self, deadline: float) -> bool:
         """Poll until every partition is committed to its end or the monotonic ``deadline`` passes."""
         while time.monotonic() < deadline:
             if await self.done():

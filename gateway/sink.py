@@ -3,7 +3,15 @@
 One ``send_batch`` per output partition instead of one ``send()`` per record: the per-record path
 costs 3-8x more CPU on this client. A publish that fails is retried with backoff until it is
 acknowledged or the pipeline is cancelled; the offsets of its inputs are committed only after it
-succeeds, so a failure can duplicate outputs (recognisable by ``id``) but never lose one.
+succeeds, so a failure can duplicate outputs (recognisable by ``id``) but never lose one. Only the
+batches that failed are sent again, not the whole publish.
+
+Batches for one partition are handed to the producer one at a time. aiokafka queues at most one
+batch per partition and makes every other ``send_batch`` wait for it, deducting the *total* time
+waited so far from its timeout on every wake-up (aiokafka 0.14 ``MessageAccumulator.add_batch``):
+with a few dozen concurrent batches for one partition, waiters fail with ``KafkaTimeoutError``
+within a second, and the retry duplicates outputs of a healthy run. Waiting our turn on a lock
+keeps a single waiter inside the producer, which then waits for one drain at most.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class KafkaSink:
         self._round_robin = random.Random()
         self._retry_backoff_s = retry_backoff_s
         self._max_backoff_s = max_backoff_s
+        self._turns: dict[tuple[str, int], asyncio.Lock] = {}
 
     async def prepare(self, topics: Sequence[str]) -> None:
         """Learn the output topics' partitions before the first publish."""
@@ -72,43 +81,50 @@ class KafkaSink:
                 groups[target] = [message]
             else:
                 group.append(message)
+        pending = list(groups.items())
         delay = self._retry_backoff_s
-        while groups:
-            failed = await self._send_groups(groups)
-            if not failed:
+        while pending:
+            pending = await self._send_groups(pending)
+            if not pending:
                 return
-            groups = {target: groups[target] for target in failed}
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_backoff_s)
 
-    async def _send_groups(self, groups: dict[tuple[str, int], list[Message]]) -> list[tuple[str, int]]:
-        """Send every group; returns the targets whose delivery failed."""
-        targets: list[tuple[str, int]] = []
+    async def _send_groups(self, groups: Sequence[tuple[tuple[str, int], list[Message]]]
+                           ) -> list[tuple[tuple[str, int], list[Message]]]:
+        """Send every group as producer batches; returns the messages of the batches that failed."""
+        chunks: list[tuple[tuple[str, int], list[Message]]] = []
         waits: list[Any] = []
         producer = self._producer
-        for (topic, partition), group in groups.items():
+        for target, group in groups:
             batch = producer.create_batch()
-            for _, key, value, headers in group:
+            chunk: list[Message] = []
+            for message in group:
+                _, key, value, headers = message
                 if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-                    targets.append((topic, partition))
-                    waits.append(self._send_batch(batch, topic, partition))
-                    batch = producer.create_batch()
+                    chunks.append((target, chunk))
+                    waits.append(self._send_batch(batch, *target))
+                    batch, chunk = producer.create_batch(), []
                     if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
                         raise ValueError(f"a single record of {len(value)} bytes exceeds the producer's batch size")
-            targets.append((topic, partition))
-            waits.append(self._send_batch(batch, topic, partition))
+                chunk.append(message)
+            chunks.append((target, chunk))
+            waits.append(self._send_batch(batch, *target))
         results = await asyncio.gather(*waits, return_exceptions=True)
         failed = []
-        for target, result in zip(targets, results):
+        for (target, chunk), result in zip(chunks, results):
             if isinstance(result, BaseException):
                 if not isinstance(result, KafkaError):
                     raise result
                 log.warning("publish_failed", extra={"topic": target[0], "partition": target[1],
-                                                     "error": repr(result)})
-                if target not in failed:
-                    failed.append(target)
+                                                     "records": len(chunk), "error": repr(result)})
+                failed.append((target, chunk))
         return failed
 
     async def _send_batch(self, batch: Any, topic: str, partition: int) -> None:
-        future = await self._producer.send_batch(batch, topic, partition=partition)
+        lock = self._turns.get((topic, partition))
+        if lock is None:
+            lock = self._turns[(topic, partition)] = asyncio.Lock()
+        async with lock:  # see the module docstring: one waiter per partition inside the producer
+            future = await self._producer.send_batch(batch, topic, partition=partition)
         await future

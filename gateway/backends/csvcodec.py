@@ -218,16 +218,20 @@ def _numeric_cells(column: Sequence[Any], true_text: str, false_text: str) -> li
 def read_csv(body: bytes | str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV body; every row must be as wide as the header.
 
-    Empty fields stay ``""``: what an empty field means is the caller's business.
+    Empty fields stay ``""``: what an empty field means is the caller's business. Blank lines are
+    skipped. Text without a quote character (what machines usually write) is split directly,
+    several times faster than :mod:`csv`; anything quoted goes through :mod:`csv`.
     """
     try:
         text = body.decode("utf-8-sig") if isinstance(body, bytes) else body
     except UnicodeDecodeError as exc:
         raise CsvError(f"CSV body is not UTF-8: {exc}") from exc
-    try:
-        table = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-    except csv.Error as exc:
-        raise CsvError(f"malformed CSV: {exc}") from exc
+    table = _split_unquoted(text) if '"' not in text else None
+    if table is None:
+        try:
+            table = [record for record in csv.reader(io.StringIO(text, newline=""), strict=True) if record]
+        except csv.Error as exc:
+            raise CsvError(f"malformed CSV: {exc}") from exc
     if not table or not table[0]:
         raise CsvError("CSV body has no header row")
     header, rows = table[0], table[1:]
@@ -236,3 +240,12 @@ def read_csv(body: bytes | str) -> tuple[list[str], list[list[str]]]:
         if len(row) != width:
             raise CsvError(f"CSV line {number} has {len(row)} fields, the header has {width}")
     return header, rows
+
+
+def _split_unquoted(text: str) -> list[list[str]] | None:
+    """Records of quote-free CSV text; None when a lone CR makes the line structure ambiguous."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    return [line.split(",") for line in text.split("\n") if line]

@@ -56,7 +56,7 @@ from typing import Any
 import orjson
 
 from .csvcodec import CsvError, encode_csv, read_csv
-from .errors import ResponseDecodeError, from_status
+from .errors import ResponseDecodeError, from_status, json_object
 from .scoring import (BodyTooLarge, Explanation, ScoredRow, ScoringRequest, deployment_from_url,
                       request_columns, row_problem, row_tuples, with_query)
 
@@ -234,12 +234,7 @@ class DataRobotCodec:
             raise _fail(f"malformed response: {type(exc).__name__}: {exc}") from exc
 
     def _decode_json(self, request: ScoringRequest, body: bytes) -> list[ScoredRow]:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _fail(f"malformed or truncated JSON ({len(body)} bytes): {exc}") from exc
-        if not isinstance(doc, dict):
-            raise _fail(f"expected a JSON object, got {type(doc).__name__}")
+        doc = json_object(BACKEND, body)
         data = doc.get("data")
         if not isinstance(data, list):
             if "predictions" in doc:

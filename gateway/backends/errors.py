@@ -146,3 +146,14 @@ def from_exception(backend: str, exc: BaseException) -> ScoringError:
     if isinstance(exc, aiohttp.ClientError):
         return RetryableError(backend, f"{type(exc).__name__}: {exc}", reason="client_error")
     raise exc
+
+
+def json_object(backend: str, body: bytes) -> dict:
+    """A response body that must be one JSON object; anything else is a decode error saying why."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ResponseDecodeError(backend, f"malformed or truncated JSON ({len(body)} bytes): {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ResponseDecodeError(backend, f"expected a JSON object, got {type(doc).__name__}")
+    return doc

@@ -50,7 +50,7 @@ from typing import Any
 import orjson
 
 from .csvcodec import CsvError, read_csv
-from .errors import ResponseDecodeError, from_status
+from .errors import ResponseDecodeError, from_status, json_object
 from .scoring import (BodyTooLarge, Explanation, ScoredRow, ScoringRequest, deployment_from_url,
                       request_columns, row_problem, row_tuples, with_query)
 
@@ -156,12 +156,7 @@ def _read_table(content_type: str, body: bytes) -> tuple[list[str], list[str | N
                                               for line in lines]
     if media and "json" not in media:
         raise _fail(f"unexpected content type {content_type!r}: {body[:200]!r}")
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _fail(f"malformed or truncated JSON ({len(body)} bytes): {exc}") from exc
-    if not isinstance(doc, dict):
-        raise _fail(f"expected a JSON object, got {type(doc).__name__}")
+    doc = json_object(BACKEND, body)
     table = doc
     if "data" in doc:
         data = doc["data"]

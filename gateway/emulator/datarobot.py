@@ -28,7 +28,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.emulator.bodies import BodyError, read_body
-from gateway.emulator.csvtext import CsvError, read_csv, write_csv
+from gateway.backends.csvcodec import CsvError, encode_csv, read_csv
 from gateway.emulator.explain import shap_explanations, xemp_explanations
 from gateway.emulator.models import Deployment, DeploymentCatalog, Model, Scores
 from gateway.emulator.settings import EmulatorOptions
@@ -235,17 +235,12 @@ def _decode(body: bytes, charset: str | None) -> str:
 
 
 def _csv_table(text: str) -> Table:
+    if not text.strip():
+        raise Refusal(message(400, "No data provided: the body must be CSV with a header line"))
     try:
-        records = read_csv(text)
+        header, data = read_csv(text)
     except CsvError as exc:
         raise Refusal(message(400, str(exc))) from None
-    if not records:
-        raise Refusal(message(400, "No data provided: the body must be CSV with a header line"))
-    header, data = records[0], records[1:]
-    width = len(header)
-    if data and set(map(len, data)) != {width}:
-        row = next(i for i, record in enumerate(data) if len(record) != width)
-        raise Refusal(message(400, f"Row {row} has {len(data[row])} fields but the header has {width}"))
     _check_unique(header)
     return Table(header, list(zip(*data)) if data else [() for _ in header], len(data))
 
@@ -518,4 +513,4 @@ def _csv_body(model: Model, scores: Scores, request: ExplanationRequest | None,
     header.append("DEPLOYMENT_APPROVAL_STATUS")
     for row in rows:
         row.append(APPROVAL_STATUS)
-    return write_csv(header, rows)
+    return encode_csv(header, rows, true_text="true", false_text="false")

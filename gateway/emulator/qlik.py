@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.emulator.bodies import BodyError, read_body
-from gateway.emulator.csvtext import write_csv
+from gateway.backends.csvcodec import encode_csv
 from gateway.emulator.models import Deployment, DeploymentCatalog, Model, Scores
 from gateway.emulator.settings import EmulatorOptions
 from gateway.emulator.vendor import Answer, Refusal, reason_phrase, wants_csv, whole_seconds
@@ -195,7 +195,7 @@ def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[An
 
     table = list(zip(*(values for _, _, values in output)))
     if csv:
-        return web.Response(body=write_csv([name for name, _, _ in output], table),
+        return web.Response(body=encode_csv([name for name, _, _ in output], table, true_text="true", false_text="false"),
                             content_type=CSV, charset="utf-8")
     doc = {"data": {"type": RESPONSE_TYPE, "attributes": {
         "schema": [{"name": name, "type": kind} for name, kind, _ in output], "rows": table}}}

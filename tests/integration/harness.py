@@ -6,6 +6,7 @@ Nothing here sleeps for a fixed time: every wait polls for a condition with a de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -172,18 +173,25 @@ class Topics:
         finally:
             await producer.stop()
 
-    async def read(self, topic: str, until: Callable[[list[Any]], bool], timeout_s: float = 60.0,
-                   settle_s: float = 0.0) -> list[Any]:
-        """Every record of ``topic`` from the beginning, read until ``until(records)`` holds
-        (then ``settle_s`` more, to catch records that should NOT be there)."""
+    @contextlib.asynccontextmanager
+    async def _from_beginning(self, topic: str) -> Any:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
         await consumer.start()
-        records: list[Any] = []
         try:
             tps = [TopicPartition(topic, p) for p in range(self.partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
+            yield consumer
+        finally:
+            await consumer.stop()
+
+    async def read(self, topic: str, until: Callable[[list[Any]], bool], timeout_s: float = 60.0,
+                   settle_s: float = 0.0) -> list[Any]:
+        """Every record of ``topic`` from the beginning, read until ``until(records)`` holds
+        (then ``settle_s`` more, to catch records that should NOT be there)."""
+        records: list[Any] = []
+        async with self._from_beginning(topic) as consumer:
             deadline = time.monotonic() + timeout_s
             settle_deadline = None
             while True:
@@ -197,28 +205,18 @@ class Topics:
                     return records
                 if now > deadline:
                     raise AssertionError(f"timed out reading {topic}: {len(records)} records")
-        finally:
-            await consumer.stop()
 
     async def read_all(self, topic: str, quiet_s: float = 0.5) -> list[Any]:
         """Everything in ``topic`` now: read until a fetch of ``quiet_s`` brings nothing new
         (the broker's end offsets cannot be trusted on tansu)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
-        await consumer.start()
         records: list[Any] = []
-        try:
-            tps = [TopicPartition(topic, p) for p in range(self.partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+        async with self._from_beginning(topic) as consumer:
             while True:
                 batch = await consumer.getmany(timeout_ms=int(quiet_s * 1000), max_records=50000)
                 if not batch:
                     return records
                 for rs in batch.values():
                     records.extend(rs)
-        finally:
-            await consumer.stop()
 
     async def committed(self) -> dict[int, int | None]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
