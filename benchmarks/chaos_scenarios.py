@@ -233,6 +233,12 @@ def sweep(stage: Stage, outputs: Outputs | None, secrets: Iterable[str], result:
     stage.evidence.blobs.clear()
 
 
+def _no_duplicates(result: ScenarioResult, why: str) -> None:
+    """Duplicates are only allowed after a crash or a rebalance (PRODUCT.md §4)."""
+    duplicates = result.tally.duplicates if result.tally else None
+    result.check(f"no duplicates ({why})", duplicates == 0, f"{duplicates} duplicates")
+
+
 # ---- 1. crashes -----------------------------------------------------------------------------
 
 async def crashes(campaign: Campaign, result: ScenarioResult) -> None:
@@ -305,6 +311,7 @@ async def backend_faults(campaign: Campaign, result: ScenarioResult) -> None:
         assert result.tally is not None
         result.check("nothing dead-lettered", result.tally.dead_lettered == 0,
                      f"{result.tally.dead_lettered} dead-lettered")
+        _no_duplicates(result, "retries resend requests, never outputs")
         amp = result.amplification
         result.check("requests sent per request needed <= 1.3", amp is not None and amp <= 1.3, f"{amp}", goal=True)
         await gateway.terminate()
@@ -379,6 +386,7 @@ async def hostile_input(campaign: Campaign, result: ScenarioResult) -> None:
                      gateway.alive() and gateway.pid == pid and len(stage.gateways) == 1,
                      gateway.log_tail(3) if not gateway.alive() else f"pid {pid}")
         judge_hostile(inputs, outputs, result)
+        _no_duplicates(result, "one healthy process")
         await gateway.terminate()
         sweep(stage, outputs, campaign.secrets, result)
 
@@ -463,6 +471,7 @@ async def auth_outage(campaign: Campaign, result: ScenarioResult) -> None:
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before)
         assert result.tally is not None
         result.check("nothing dead-lettered", result.tally.dead_lettered == 0, f"{result.tally.dead_lettered}")
+        _no_duplicates(result, "one process that never stopped")
         ready = await gateway.readyz()
         result.check("ready again after the fix", ready is not None and ready[0] == 200, str(ready))
         await gateway.terminate()
@@ -532,7 +541,7 @@ async def graceful_restarts(campaign: Campaign, result: ScenarioResult) -> None:
         result.check("every drained process exited 0", all(c == 0 for c in codes), str(codes))
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "datarobot", before)
         assert result.tally is not None
-        result.check("no duplicates", result.tally.duplicates == 0, f"{result.tally.duplicates} duplicates")
+        _no_duplicates(result, "every stop drained and committed")
         await gateway.terminate()
         sweep(stage, outputs, campaign.secrets, result)
 

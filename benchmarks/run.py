@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -342,6 +343,8 @@ async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: 
         finally:
             emulator.stop()
     report.elapsed_s = time.monotonic() - began
+    # Other work on the machine shows up here: compare with load_average_at_start.
+    report.machine["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return report
 
 
@@ -395,8 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report.write_json(args.out)
+    load = report.machine.get("load_average_at_end")
     print(f"\n## Benchmark ({sizes.mode} run, {report.elapsed_s:.0f} s, "
-          f"{report.machine['cores']} cores, {report.machine['cpu_model']})\n")
+          f"{report.machine['cores']} cores, {report.machine['cpu_model']}"
+          + (f", load average {load[0]:.2f} at the end" if load else "") + ")\n")
     print(report.markdown())
     print(f"\nJSON: {args.out}" + "".join(f"\nplot: {p}" for p in report.plots))
     if report.errors:

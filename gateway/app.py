@@ -61,15 +61,20 @@ def run_until_signalled(config: Any) -> int:
 
 async def serve(config: Any, stop: asyncio.Event | None = None,
                 registry: CollectorRegistry | None = None,
-                ready: asyncio.Future[AdminServer] | None = None, handle_signals: bool = True) -> int:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT arrives); returns the process exit status."""
+                ready: asyncio.Future[AdminServer] | None = None, handle_signals: bool = True,
+                metrics: Any = None) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT arrives); returns the process exit status.
+
+    ``metrics`` replaces the Prometheus instruments (anything with ``Metrics``' interface); the
+    benchmarks use it to measure what the instruments cost.
+    """
     stop = stop or asyncio.Event()
     if handle_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     registry = registry or CollectorRegistry()
-    metrics = Metrics(registry)
+    metrics = metrics or Metrics(registry)
     health = Health([p.name for p in config.pipelines], metrics=metrics)
     admin = AdminServer(config.admin.host, config.admin.port, registry, health)
     await admin.start()

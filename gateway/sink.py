@@ -3,8 +3,9 @@
 One ``send_batch`` per output partition instead of one ``send()`` per record: the per-record path
 costs 3-8x more CPU on this client. A publish that fails is retried with backoff until it is
 acknowledged or the pipeline is cancelled; the offsets of its inputs are committed only after it
-succeeds, so a failure can duplicate outputs (recognisable by ``id``) but never lose one. Only the
-batches that failed are sent again, not the whole publish.
+succeeds, so a failure can duplicate outputs (recognisable by ``id``) but never lose one. A failed
+batch is sent again with the batches after it for the same partition (keeping key order), not the
+batches before it.
 
 Batches for one partition are handed to the producer one at a time. aiokafka queues at most one
 batch per partition and makes every other ``send_batch`` wait for it, deducting the *total* time
@@ -111,13 +112,16 @@ class KafkaSink:
             chunks.append((target, chunk))
             waits.append(self._send_batch(batch, *target))
         results = await asyncio.gather(*waits, return_exceptions=True)
-        failed = []
+        failed: list[tuple[tuple[str, int], list[Message]]] = []
+        broken: set[tuple[str, int]] = set()
         for (target, chunk), result in zip(chunks, results):
             if isinstance(result, BaseException):
                 if not isinstance(result, KafkaError):
                     raise result
                 log.warning("publish_failed", extra={"topic": target[0], "partition": target[1],
                                                      "records": len(chunk), "error": repr(result)})
+                broken.add(target)
+            if target in broken:  # a failed batch and every later one of its partition, to keep key order
                 failed.append((target, chunk))
         return failed
 
