@@ -314,10 +314,12 @@ class Stage:
         self.gateways.append(gateway)
         return gateway.start()
 
-    async def check(self, gateway: Gateway) -> tuple[int, str]:
-        """``scoring-gateway check --probe`` on a gateway's config; its output is evidence."""
+    async def check(self, config: dict[str, Any], label: str = "check") -> tuple[int, str]:
+        """``scoring-gateway check --probe`` on ``config``; its output is evidence."""
+        path = self.workdir / f"{label}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "check", "--config", str(gateway.config_path), "--probe",
+            sys.executable, "-m", "gateway", "check", "--config", str(path), "--probe",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **self.creds.environment()})
         try:
@@ -326,9 +328,9 @@ class Stage:
             proc.kill()
             await proc.wait()
             raise
-        path = self.workdir / f"check-{gateway.label}.txt"
-        path.write_bytes(out)
-        self.evidence.add_file(path)
+        output = self.workdir / f"{label}.txt"
+        output.write_bytes(out)
+        self.evidence.add_file(output)
         return proc.returncode or 0, out.decode(errors="replace")
 
 

@@ -182,10 +182,11 @@ async def reach(progress: GroupProgress, mark: float, gateway: Gateway, deadline
     return None
 
 
-async def check_command(stage: Stage, gateway: Gateway, result: ScenarioResult, expect_ok: bool = True) -> None:
-    code, out = await stage.check(gateway)
-    if expect_ok:
-        result.check("check --probe passes", code == 0, out.strip().splitlines()[-1] if out.strip() else "")
+async def check_command(stage: Stage, config: dict[str, Any], result: ScenarioResult) -> None:
+    """``check --probe`` on the scenario's config, before the stream: it must pass."""
+    code, out = await stage.check(config)
+    lines = out.strip().splitlines()
+    result.check("check --probe passes", code == 0, lines[-1] if lines else "")
 
 
 async def settle(stage: Stage, result: ScenarioResult, inputs: dict[str, Any], progress: GroupProgress,
@@ -251,6 +252,7 @@ async def crashes(campaign: Campaign, result: ScenarioResult) -> None:
         progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=10)
         config = stage.config(stage.qlik(), **paced(10, 200, 4))
+        await check_command(stage, config, result)
         before = await served(stage, "qlik")
         retries = RetryCount()
         gateway = stage.gateway(config)
@@ -268,7 +270,6 @@ async def crashes(campaign: Campaign, result: ScenarioResult) -> None:
         result.notes["killed_at_committed_share"] = at
         result.check(f"{size.crash_kills} kill -9 landed mid-stream", len(at) == size.crash_kills and max(at, default=1) < 1,
                      f"{len(at)} kills at committed shares {at}")
-        await check_command(stage, gateway, result)
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before)
         result.check("every killed process died by SIGKILL",
                      all(g.returncode == -9 for g in stage.gateways[:-1]),
@@ -290,15 +291,15 @@ async def backend_faults(campaign: Campaign, result: ScenarioResult) -> None:
         deadline = time.monotonic() + size.deadline_s
         inputs = await feed_churn(stage, size.fault_records, seed=2)
         progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
-        config = stage.config(stage.qlik(), **paced(0, 100, 16),
+        config = stage.config(stage.qlik(), **paced(0, 10, 16),
                               retry={"max_attempts": 10, "request_timeout_s": 2, "initial_backoff_ms": 100,
                                      "max_backoff_ms": 2000})
-        retries = RetryCount()
-        gateway = stage.gateway(config)
-        await check_command(stage, gateway, result)
+        await check_command(stage, config, result)
         await stage.emulator.configure(**FAULTS)
         before = await served(stage, "qlik")
         faults_before = (await stage.emulator.stats())["faults"]
+        retries = RetryCount()
+        gateway = stage.gateway(config)
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before)
         stats = await stage.emulator.stats()
         statuses = stats["routes"]["qlik"]["statuses"]
@@ -329,10 +330,10 @@ async def broker_stalls(campaign: Campaign, result: ScenarioResult) -> None:
         progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=50)
         config = stage.config(stage.datarobot(), **paced(50, 100, 1))
+        await check_command(stage, config, result)
         before = await served(stage, "datarobot")
         retries = RetryCount()
         gateway = stage.gateway(config)
-        await check_command(stage, gateway, result)
         pid = gateway.pid
         marks = [0.2 + 0.5 * i / max(1, size.stalls - 1) for i in range(size.stalls)]
         at: list[float] = []
@@ -376,11 +377,11 @@ async def hostile_input(campaign: Campaign, result: ScenarioResult) -> None:
         config = stage.config(stage.datarobot(passthrough_columns=["note"]),
                               features=[*CHURN_FEATURES, "note"],
                               batching={"max_rows": 500, "max_bytes": 262_144, "linger_ms": 10})
+        await check_command(stage, config, result)
         before = await served(stage, "datarobot")
         retries = RetryCount()
         gateway = stage.gateway(config)
         pid = gateway.pid
-        await check_command(stage, gateway, result)
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "datarobot", before)
         result.check("the process never died (same PID at the end)",
                      gateway.alive() and gateway.pid == pid and len(stage.gateways) == 1,
@@ -455,6 +456,7 @@ async def auth_outage(campaign: Campaign, result: ScenarioResult) -> None:
         progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=50)
         config = stage.config(stage.qlik(), **paced(50, 50, 1), retry={"max_backoff_ms": 1000})
+        await check_command(stage, config, result)
         before = await served(stage, "qlik")
         retries = RetryCount()
         gateway = stage.gateway(config)
@@ -463,7 +465,7 @@ async def auth_outage(campaign: Campaign, result: ScenarioResult) -> None:
         await stage.emulator.configure(token=f"revoked-{stage.creds.token[::-1]}")
         started = time.monotonic()
         samples = await _watch_outage(gateway, started + size.auth_outage_s)
-        code, out = await stage.check(gateway)
+        code, out = await stage.check(config, "check-during-outage")
         result.check("check --probe reports the refusal during the outage", code == 1 and "401" in out,
                      out.strip().splitlines()[-1] if out.strip() else "")
         await stage.emulator.configure(token=stage.creds.token)
@@ -520,10 +522,10 @@ async def graceful_restarts(campaign: Campaign, result: ScenarioResult) -> None:
         progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=25)
         config = stage.config(stage.datarobot(body_format="json"), **paced(25, 100, 1))
+        await check_command(stage, config, result)
         before = await served(stage, "datarobot")
         retries = RetryCount()
         gateway = stage.gateway(config)
-        await check_command(stage, gateway, result)
         marks = sorted(rng.uniform(0.1, 0.85) for _ in range(size.graceful_restarts))
         at: list[float] = []
         codes: list[int | None] = []
@@ -557,10 +559,10 @@ async def rebalances(campaign: Campaign, result: ScenarioResult) -> None:
         progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=50)
         config = stage.config(stage.qlik(), **paced(50, 50, 2))
+        await check_command(stage, config, result)
         before = await served(stage, "qlik")
         retries = RetryCount()
         first = stage.gateway(config, "member-a")
-        await check_command(stage, first, result)
         marks = [0.1 + 0.6 * i / max(1, size.rebalance_cycles) for i in range(size.rebalance_cycles)]
         cycles: list[dict[str, Any]] = []
         for i, mark in enumerate(marks):

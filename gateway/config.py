@@ -392,7 +392,7 @@ class KafkaConfig:
     auto_offset_reset: str = _key(_string(choices=("earliest", "latest")), "earliest")
     commit_interval_ms: int = _key(_integer(gt=0), 1000)
     max_poll_records: int = _key(_integer(gt=0), 2000)
-    producer_linger_ms: int = _key(_integer(ge=0), 5)
+    producer_linger_ms: int = _key(_integer(ge=0), 0)
     security_protocol: str = _key(_string(choices=_SECURITY_PROTOCOLS), "PLAINTEXT")
     sasl_mechanism: str | None = _key(_nullable(_string(choices=_SASL_MECHANISMS)), None)
     sasl_username: str | None = _key(_nullable(_string()), None)

@@ -38,7 +38,7 @@ def consumer_options(kafka: Any) -> dict[str, Any]:
         "max_poll_records": getattr(kafka, "max_poll_records", 2000),
         # How long the broker may hold a fetch waiting for data: the default 500 ms is paid as
         # end-to-end latency whenever the input is not saturated.
-        "fetch_max_wait_ms": 20,
+        "fetch_max_wait_ms": 10,
         # A rebalance waits for in-flight work of revoked partitions (shutdown_timeout_s at most).
         "rebalance_timeout_ms": max(session, 60000),
     }
@@ -48,7 +48,7 @@ def producer_options(kafka: Any) -> dict[str, Any]:
     return {
         **client_options(kafka),
         "acks": "all",
-        "linger_ms": getattr(kafka, "producer_linger_ms", 5),
+        "linger_ms": getattr(kafka, "producer_linger_ms", 0),
         # Large batches: one send_batch carries a whole scored batch for a partition.
         "max_batch_size": 262144,
         "max_request_size": 4 * 1048576,

@@ -78,6 +78,9 @@ class Pipeline:
         self._sink: KafkaSink | None = None
         self._dispatcher: Dispatcher | None = None
         self._commit_lock = asyncio.Lock()
+        # Set when a paused consumer may resume (in-flight fell to the low-water mark, or the
+        # backend accepts again), so the fetch loop wakes at once instead of at its next poll.
+        self._may_resume = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -156,6 +159,9 @@ class Pipeline:
         check_row = self.codec.check_row
         while not stop.is_set():
             room = self._backpressure()
+            if source.paused:
+                await self._wait_for_room(stop)
+                continue
             deadline = batcher.deadline()
             wait = POLL_IDLE_S if deadline is None else max(0.0, min(POLL_IDLE_S, deadline - time.monotonic()))
             data = await source.fetch(wait, max(1, min(self.max_poll_records, room)))
@@ -188,6 +194,21 @@ class Pipeline:
                 batch = batcher.take()
                 if batch is not None:
                     self._dispatch(batch)
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        """While paused: send a lingering partial batch when due, else sleep until woken."""
+        deadline = self.batcher.deadline()
+        if deadline is not None and time.monotonic() >= deadline:
+            batch = self.batcher.take()
+            if batch is not None:
+                self._dispatch(batch)
+            return
+        timeout = POLL_IDLE_S if deadline is None else max(0.0, min(POLL_IDLE_S, deadline - time.monotonic()))
+        self._may_resume.clear()
+        try:
+            await asyncio.wait_for(self._may_resume.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     def _backpressure(self) -> int:
         """Pause or resume the consumer; returns how many more records may be fetched now."""
@@ -307,6 +328,8 @@ class Pipeline:
         if generation == self._generation:
             self._inflight -= n
             self.metrics.inflight_records(self._inflight)
+            if self._inflight <= self.low_water and self._halted is None:
+                self._may_resume.set()
 
     # ---- commits, rebalances, halts -------------------------------------------------------
 
@@ -367,3 +390,5 @@ class Pipeline:
     def _on_halt(self, reason: str | None) -> None:
         self._halted = reason
         self.health.set_stopped(self.name, reason)
+        if reason is None:
+            self._may_resume.set()
