@@ -134,8 +134,10 @@ class Dispatcher:
                 attempt -= 1  # a configuration outage does not use up the data's attempts
                 continue
             except DataError as err:
+                self._resume_if_halted()
                 raise RejectedByData(err, attempt) from None
             except RetryableError as err:
+                self._resume_if_halted()
                 if err.reason in ("connect", "timeout") and self._backend_ok:
                     self._set_backend(False, err.message)
                 if self.policy.exhausted(attempt):
@@ -146,8 +148,7 @@ class Dispatcher:
                 self.metrics.retry(err.reason)
                 await asyncio.sleep(delay)
                 continue
-            if self.halted is not None:
-                self._resume()
+            self._resume_if_halted()
             if not self._backend_ok:
                 self._set_backend(True, None)
             return rows, attempt
@@ -216,7 +217,12 @@ class Dispatcher:
         self.halted = reason
         self._on_halt(reason)
 
-    def _resume(self) -> None:
+    def _resume_if_halted(self) -> None:
+        """Any answer but a configuration refusal ends a halt. Waiting for a success instead could
+        wait forever: once the halted batches end otherwise (retries run out on 503s, a 422), the
+        consumer stays paused, nothing is in flight, and no request is left to succeed."""
+        if self.halted is None:
+            return
         log.warning("pipeline_resumed", extra={"pipeline": self.pipeline})
         self.halted = None
         self._on_halt(None)

@@ -275,6 +275,7 @@ class Pipeline:
         predictions, explanations, dead_letter = (self.predictions_topic, self.explanations_topic,
                                                   self.dead_letter_topic)
         embed = explanations is None
+        latency_ms = round(latency_ms, 3)
         messages: list[Message] = []
         append = messages.append
         dead: list[Rejected] = []

@@ -53,20 +53,24 @@ def source_of(record: InputRecord) -> dict[str, Any]:
 
 def prediction_document(record: InputRecord, row: ScoredRow, *, pipeline: str, backend: str,
                         deployment: str, latency_ms: float, embed_explanations: bool) -> dict[str, Any]:
+    """``latency_ms`` is the batch's, rounded once by the caller (rounding costs more than the rest)."""
+    topic, partition, offset = record.topic, record.partition, record.offset
     doc: dict[str, Any] = {
-        "id": record_id(record),
+        "id": f"{topic}/{partition}/{offset}",
         "pipeline": pipeline,
-        "source": source_of(record),
+        "source": {"topic": topic, "partition": partition, "offset": offset,
+                   "timestamp_ms": record.timestamp},
         "prediction": row.prediction,
         "probabilities": row.probabilities,
         "threshold": row.threshold,
         "explanation_kind": row.explanation_kind,
     }
     if embed_explanations:
-        doc["explanations"] = [e.as_dict() for e in row.explanations]
+        explanations = row.explanations
+        doc["explanations"] = [e.as_dict() for e in explanations] if explanations else []
     doc["backend"] = backend
     doc["deployment"] = deployment
-    doc["latency_ms"] = round(latency_ms, 3)
+    doc["latency_ms"] = latency_ms
     if row.passthrough:
         doc["passthrough"] = row.passthrough
     return doc
