@@ -8,8 +8,10 @@ What happens to a batch, by failure class (see ``gateway.backends.errors``):
 - ``DataError`` (400/413/422): the batch is bisected until the offending rows stand alone; only
   those are rejected, with the vendor's status and message;
 - ``FatalError`` (401/403/404/409, TLS): not the data's fault. The pipeline is halted (consumption
-  paused, not ready) and the request is retried every ``max_backoff`` until the backend accepts it,
-  so no record is lost or dead-lettered.
+  paused, not ready) and the request is retried every ``max_backoff`` until the backend answers
+  otherwise, so no record is lost or dead-lettered.
+A vendor's error text travels on (dead-letter reasons, ``/readyz``, logs), so the credentials this
+dispatcher sends are masked in it first: some APIs quote the token or key they refused.
 An encoded body over ``max_bytes`` is split the same way; a single row over it is rejected at
 stage ``validate``.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +31,7 @@ import aiohttp
 from gateway.backends.errors import (DataError, FatalError, ResponseDecodeError, RetryableError,
                                      ScoringError, from_exception, from_status)
 from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
+from gateway.logs import MASK, MIN_SECRET_LENGTH
 from gateway.ratelimit import RateLimiter
 from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 from gateway.retry import RetryPolicy
@@ -56,7 +60,7 @@ class Dispatcher:
                  features: Sequence[str] | None, policy: RetryPolicy, max_in_flight_requests: int,
                  limiter: RateLimiter | None, metrics: Any, slow_threshold_s: float,
                  on_halt: Callable[[str | None], None], health: Any = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, secrets: Sequence[str | None] = ()) -> None:
         self.pipeline = pipeline
         self.codec = codec
         self.session = session
@@ -69,6 +73,7 @@ class Dispatcher:
         self._health = health
         self._backend_ok = True
         self._rng = rng or random.Random()
+        self._credentials = _credentials_pattern(codec, secrets)
         self._slots = asyncio.Semaphore(max_in_flight_requests)
         self._in_flight = 0
         self.halted: str | None = None
@@ -169,7 +174,7 @@ class Dispatcher:
                     content_type = response.headers.get("Content-Type", "")
                     headers = response.headers
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                error = from_exception(backend, exc)
+                error = self._masked(from_exception(backend, exc))
                 self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"),
                                      time.monotonic() - started)
                 raise error from None
@@ -179,16 +184,24 @@ class Dispatcher:
         seconds = time.monotonic() - started
         if not 200 <= status < 300:
             self.metrics.request(backend, self._kind, str(status), seconds)
-            raise from_status(backend, status, headers, body)
+            raise self._masked(from_status(backend, status, headers, body))
         try:
             rows = self.codec.decode(request, status, content_type, body)
         except ResponseDecodeError as exc:
             self.metrics.request(backend, self._kind, str(status), seconds)
-            raise RetryableError(backend, exc.message, status, reason="decode") from None
+            raise self._masked(RetryableError(backend, exc.message, status, reason="decode")) from None
         if request.explanations and rows:
             self._observe_explanations(rows, request, seconds)
         self.metrics.request(backend, self._kind, str(status), seconds)
         return rows
+
+    def _masked(self, error: ScoringError) -> ScoringError:
+        """``error`` with the credentials sent masked in its message (it was just made: no one else holds it)."""
+        pattern = self._credentials
+        if pattern is not None and pattern.search(str(error)):
+            error.message = pattern.sub(MASK, error.message)
+            error.args = tuple(pattern.sub(MASK, a) if isinstance(a, str) else a for a in error.args)
+        return error
 
     def _observe_explanations(self, rows: list[ScoredRow], request: ScoringRequest,
                               seconds: float) -> None:
@@ -226,3 +239,13 @@ class Dispatcher:
         log.warning("pipeline_resumed", extra={"pipeline": self.pipeline})
         self.halted = None
         self._on_halt(None)
+
+
+def _credentials_pattern(codec: Codec, secrets: Sequence[str | None]) -> re.Pattern[str] | None:
+    """The configured secrets and the credential headers the codec sends, longest first."""
+    headers = getattr(codec, "headers", None) or {}
+    found = {s for s in (*secrets, headers.get("Authorization"), headers.get("DataRobot-Key"))
+             if s and len(s) >= MIN_SECRET_LENGTH}
+    if not found:
+        return None
+    return re.compile("|".join(map(re.escape, sorted(found, key=len, reverse=True))))

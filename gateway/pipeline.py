@@ -120,7 +120,8 @@ class Pipeline:
             max_in_flight_requests=cfg.concurrency.max_in_flight_requests,
             limiter=RateLimiter(limit) if limit else None, metrics=self.metrics,
             slow_threshold_s=cfg.explanations.slow_threshold_ms / 1000.0,
-            on_halt=self._on_halt, health=self.health, rng=random.Random())
+            on_halt=self._on_halt, health=self.health, rng=random.Random(),
+            secrets=(cfg.backend.token, getattr(cfg.backend, "datarobot_key", None)))
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         committer_stop = asyncio.Event()
