@@ -37,18 +37,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"invalid config: {exc}", file=sys.stderr)
+        print(f"invalid config {args.config}:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
         return 2
-    configure_logging(args.log_format, args.log_level, secrets=config_secrets(config))
+    configure_logging(args.log_format, args.log_level, secrets=config.secret_values())
     return run_until_signalled(config)
-
-
-def config_secrets(config: Any) -> list[str]:
-    """Every secret value in the config, so the log filter can mask it wherever it appears."""
-    found = [config.kafka.sasl_password]
-    for pipeline in config.pipelines:
-        found += [pipeline.backend.token, getattr(pipeline.backend, "datarobot_key", None)]
-    return [s for s in found if s]
 
 
 def run_until_signalled(config: Any) -> int:
@@ -82,6 +76,7 @@ async def serve(config: Any, stop: asyncio.Event | None = None,
                                        "admin_port": admin.port})
     if ready is not None and not ready.done():
         ready.set_result(admin)
+    status = 0
     try:
         async with asyncio.TaskGroup() as group:
             for pipeline_config in config.pipelines:
@@ -89,7 +84,14 @@ async def serve(config: Any, stop: asyncio.Event | None = None,
                                     metrics=metrics.pipeline(pipeline_config.name), health=health,
                                     shutdown_timeout_s=config.shutdown_timeout_s)
                 group.create_task(pipeline.run(stop))
+    except* Exception as failure:
+        # A pipeline that cannot go on stops the process: nothing uncommitted is lost, and the
+        # orchestrator restarts it. Each cause is logged once, secrets masked.
+        for exc in failure.exceptions:
+            log.error("pipeline_failed", exc_info=exc, extra={"error": repr(exc)})
+        health.set_failed(str(failure.exceptions[0]))
+        status = 1
     finally:
         await admin.stop()
-    log.info("gateway_stopped")
-    return 0
+    log.info("gateway_stopped", extra={"status": status})
+    return status

@@ -90,18 +90,17 @@ class Pipeline:
         connector = aiohttp.TCPConnector(limit=cfg.concurrency.max_in_flight_requests,
                                          ssl=make_ssl_context(cfg.backend.ca_file) or True)
         timeout = aiohttp.ClientTimeout(total=cfg.retry.request_timeout_s)
-        producer = AIOKafkaProducer(**producer_options(self.kafka))
-        consumer = AIOKafkaConsumer(**consumer_options(self.kafka))
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            await producer.start()
-            try:
+            producer = AIOKafkaProducer(**producer_options(self.kafka))
+            try:  # stop() also after a failed start(): it owns connections and tasks either way
+                await producer.start()
                 self._sink = KafkaSink(producer)
                 await self._sink.prepare([t for t in (self.predictions_topic, self.explanations_topic,
                                                       self.dead_letter_topic) if t])
                 self._dispatcher = self._make_dispatcher(session)
-                self._source = KafkaSource(consumer, cfg.input_topic)
-                await self._source.start(self._on_revoked, self._on_assigned)
+                self._source = KafkaSource(AIOKafkaConsumer(**consumer_options(self.kafka)), cfg.input_topic)
                 try:
+                    await self._source.start(self._on_revoked, self._on_assigned)
                     await self._run_tasks(stop)
                 finally:
                     await self._source.stop()
