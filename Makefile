@@ -26,5 +26,11 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
+chaos: $(STAMP)
+	$(BIN)/python -m benchmarks.chaos
+
+chaos-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.chaos --quick
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

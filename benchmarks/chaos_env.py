@@ -270,6 +270,7 @@ class Stage:
         self.emulator = Emulator(session, workdir, self.creds, tls=tls)
         self.topics: Topics | None = None
         self.gateways: list[Gateway] = []
+        self._progress: list[GroupProgress] = []
 
     async def __aenter__(self) -> Stage:
         self.broker.start()
@@ -283,6 +284,8 @@ class Stage:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for progress in self._progress:
+            await progress.close()
         for gateway in self.gateways:
             if gateway.alive():
                 gateway.kill()
@@ -294,6 +297,12 @@ class Stage:
     def t(self) -> Topics:
         assert self.topics is not None
         return self.topics
+
+    def progress(self, ends: dict[int, int]) -> GroupProgress:
+        """The group's progress towards ``ends``; closed with the stage."""
+        found = GroupProgress(self.t, ends)
+        self._progress.append(found)
+        return found
 
     def config(self, backend: dict[str, Any], **pipeline: Any) -> dict[str, Any]:
         """A gateway config on this stage's topics, secrets referenced by environment variable."""
@@ -376,7 +385,7 @@ class GroupProgress:
     async def committed(self, timeout_s: float = 3.0) -> dict[int, int] | None:
         try:
             return await asyncio.wait_for(self._query(), timeout_s)
-        except (asyncio.TimeoutError, Exception):  # a stalled or restarting broker: try again later
+        except Exception:  # a frozen or restarting broker (timeouts included): try again later
             await self.close()
             return None
 
@@ -415,5 +424,5 @@ class GroupProgress:
         if consumer is not None:
             try:
                 await asyncio.wait_for(consumer.stop(), 5)
-            except (asyncio.TimeoutError, Exception):  # closing a consumer of a frozen broker
+            except Exception:  # closing a consumer of a frozen broker (timeouts included)
                 pass

@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 
 from benchmarks.chaos_env import Gateway, GroupProgress, Stage, freeze, resume
-from benchmarks.chaos_hostile import DEAD_LETTER, KIND_HEADER, PREDICTED, hostile_stream
+from benchmarks.chaos_hostile import BAD_KINDS, HUGE_KIND, KIND_HEADER, VALIDATE, hostile_stream
 from benchmarks.chaos_ledger import Outputs, Tally, end_offsets, read_inputs, read_outputs, tally
 from gateway.sample_data import CHURN_FEATURES, churn_records
 
@@ -249,9 +249,9 @@ async def crashes(campaign: Campaign, result: ScenarioResult) -> None:
     async with campaign.stage(result.key) as stage:
         deadline = time.monotonic() + size.deadline_s
         inputs = await feed_churn(stage, size.crash_records, seed=1)
-        progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
-        await stage.emulator.configure(latency_ms=10)
-        config = stage.config(stage.qlik(), **paced(10, 200, 4))
+        progress = stage.progress(end_offsets(inputs, stage.t.partitions))
+        await stage.emulator.configure(latency_ms=50)
+        config = stage.config(stage.qlik(), **paced(50, 100, 1))
         await check_command(stage, config, result)
         before = await served(stage, "qlik")
         retries = RetryCount()
@@ -290,7 +290,7 @@ async def backend_faults(campaign: Campaign, result: ScenarioResult) -> None:
     async with campaign.stage(result.key) as stage:
         deadline = time.monotonic() + size.deadline_s
         inputs = await feed_churn(stage, size.fault_records, seed=2)
-        progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
+        progress = stage.progress(end_offsets(inputs, stage.t.partitions))
         config = stage.config(stage.qlik(), **paced(0, 10, 16),
                               retry={"max_attempts": 10, "request_timeout_s": 2, "initial_backoff_ms": 100,
                                      "max_backoff_ms": 2000})
@@ -327,7 +327,7 @@ async def broker_stalls(campaign: Campaign, result: ScenarioResult) -> None:
     async with campaign.stage(result.key) as stage:
         deadline = time.monotonic() + size.deadline_s + size.stalls * size.stall_seconds
         inputs = await feed_churn(stage, size.stall_records, seed=3)
-        progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
+        progress = stage.progress(end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=50)
         config = stage.config(stage.datarobot(), **paced(50, 100, 1))
         await check_command(stage, config, result)
@@ -373,7 +373,7 @@ async def hostile_input(campaign: Campaign, result: ScenarioResult) -> None:
         inputs = await read_inputs(stage.t)
         result.check("the hostile stream reached the input topic", len(inputs) == len(stream),
                      f"{len(inputs)} of {len(stream)}")
-        progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
+        progress = stage.progress(end_offsets(inputs, stage.t.partitions))
         config = stage.config(stage.datarobot(passthrough_columns=["note"]),
                               features=[*CHURN_FEATURES, "note"],
                               batching={"max_rows": 500, "max_bytes": 262_144, "linger_ms": 10})
@@ -395,8 +395,6 @@ async def hostile_input(campaign: Campaign, result: ScenarioResult) -> None:
 def judge_hostile(inputs: dict[str, Any], outputs: Outputs, result: ScenarioResult) -> None:
     """Each input against its kind's promise: predicted with ``note`` intact, or dead-lettered at
     an expected stage with a reason and the original bytes."""
-    from benchmarks.chaos_hostile import BAD_KINDS, HUGE_KIND, VALIDATE
-
     predictions = {doc["id"]: doc for doc in outputs.predictions}
     dead = {doc["id"]: doc for doc in outputs.dead_letters}
     per_kind: Counter[str] = Counter()
@@ -453,7 +451,7 @@ async def auth_outage(campaign: Campaign, result: ScenarioResult) -> None:
     async with campaign.stage(result.key) as stage:
         deadline = time.monotonic() + size.deadline_s + size.auth_outage_s
         inputs = await feed_churn(stage, size.auth_records, seed=5)
-        progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
+        progress = stage.progress(end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=50)
         config = stage.config(stage.qlik(), **paced(50, 50, 1), retry={"max_backoff_ms": 1000})
         await check_command(stage, config, result)
@@ -519,7 +517,7 @@ async def graceful_restarts(campaign: Campaign, result: ScenarioResult) -> None:
     async with campaign.stage(result.key) as stage:
         deadline = time.monotonic() + size.deadline_s
         inputs = await feed_churn(stage, size.graceful_records, seed=6)
-        progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
+        progress = stage.progress(end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=25)
         config = stage.config(stage.datarobot(body_format="json"), **paced(25, 100, 1))
         await check_command(stage, config, result)
@@ -556,7 +554,7 @@ async def rebalances(campaign: Campaign, result: ScenarioResult) -> None:
     async with campaign.stage(result.key) as stage:
         deadline = time.monotonic() + size.deadline_s
         inputs = await feed_churn(stage, size.rebalance_records, seed=7)
-        progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
+        progress = stage.progress(end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=50)
         config = stage.config(stage.qlik(), **paced(50, 50, 2))
         await check_command(stage, config, result)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,7 +30,7 @@ import aiohttp
 from gateway.backends.errors import (DataError, FatalError, ResponseDecodeError, RetryableError,
                                      ScoringError, from_exception, from_status)
 from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
-from gateway.logs import MASK, MIN_SECRET_LENGTH
+from gateway.logs import Redactor
 from gateway.ratelimit import RateLimiter
 from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 from gateway.retry import RetryPolicy
@@ -73,7 +72,7 @@ class Dispatcher:
         self._health = health
         self._backend_ok = True
         self._rng = rng or random.Random()
-        self._credentials = _credentials_pattern(codec, secrets)
+        self._redactor = _credentials_redactor(codec, secrets)
         self._slots = asyncio.Semaphore(max_in_flight_requests)
         self._in_flight = 0
         self.halted: str | None = None
@@ -197,10 +196,10 @@ class Dispatcher:
 
     def _masked(self, error: ScoringError) -> ScoringError:
         """``error`` with the credentials sent masked in its message (it was just made: no one else holds it)."""
-        pattern = self._credentials
-        if pattern is not None and pattern.search(str(error)):
-            error.message = pattern.sub(MASK, error.message)
-            error.args = tuple(pattern.sub(MASK, a) if isinstance(a, str) else a for a in error.args)
+        masked = self._redactor.text(error.message)
+        if masked != error.message:
+            error.message = masked
+            error.args = tuple(self._redactor.text(a) if isinstance(a, str) else a for a in error.args)
         return error
 
     def _observe_explanations(self, rows: list[ScoredRow], request: ScoringRequest,
@@ -241,11 +240,7 @@ class Dispatcher:
         self._on_halt(None)
 
 
-def _credentials_pattern(codec: Codec, secrets: Sequence[str | None]) -> re.Pattern[str] | None:
-    """The configured secrets and the credential headers the codec sends, longest first."""
+def _credentials_redactor(codec: Codec, secrets: Sequence[str | None]) -> Redactor:
+    """Masks the configured secrets and the credential headers the codec sends."""
     headers = getattr(codec, "headers", None) or {}
-    found = {s for s in (*secrets, headers.get("Authorization"), headers.get("DataRobot-Key"))
-             if s and len(s) >= MIN_SECRET_LENGTH}
-    if not found:
-        return None
-    return re.compile("|".join(map(re.escape, sorted(found, key=len, reverse=True))))
+    return Redactor([s for s in (*secrets, headers.get("Authorization"), headers.get("DataRobot-Key")) if s])

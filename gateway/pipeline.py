@@ -393,3 +393,5 @@ class Pipeline:
         self.health.set_stopped(self.name, reason)
         if reason is None:
             self._may_resume.set()
+        else:
+            self._backpressure()  # pause now, not at the fetch loop's next turn

@@ -30,7 +30,7 @@ import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from benchmarks.chaos_env import DATAROBOT_KEY_VAR, TOKEN_VAR, GroupProgress, Stage
+from benchmarks.chaos_env import DATAROBOT_KEY_VAR, TOKEN_VAR, Stage
 from benchmarks.chaos_ledger import end_offsets, read_outputs, tally
 from benchmarks.chaos_scenarios import feed_churn
 from gateway.broker import broker_binary, free_port
@@ -97,7 +97,7 @@ async def test_tls_backend_wrong_ca_halts_without_loss_and_right_ca_predicts_eve
             Stage(session, tmp_path / "tls", "tls", tls=(pki["cert"], pki["key"])) as stage:
         assert stage.emulator.url.startswith("https://")
         inputs = await feed_churn(stage, 2000, seed=31)
-        progress = GroupProgress(stage.t, end_offsets(inputs, stage.t.partitions))
+        progress = stage.progress(end_offsets(inputs, stage.t.partitions))
 
         wrong = stage.gateway(stage.config(stage.qlik(ca_file=str(pki["other_ca"])), shutdown_timeout_s=3,
                                            retry={"max_backoff_ms": 500}), "wrong-ca")
