@@ -1,8 +1,10 @@
 """What a chaos scenario breaks: a broker, an emulator and gateway processes, all on loopback.
 
 Each piece runs in its own process so it can be killed, stopped or frozen like the real thing,
-and each is stopped by the PID it was started with. A scenario owns one :class:`Stage` (a fresh
-broker, topics and emulator), so what one scenario breaks never leaks into the next.
+and each is stopped by the PID it was started with: the emulator and gateway processes are the
+benchmark suite's (:mod:`benchmarks.processes`), given the scenario's secrets and evidence. A
+scenario owns one :class:`Stage` (a fresh broker, topics and emulator), so what one scenario breaks
+never leaks into the next.
 
 Secrets reach the gateway the way production deploys them: the config file says
 ``token: ${SCORING_TOKEN}`` and the process environment holds the value, so the files a campaign
@@ -15,7 +17,6 @@ import asyncio
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,14 +27,15 @@ import aiohttp
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.broker import EmbeddedBroker, free_port
+from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum, parse_metrics
+from gateway.broker import EmbeddedBroker
 from tests.integration.harness import SESSION_TIMEOUT_MS, Topics, gateway_config
 
 TOKEN_VAR = "SCORING_TOKEN"
 DATAROBOT_KEY_VAR = "SCORING_DATAROBOT_KEY"
-_HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5)
+_HTTP_TIMEOUT_S = 5.0
+_HTTP_TIMEOUT = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,124 +74,47 @@ class Evidence:
 
 # ---- the emulator ---------------------------------------------------------------------------
 
-class Emulator:
+class Emulator(EmulatorProcess):
     """``python -m gateway emulate`` requiring the scenario's token and DataRobot key."""
 
     def __init__(self, session: aiohttp.ClientSession, workdir: Path, creds: Secrets, *,
                  tls: tuple[Path, Path] | None = None, seed: int = 7) -> None:
-        self.session = session
-        self.port = free_port()
-        scheme = "https" if tls else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.log_path = workdir / "emulator.log"
-        self._args = ["--token", creds.token, "--datarobot-key", creds.datarobot_key, "--seed", str(seed)]
-        if tls:
-            self._args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-        self._control_ssl: Any = False if tls else None  # the runner's own control calls skip verification
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.deployments: dict[str, dict[str, Any]] = {}
-
-    async def start(self, timeout_s: float = 30.0) -> Emulator:
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "emulate", "--host", "127.0.0.1", "--port", str(self.port),
-                 *self._args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"the emulator exited with {self._proc.returncode}; see {self.log_path}")
-            try:
-                found = await self.get("/_emulator/deployments")
-                self.deployments = {d["name"]: d for d in found["deployments"]}
-                return self
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the emulator did not answer within {timeout_s:.0f}s") from None
-                await asyncio.sleep(0.1)
-
-    async def get(self, path: str) -> Any:
-        async with self.session.get(self.url + path, timeout=_HTTP_TIMEOUT, ssl=self._control_ssl) as r:
-            r.raise_for_status()
-            return orjson.loads(await r.read())
-
-    async def configure(self, **options: Any) -> Any:
-        async with self.session.post(self.url + "/_emulator/config", data=orjson.dumps(options),
-                                     headers={"Content-Type": "application/json"},
-                                     timeout=_HTTP_TIMEOUT, ssl=self._control_ssl) as r:
-            body = await r.read()
-            if r.status != 200:
-                raise RuntimeError(f"emulator refused {sorted(options)}: {r.status} {body[:300]!r}")
-            return orjson.loads(body)
-
-    async def stats(self) -> dict[str, Any]:
-        return await self.get("/_emulator/stats")  # type: ignore[no-any-return]
-
-    def qlik_url(self, name: str = "churn") -> str:
-        return (f"{self.url}/api/v1/ml/deployments/{self.deployments[name]['qlik_id']}"
-                "/realtime-predictions/actions/run")
-
-    def datarobot_url(self, name: str = "churn") -> str:
-        return f"{self.url}/predApi/v1.0/deployments/{self.deployments[name]['datarobot_id']}/predictions"
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            _stop(proc, 10.0)
+        tls_args = ("--tls-cert", str(tls[0]), "--tls-key", str(tls[1])) if tls else ()
+        super().__init__(session, workdir / "emulator.log", "--token", creds.token,
+                         "--datarobot-key", creds.datarobot_key, *tls_args, seed=seed,
+                         tls=tls is not None, control_timeout_s=_HTTP_TIMEOUT_S)
 
 
 # ---- the gateway ----------------------------------------------------------------------------
 
-class Gateway:
-    """One ``python -m gateway run`` process; a restart is a new :class:`Gateway` with a new label."""
+class Gateway(GatewayProcess):
+    """One ``python -m gateway run`` process; a restart is a new :class:`Gateway` with a new label.
+
+    Its environment holds the scenario's secrets, and its log, /metrics scrapes and /readyz answers
+    are evidence for the secret sweep.
+    """
 
     def __init__(self, session: aiohttp.ClientSession, stage: Stage, config: dict[str, Any],
                  label: str) -> None:
-        self.session = session
+        super().__init__(session, config, stage.workdir, label, env=stage.creds.environment())
         self.stage = stage
-        self.label = label
-        self.admin_port = free_port()
-        self.config = dict(config, admin={"host": "127.0.0.1", "port": self.admin_port})
-        self.config_path = stage.workdir / f"{label}.yaml"
-        self.log_path = stage.workdir / f"{label}.log"
-        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.returncode: int | None = None
         self._scrapes = 0
 
     @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+    def returncode(self) -> int | None:
+        return self.exit_status
 
     def start(self) -> Gateway:
         self.stage.evidence.add_file(self.log_path)
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.stage.creds.environment(), "PYTHONUNBUFFERED": "1"})
-        return self
+        return super().start()
 
     def alive(self) -> bool:
-        if self._proc is None:
-            return False
-        code = self._proc.poll()
-        if code is not None:
-            self.returncode = code
-        return code is None
+        return self.running()
 
     async def scrape(self) -> str | None:
         """``/metrics`` as text (kept as evidence), or None while the admin port is not up."""
-        try:
-            async with self.session.get(self.admin_url + "/metrics", timeout=_HTTP_TIMEOUT) as r:
-                if r.status != 200:
-                    return None
-                text = await r.text()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        text = await super().scrape()
+        if text is None:
             return None
         self._scrapes += 1
         path = self.stage.workdir / f"metrics-{self.label}-{self._scrapes:04d}.txt"
@@ -199,10 +124,10 @@ class Gateway:
 
     async def metric(self, name: str, **labels: str) -> float | None:
         text = await self.scrape()
-        return None if text is None else metric_sum(text, name, **labels)
+        return None if text is None else metric_sum(parse_metrics(text), name, **labels)
 
-    async def published(self) -> float:
-        return await self.metric("scoring_gateway_records_published_total") or 0.0
+    async def published(self) -> int:
+        return await super().published() or 0
 
     async def readyz(self) -> tuple[int, dict[str, Any]] | None:
         try:
@@ -219,38 +144,11 @@ class Gateway:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         if proc is not None:
-            self.returncode = proc.wait()
+            self.exit_status = proc.wait()
 
     async def terminate(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM and wait for the drain; SIGKILL past ``timeout_s``. Returns the exit status."""
-        proc = self._proc
-        if proc is None:
-            return self.returncode
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.poll() is None:
-                proc.kill()
-        self.returncode = proc.wait()
-        return self.returncode
-
-    def log_tail(self, lines: int = 10) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """The sum of every sample called ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+        return await self.stop(timeout_s)
 
 
 # ---- one scenario's world -------------------------------------------------------------------
@@ -354,16 +252,6 @@ def resume(pid: int | None) -> None:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()
 
 
 # ---- the consumer group's progress ----------------------------------------------------------

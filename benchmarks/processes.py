@@ -1,8 +1,11 @@
-"""The processes a benchmark runs beside itself: the emulator and the gateway, each its own process.
+"""The processes a benchmark or a chaos scenario runs beside itself: the emulator and the gateway,
+each its own process.
 
 Each is started with ``python -m gateway ...`` on loopback, talked to over HTTP with the runner's
 aiohttp session, and stopped by the PID it was started with. ``ProcessProbe`` reads a process's CPU
-time and memory from /proc, so figures can say which process used the machine.
+time and memory from /proc, so figures can say which process used the machine. The reliability
+campaign (``chaos_env``) builds on the same two classes, so both harnesses start, scrape and stop
+the gateway the same way.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
 import aiohttp
+import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -55,6 +60,14 @@ class ProcessProbe:
         return found
 
 
+def spawn(log_path: Path, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python -m gateway ARGS``, its output appended to ``log_path``; ``env`` adds to ours."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "gateway", *args], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=None if env is None else {**os.environ, **env})
+
+
 def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -75,16 +88,21 @@ async def _wait_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int 
 # ---- the emulator ---------------------------------------------------------------------------
 
 class EmulatorProcess:
-    """``python -m gateway emulate`` on a free loopback port."""
+    """``python -m gateway emulate`` on a free loopback port; ``extra`` are more of its flags.
 
-    command: tuple[str, ...] = ("-m", "gateway", "emulate")
+    With ``tls`` it serves HTTPS and the runner's own control calls skip verification (the emulator's
+    certificate is the scenario's, not one the runner trusts).
+    """
 
-    def __init__(self, session: aiohttp.ClientSession, log_path: Path, *extra: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, log_path: Path, *extra: str, seed: int = 7,
+                 tls: bool = False, control_timeout_s: float = 10.0) -> None:
         self.session = session
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._extra = extra
+        self._args = ("--host", "127.0.0.1", "--port", str(self.port), "--seed", str(seed), *extra)
+        self._control_ssl: Literal[False] | None = False if tls else None
+        self._control_timeout = aiohttp.ClientTimeout(total=control_timeout_s)
         self._proc: subprocess.Popen[bytes] | None = None
         self.deployments: dict[str, dict[str, Any]] = {}
 
@@ -93,12 +111,8 @@ class EmulatorProcess:
         assert self._proc is not None
         return self._proc.pid
 
-    async def start(self, timeout_s: float = 30.0) -> EmulatorProcess:
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, *self.command, "--host", "127.0.0.1",
-                 "--port", str(self.port), "--seed", "7", *self._extra],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    async def start(self, timeout_s: float = 30.0) -> Self:
+        self._proc = spawn(self.log_path, "emulate", *self._args)
         deadline = time.monotonic() + timeout_s
         while True:
             if self._proc.poll() is not None:
@@ -107,23 +121,27 @@ class EmulatorProcess:
                 found = await self.get("/_emulator/deployments")
                 self.deployments = {d["name"]: d for d in found["deployments"]}
                 return self
-            except (aiohttp.ClientError, OSError) as exc:
+            except (aiohttp.ClientError, OSError) as exc:  # OSError includes the client's TimeoutError
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"the emulator did not answer within {timeout_s:.0f}s") from exc
                 await asyncio.sleep(0.1)
 
     async def get(self, path: str) -> Any:
-        async with self.session.get(self.url + path, timeout=aiohttp.ClientTimeout(total=10)) as r:
+        async with self.session.get(self.url + path, timeout=self._control_timeout,
+                                    ssl=self._control_ssl) as r:
             r.raise_for_status()
-            return await r.json()
+            return orjson.loads(await r.read())
 
     async def configure(self, **options: Any) -> Any:
-        async with self.session.post(self.url + "/_emulator/config", json=options,
-                                     timeout=aiohttp.ClientTimeout(total=10)) as r:
+        """POST /_emulator/config; a refusal names the options, never their values (one may be a token)."""
+        async with self.session.post(self.url + "/_emulator/config", data=orjson.dumps(options),
+                                     headers={"Content-Type": "application/json"},
+                                     timeout=self._control_timeout, ssl=self._control_ssl) as r:
+            body = await r.read()
             if r.status != 200:
-                raise RuntimeError(f"emulator refused {options}: {r.status} {await r.text()}")
-            return await r.json()
+                raise RuntimeError(f"emulator refused {sorted(options)}: {r.status} {body[:300]!r}")
+            return orjson.loads(body)
 
     async def reset(self, **options: Any) -> Any:
         """Back to a healthy, instant backend, then ``options`` on top."""
@@ -159,17 +177,21 @@ class MetricSample:
 
 
 class GatewayProcess:
-    """``python -m gateway run --config FILE``: the gateway as users run it, in its own process."""
+    """``python -m gateway run --config FILE``: the gateway as users run it, in its own process.
+
+    ``env`` adds to the inherited environment (where secrets referenced as ``${VAR}`` come from).
+    """
 
     def __init__(self, session: aiohttp.ClientSession, config: dict[str, Any], workdir: Path,
-                 label: str) -> None:
+                 label: str, *, env: Mapping[str, str] | None = None) -> None:
         self.session = session
+        self.label = label
         self.admin_port = free_port()
-        config = dict(config, admin={"host": "127.0.0.1", "port": self.admin_port})
-        self.config = config
+        self.config = dict(config, admin={"host": "127.0.0.1", "port": self.admin_port})
         self.config_path = workdir / f"{label}.yaml"
         self.log_path = workdir / f"{label}.log"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        self._env = {**(env or {}), "PYTHONUNBUFFERED": "1"}
         self._proc: subprocess.Popen[bytes] | None = None
         self.probe: ProcessProbe | None = None
         self.exit_status: int | None = None
@@ -178,47 +200,56 @@ class GatewayProcess:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def start(self) -> GatewayProcess:
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    def start(self) -> Self:
+        self._proc = spawn(self.log_path, "run", "--config", str(self.config_path), env=self._env)
         self.probe = ProcessProbe(self._proc.pid)
         return self
 
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
 
-    def log_tail(self, lines: int = 8) -> str:
+    def running(self) -> bool:
+        """Whether the process is up; an exit seen here is kept in ``exit_status``."""
+        if self._proc is None:
+            return False
+        code = self._proc.poll()
+        if code is not None:
+            self.exit_status = code
+        return code is None
+
+    def log_tail(self, lines: int = 10) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
-    async def metrics(self) -> list[MetricSample]:
-        """The admin port's /metrics, parsed; [] while the admin server is not up yet."""
+    async def scrape(self) -> str | None:
+        """The admin port's /metrics as text; None while the admin server is not up yet."""
         try:
             async with self.session.get(self.admin_url + "/metrics",
                                         timeout=aiohttp.ClientTimeout(total=5)) as r:
                 if r.status != 200:
-                    return []
-                text = await r.text()
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return []
-        return [MetricSample(s.name, dict(s.labels), s.value)
-                for family in text_string_to_metric_families(text) for s in family.samples]
+                    return None
+                return await r.text()
+        except (aiohttp.ClientError, OSError):  # OSError includes the client's TimeoutError
+            return None
+
+    async def metrics(self) -> list[MetricSample]:
+        """The admin port's /metrics, parsed; [] while the admin server is not up yet."""
+        text = await self.scrape()
+        return [] if text is None else parse_metrics(text)
 
     async def published(self) -> int | None:
         """Records published so far (predicted + dead-lettered), or None before /metrics answers."""
         samples = await self.metrics()
         if not samples:
             return None
-        return int(sum(s.value for s in samples if s.name == "scoring_gateway_records_published_total"))
+        return int(metric_sum(samples, "scoring_gateway_records_published_total"))
 
     async def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM (the gateway drains and exits 0), SIGKILL past ``timeout_s``."""
-        proc, self._proc = self._proc, None
+        """SIGTERM (the gateway drains and exits 0), SIGKILL past ``timeout_s``. Returns the exit status."""
+        proc = self._proc
         if proc is None:
             return self.exit_status
         if proc.poll() is None:
@@ -227,6 +258,11 @@ class GatewayProcess:
                 proc.kill()
         self.exit_status = proc.wait()
         return self.exit_status
+
+
+def parse_metrics(text: str) -> list[MetricSample]:
+    return [MetricSample(s.name, dict(s.labels), s.value)
+            for family in text_string_to_metric_families(text) for s in family.samples]
 
 
 def metric_values(samples: list[MetricSample], name: str, **labels: str) -> list[MetricSample]:
