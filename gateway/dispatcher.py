@@ -8,8 +8,9 @@ What happens to a batch, by failure class (see ``gateway.backends.errors``):
 - ``DataError`` (400/413/422): the batch is bisected until the offending rows stand alone; only
   those are rejected, with the vendor's status and message;
 - ``FatalError`` (401/403/404/409, TLS): not the data's fault. The pipeline is halted (consumption
-  paused, not ready) and the request is retried every ``max_backoff`` until the backend answers
-  otherwise, so no record is lost or dead-lettered.
+  paused, not ready); one request probes every ``max_backoff`` while the others wait, until the
+  backend answers otherwise, so no record is lost or dead-lettered and a healed backend is not
+  hit by every halted request at once.
 A vendor's error text travels on (dead-letter reasons, ``/readyz``, logs), so the credentials this
 dispatcher sends are masked in it first: some APIs quote the token or key they refused.
 An encoded body over ``max_bytes`` is split the same way; a single row over it is rejected at
@@ -76,6 +77,9 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(max_in_flight_requests)
         self._in_flight = 0
         self.halted: str | None = None
+        self._accepting = asyncio.Event()  # clear while halted on a configuration refusal
+        self._accepting.set()
+        self._probing = False
         # The explanation kind a request asks for is known up front except for "auto" (the
         # deployment's default), which the first response reveals.
         requested = codec.explanations
@@ -134,8 +138,8 @@ class Dispatcher:
             except FatalError as err:
                 self._halt(err)
                 self.metrics.retry("fatal")
-                await asyncio.sleep(self.policy.max_backoff_s)
                 attempt -= 1  # a configuration outage does not use up the data's attempts
+                await self._wait_out_halt()
                 continue
             except DataError as err:
                 self._resume_if_halted()
@@ -216,6 +220,18 @@ class Dispatcher:
                 "rows": request.rows, "duration_ms": round(seconds * 1000.0, 1),
                 "threshold_ms": round(self.slow_threshold_s * 1000.0, 1)})
 
+    async def _wait_out_halt(self) -> None:
+        """One request probes the backend every ``max_backoff`` for the whole pipeline; the other
+        halted requests wait for its answer instead of each probing (no storm when it heals)."""
+        if self._probing:
+            await self._accepting.wait()
+            return
+        self._probing = True
+        try:
+            await asyncio.sleep(self.policy.max_backoff_s)
+        finally:
+            self._probing = False
+
     def _set_backend(self, ok: bool, reason: str | None) -> None:
         self._backend_ok = ok
         if self._health is not None:
@@ -227,6 +243,7 @@ class Dispatcher:
         if self.halted != reason:
             log.error("pipeline_halted", extra={"pipeline": self.pipeline, "reason": reason})
         self.halted = reason
+        self._accepting.clear()
         self._on_halt(reason)
 
     def _resume_if_halted(self) -> None:
@@ -237,6 +254,7 @@ class Dispatcher:
             return
         log.warning("pipeline_resumed", extra={"pipeline": self.pipeline})
         self.halted = None
+        self._accepting.set()
         self._on_halt(None)
 
 
