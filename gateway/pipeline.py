@@ -36,7 +36,7 @@ from gateway.kafka import consumer_options, producer_options
 from gateway.offsets import OffsetTracker
 from gateway.ordering import KeyOrder, NoOrder
 from gateway.ratelimit import RateLimiter
-from gateway.records import (Rejected, dead_letter_document, dumps, explanation_document,
+from gateway.records import (STAGE_VALIDATE, Rejected, dead_letter_document, dumps, explanation_document,
                              prediction_document)
 from gateway.retry import RetryPolicy
 from gateway.sink import KafkaSink, Message
@@ -160,7 +160,7 @@ class Pipeline:
         while not stop.is_set():
             room = self._backpressure()
             if source.paused:
-                await self._wait_for_room(stop)
+                await self._wait_for_room()
                 continue
             deadline = batcher.deadline()
             wait = POLL_IDLE_S if deadline is None else max(0.0, min(POLL_IDLE_S, deadline - time.monotonic()))
@@ -181,7 +181,7 @@ class Pipeline:
                             if batch is not None:
                                 self._dispatch(batch)
                             continue
-                        rejects.append((record, Rejected("validate", reason)))
+                        rejects.append((record, Rejected(STAGE_VALIDATE, reason)))
                     else:
                         rejects.append((record, row))  # type: ignore[arg-type]
             if count:
@@ -195,7 +195,7 @@ class Pipeline:
                 if batch is not None:
                     self._dispatch(batch)
 
-    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+    async def _wait_for_room(self) -> None:
         """While paused: send a lingering partial batch when due, else sleep until woken."""
         deadline = self.batcher.deadline()
         if deadline is not None and time.monotonic() >= deadline:
@@ -205,6 +205,8 @@ class Pipeline:
             return
         timeout = POLL_IDLE_S if deadline is None else max(0.0, min(POLL_IDLE_S, deadline - time.monotonic()))
         self._may_resume.clear()
+        if self._halted is None and self._inflight <= self.low_water:
+            return  # room was made just before the clear
         try:
             await asyncio.wait_for(self._may_resume.wait(), timeout)
         except asyncio.TimeoutError:
