@@ -78,7 +78,7 @@ async def stop_emulator(proc: asyncio.subprocess.Process) -> int:
         proc.send_signal(signal.SIGTERM)
     try:
         return await asyncio.wait_for(proc.wait(), 10)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         return await proc.wait()
 

@@ -37,7 +37,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller streams and fewer disruptions (minutes)")
     parser.add_argument("--only", default="", help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
-    parser.add_argument("--workdir", type=Path, default=None, help="where logs and configs go (default: a new temp dir)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where logs and configs go (default: a new temp dir)")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(SCENARIOS)
     unknown = [name for name in chosen if name not in SCENARIOS]

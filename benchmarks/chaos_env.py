@@ -14,6 +14,7 @@ leaves behind hold no secret unless the gateway itself wrote one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -135,7 +136,7 @@ class Gateway(GatewayProcess):
                 body = await r.read()
                 self.stage.evidence.add_blob(f"{self.label} /readyz", body)
                 return r.status, orjson.loads(body)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, orjson.JSONDecodeError):
+        except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError):
             return None
 
     def kill(self) -> None:
@@ -231,7 +232,7 @@ class Stage:
             env={**os.environ, **self.creds.environment()})
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise
@@ -248,10 +249,8 @@ def freeze(pid: int | None) -> None:
 
 def resume(pid: int | None) -> None:
     if pid is not None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
 
 
 # ---- the consumer group's progress ----------------------------------------------------------
@@ -310,7 +309,6 @@ class GroupProgress:
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            try:
+            # Closing a consumer of a frozen broker may fail or time out: nothing is left to save.
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), 5)
-            except Exception:  # closing a consumer of a frozen broker (timeouts included)
-                pass

@@ -140,7 +140,8 @@ def _out_of_range(rng: random.Random) -> bytes:
 
 
 def _huge_integer(rng: random.Random) -> bytes:
-    return _dump(_good(rng)).replace(b'"NumberOfPenalties":', b'"NumberOfPenalties":123456789012345678901234567890,"was":', 1)
+    huge = b'"NumberOfPenalties":123456789012345678901234567890,"was":'
+    return _dump(_good(rng)).replace(b'"NumberOfPenalties":', huge, 1)
 
 
 def _tombstone(rng: random.Random) -> None:
@@ -164,7 +165,7 @@ def _nulls(rng: random.Random) -> bytes:
 def _extra(rng: random.Random) -> bytes:
     row = _good(rng)
     for name in rng.sample(["a,b", '"quoted"', "new\nline", "note2", "", "__gateway_row", "rowId", "😀"], 3):
-        row[name] = rng.choice(AWKWARD_NOTES[:20] + (1, 2.5, True, None))
+        row[name] = rng.choice((*AWKWARD_NOTES[:20], 1, 2.5, True, None))
     return _dump(row)
 
 

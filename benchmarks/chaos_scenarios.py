@@ -268,7 +268,8 @@ async def crashes(campaign: Campaign, result: ScenarioResult) -> None:
             at.append(round(share, 3))
             gateway = stage.gateway(config)
         result.notes["killed_at_committed_share"] = at
-        result.check(f"{size.crash_kills} kill -9 landed mid-stream", len(at) == size.crash_kills and max(at, default=1) < 1,
+        result.check(f"{size.crash_kills} kill -9 landed mid-stream",
+                     len(at) == size.crash_kills and max(at, default=1) < 1,
                      f"{len(at)} kills at committed shares {at}")
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before)
         result.check("every killed process died by SIGKILL",
@@ -568,7 +569,7 @@ async def rebalances(campaign: Campaign, result: ScenarioResult) -> None:
             if share is None:
                 break
             joiner = stage.gateway(config, f"member-b{i + 1}")
-            worked = await _until(lambda: _published(joiner), min(deadline, time.monotonic() + 60))
+            worked = await _until(lambda member=joiner: _published(member), min(deadline, time.monotonic() + 60))
             await retries.scrape(joiner)
             code = await joiner.terminate()
             cycles.append({"joined_at": round(share, 3), "joiner_published": worked, "exit": code})
@@ -618,7 +619,7 @@ async def run_scenario(campaign: Campaign, key: str) -> ScenarioResult:
     budget = campaign.sizes.deadline_s * 1.5 + 120
     try:
         await asyncio.wait_for(scenario(campaign, result), budget)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result.check("finished within its time budget", False, f"over {budget:.0f}s")
     except Exception as exc:  # reported in the results; the other scenarios still run
         result.check("ran to the end", False, f"{type(exc).__name__}: {exc}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.pyplot as plt
 
 COLORS = {"reference": "#9e9e9e", "gateway": "#1f77b4", "baseline": "#d62728"}
 
@@ -81,7 +81,8 @@ def distribution_chart(path: Path, cumulative: dict[str, list[tuple[float, float
 def memory_chart(path: Path, series: Sequence[tuple[float, int]], limit_bytes: float, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([t for t, _ in series], [rss / 1e6 for _, rss in series], label="gateway VmRSS")
-    ax.axhline(limit_bytes / 1e6, color="black", linestyle="--", linewidth=1, label=f"goal ({limit_bytes / 1e6:.0f} MB)")
+    ax.axhline(limit_bytes / 1e6, color="black", linestyle="--", linewidth=1,
+               label=f"goal ({limit_bytes / 1e6:.0f} MB)")
     ax.set_xlabel("seconds since the gateway started")
     ax.set_ylabel("MB")
     ax.set_ylim(bottom=0)

@@ -80,7 +80,7 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
 
 async def _wait_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
     deadline = time.monotonic() + timeout_s
-    while proc.poll() is None and time.monotonic() < deadline:
+    while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - a child process, no event to wait on
         await asyncio.sleep(0.05)
     return proc.poll()
 

@@ -44,11 +44,24 @@ from benchmarks.machine import describe
 from benchmarks.modes import MODES, Sizes
 from benchmarks.processes import EmulatorProcess
 from benchmarks.report import Figure, Goal, Report, format_value
-from benchmarks.scenarios import (BOUND_IN_FLIGHT, BOUND_LATENCIES_MS, BOUND_ROWS, LATENCY_LINGER_MS,
-                                  MEMORY_REQUEST_TIMEOUT_S, THROUGHPUT_VARIANTS, Bench, GatewayRun,
-                                  backend_bound, backend_not_limiting, bound_rows_per_s, histogram_quantile,
-                                  latency_at_half_load, rate_limited, request_duration_buckets,
-                                  stalled_backend_memory)
+from benchmarks.scenarios import (
+    BOUND_IN_FLIGHT,
+    BOUND_LATENCIES_MS,
+    BOUND_ROWS,
+    LATENCY_LINGER_MS,
+    MEMORY_REQUEST_TIMEOUT_S,
+    THROUGHPUT_VARIANTS,
+    Bench,
+    GatewayRun,
+    backend_bound,
+    backend_not_limiting,
+    bound_rows_per_s,
+    histogram_quantile,
+    latency_at_half_load,
+    rate_limited,
+    request_duration_buckets,
+    stalled_backend_memory,
+)
 from benchmarks.workload import RunTopics, produce_backlog, read_topic
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -351,7 +364,8 @@ async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: 
 def draw(suite: Suite, out: Path) -> list[Path]:
     report = suite.report
     drawn = []
-    bars: list[tuple[str, float | None, str]] = [("ceiling: aiokafka passthrough", report.value("ceiling"), "reference")]
+    bars: list[tuple[str, float | None, str]] = [
+        ("ceiling: aiokafka passthrough", report.value("ceiling"), "reference")]
     bars += [(f"hand-written, {ms} ms", report.value(f"baseline-{ms}ms"), "baseline") for ms in BASELINE_LATENCIES_MS]
     bars += [(f"gateway: {v.title}", report.value(f"s3-{v.key}"), "gateway") for v in THROUGHPUT_VARIANTS]
     bars += [(f"gateway: {ms} ms backend", report.value(f"s4-{ms}ms"), "gateway") for ms in BOUND_LATENCIES_MS]

@@ -23,10 +23,8 @@ import orjson
 
 from benchmarks.baselines import consumer_latency
 from benchmarks.modes import Sizes
-from benchmarks.processes import (EmulatorProcess, GatewayProcess, MetricSample, ProcessProbe,
-                                  metric_sum, metric_values)
-from benchmarks.workload import (RunTopics, TopicContents, produce_backlog, produce_paced, read_topic,
-                                 value_pool)
+from benchmarks.processes import EmulatorProcess, GatewayProcess, MetricSample, ProcessProbe, metric_sum, metric_values
+from benchmarks.workload import RunTopics, TopicContents, produce_backlog, produce_paced, read_topic, value_pool
 from gateway.broker import EmbeddedBroker
 from gateway.config import KafkaConfig
 from gateway.kafka import consumer_options

@@ -6,6 +6,7 @@ only, keeps everything in memory, and is stopped by the PID it was started with.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 
 class BrokerError(RuntimeError):
@@ -37,7 +39,7 @@ def broker_binary() -> str:
         raise BrokerError(f"no usable tansu broker binary: {exc}") from exc
     if not os.access(path, os.X_OK):
         raise BrokerError(f"tansu broker binary is not executable: {path}")
-    return path
+    return str(path)
 
 
 class EmbeddedBroker:
@@ -49,7 +51,7 @@ class EmbeddedBroker:
         self.port = port or free_port(host)
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -59,7 +61,7 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
         binary = broker_binary()
         if _port_open(self.host, self.port):
             raise BrokerError(f"port {self.host}:{self.port} is already in use")
@@ -68,7 +70,7 @@ class EmbeddedBroker:
             fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the broker writes to it until stop()
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -108,7 +110,7 @@ class EmbeddedBroker:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -135,9 +137,7 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         existing = set(await admin.list_topics())
         new = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()

@@ -117,12 +117,11 @@ async def probe(config: Config, *, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         make_codec = make_codec or factory.make_codec
         make_ssl_context = make_ssl_context or factory.make_ssl_context
     topics = [(pipeline.name, pipeline.input_topic) for pipeline in config.pipelines]
-    async with aiohttp.ClientSession() as session:
-        async with asyncio.TaskGroup() as group:
-            kafka = group.create_task(probe_kafka(config.kafka, topics, timeout_s))
-            backends = [group.create_task(probe_backend(pipeline, session, timeout_s, make_codec,
-                                                        make_ssl_context))
-                        for pipeline in config.pipelines]
+    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
+        kafka = group.create_task(probe_kafka(config.kafka, topics, timeout_s))
+        backends = [group.create_task(probe_backend(pipeline, session, timeout_s, make_codec,
+                                                    make_ssl_context))
+                    for pipeline in config.pipelines]
     secrets = config.secret_values()
     return [ProbeResult(r.target, r.ok, scrub(r.detail, secrets))
             for r in kafka.result() + [task.result() for task in backends]]
@@ -236,7 +235,7 @@ async def probe_backend(pipeline: PipelineConfig, session: aiohttp.ClientSession
                                    timeout=timeout) as response:
             body = await response.read()
             status, headers = response.status, response.headers
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         if isinstance(exc, asyncio.TimeoutError):
             return ProbeResult(target, False, f"no answer within {timeout.total:g}s")
         try:

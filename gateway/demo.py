@@ -41,13 +41,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from gateway.broker import BrokerError, EmbeddedBroker, create_topics, free_port
-from gateway.sample_data import (CHURN_FEATURES, INVALID_JSON, JSON_ARRAY, TEXT_BASE_FEE, SampleRecord,
-                                 churn_records)
+from gateway.sample_data import CHURN_FEATURES, INVALID_JSON, JSON_ARRAY, TEXT_BASE_FEE, SampleRecord, churn_records
 
 log = logging.getLogger("gateway.demo")
 T = TypeVar("T")
@@ -168,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
         except Interrupted:
             console.print("interrupted: everything stopped")
             return 130
-        except Exception as exc:  # noqa: BLE001 - a bug must still end in one line; the trace goes to the log
+        except Exception as exc:
             log.exception("demo_failed")
             print(f"demo: unexpected failure: {describe(exc)} (traceback in {workdir / LOG_FILE})", file=sys.stderr)
             return 1
@@ -223,7 +229,7 @@ def _start_broker(broker: EmbeddedBroker) -> None:
         broker.start(timeout_s=BROKER_START_S)
     except BrokerError as exc:
         raise DemoError(f"cannot start the broker: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - whatever went wrong while launching it, in one line
+    except Exception as exc:
         tail = broker.log_tail(2)
         raise DemoError(f"cannot start the broker: {describe(exc)}" + (f" (its log: {tail})" if tail else "")) from None
 
@@ -351,11 +357,11 @@ async def _bounded(awaitable: Any, timeout_s: float, what: str) -> Any:
     """``awaitable`` within its deadline; a failure or timeout becomes a DemoError naming ``what``."""
     try:
         return await asyncio.wait_for(awaitable, timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise DemoError(f"{what}: no answer within {timeout_s:.0f}s") from None
     except DemoError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any cause is reported as one line
+    except Exception as exc:
         raise DemoError(f"{what}: {describe(exc)}") from None
 
 
@@ -399,7 +405,7 @@ class EmulatorProcess:
                 "--explanation-algorithm", "xemp" if o.explanations == "xemp" else "shap"]
 
     async def start(self) -> None:
-        with open(self.log_path, "ab") as log_file:
+        with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230 - opening a local log file does not block
             self._proc = await asyncio.create_subprocess_exec(
                 *self.command(), stdout=asyncio.subprocess.PIPE, stderr=log_file, stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True)
@@ -407,7 +413,7 @@ class EmulatorProcess:
         assert self._proc.stdout is not None
         try:
             line = await asyncio.wait_for(self._proc.stdout.readline(), EMULATOR_START_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DemoError(f"cannot start the emulator: not listening within {EMULATOR_START_S:.0f}s") from None
         found = re.search(rb"(https?://\S+)", line)
         if found is None:
@@ -428,7 +434,7 @@ class EmulatorProcess:
 async def _exit_status(proc: asyncio.subprocess.Process, timeout_s: float) -> int | None:
     try:
         return await asyncio.wait_for(proc.wait(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 
@@ -455,10 +461,10 @@ async def deployment_url(emulator_url: str, backend: str) -> str:
     """The churn deployment's full endpoint URL, by the vendor-format id the emulator lists."""
     async def fetch() -> Any:
         timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(f"{emulator_url}/_emulator/deployments") as response:
-                response.raise_for_status()
-                return await response.json()
+        async with aiohttp.ClientSession(timeout=timeout) as session, \
+                session.get(f"{emulator_url}/_emulator/deployments") as response:
+            response.raise_for_status()
+            return await response.json()
 
     listing = await _bounded(fetch(), 10, "cannot list the emulator's deployments")
     found = next((d for d in listing.get("deployments", []) if d.get("name") == DEPLOYMENT), None)
@@ -560,7 +566,7 @@ class EmbeddedGateway:
         try:
             async with session.get(url) as response:
                 body = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             return False, [f"/readyz did not answer: {describe(exc)}"]
         reasons = [r for p in body.get("pipelines", {}).values() for r in p.get("reasons", [])]
         return response.status == 200, reasons
@@ -766,8 +772,9 @@ async def watch(gateway: EmbeddedGateway, registry: CollectorRegistry, total: in
             now = time.monotonic()
             counts = read_counts(registry)
             view.show(produced[0], counts, meter.add(now, counts.published))
-            if producing.done() and not producing.cancelled() and producing.exception() is not None:
-                raise DemoError(f"cannot produce the sample records: {describe(producing.exception())}")
+            failed = producing.exception() if producing.done() and not producing.cancelled() else None
+            if failed is not None:
+                raise DemoError(f"cannot produce the sample records: {describe(failed)}")
             if counts.published >= total and producing.done():
                 return
             failure = gateway.failure()
@@ -947,8 +954,8 @@ def print_summary(console: Console, summary: Summary, outputs: Outputs) -> None:
     made = ", ".join(f"{n} {MALFORMED_LABELS.get(kind, kind)}" for kind, n in s.malformed_produced.items())
     exact = s.missing == 0 and s.unexpected == 0 and s.overlapping == 0
     produced = "" if s.records_in == s.produced else f"of {s.produced:,} produced; "
-    table.add_row("records in", f"{s.records_in:,}",
-                  f"{produced}{sum(s.malformed_produced.values()):,} malformed on purpose: {made}" if made else produced)
+    malformed = f"{produced}{sum(s.malformed_produced.values()):,} malformed on purpose: {made}"
+    table.add_row("records in", f"{s.records_in:,}", malformed if made else produced)
     table.add_row("predicted", f"{s.predicted:,}", "")
     table.add_row("dead-lettered", f"{s.dead_lettered:,}", f"by stage: {stages}")
     table.add_row("accounted for", f"{s.accounted:,}",

@@ -28,8 +28,15 @@ from typing import Any
 
 import aiohttp
 
-from gateway.backends.errors import (DataError, FatalError, ResponseDecodeError, RetryableError,
-                                     ScoringError, from_exception, from_status)
+from gateway.backends.errors import (
+    DataError,
+    FatalError,
+    ResponseDecodeError,
+    RetryableError,
+    ScoringError,
+    from_exception,
+    from_status,
+)
 from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
 from gateway.logs import Redactor
 from gateway.ratelimit import RateLimiter
@@ -176,7 +183,7 @@ class Dispatcher:
                     status = response.status
                     content_type = response.headers.get("Content-Type", "")
                     headers = response.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 error = self._masked(from_exception(backend, exc))
                 self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"),
                                      time.monotonic() - started)

@@ -82,7 +82,7 @@ class BatchHistogram:
         self._bounds = [float(b) for b in bounds]
         if self._bounds != sorted(self._bounds) or not self._bounds:
             raise ValueError("bucket bounds must be a non-empty ascending sequence")
-        self._labels = [floatToGoString(b) for b in self._bounds] + ["+Inf"]
+        self._labels = [str(floatToGoString(b)) for b in self._bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         self._children: dict[str, BatchHistogramChild] = {}
 
     def child(self, pipeline: str) -> BatchHistogramChild:

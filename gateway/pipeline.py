@@ -19,6 +19,7 @@ refuses the configuration (401/403/404/409), so a stalled backend never grows me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -36,8 +37,14 @@ from gateway.kafka import consumer_options, producer_options
 from gateway.offsets import OffsetTracker
 from gateway.ordering import KeyOrder, NoOrder
 from gateway.ratelimit import RateLimiter
-from gateway.records import (STAGE_VALIDATE, Rejected, dead_letter_document, dumps, explanation_document,
-                             prediction_document)
+from gateway.records import (
+    STAGE_VALIDATE,
+    Rejected,
+    dead_letter_document,
+    dumps,
+    explanation_document,
+    prediction_document,
+)
 from gateway.retry import RetryPolicy
 from gateway.sink import KafkaSink, Message
 from gateway.source import KafkaSource, decode_value
@@ -207,10 +214,8 @@ class Pipeline:
         self._may_resume.clear()
         if self._halted is None and self._inflight <= self.low_water:
             return  # room was made just before the clear
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._may_resume.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
 
     def _backpressure(self) -> int:
         """Pause or resume the consumer; returns how many more records may be fetched now."""
@@ -281,9 +286,9 @@ class Pipeline:
         messages: list[Message] = []
         append = messages.append
         dead: list[Rejected] = []
-        for record, outcome in zip(records, outcomes):
+        for record, outcome in zip(records, outcomes, strict=False):
             key, headers = record.key, record.headers
-            if type(outcome) is Rejected:
+            if isinstance(outcome, Rejected):
                 dead.append(outcome)
                 append((dead_letter, key, dumps(dead_letter_document(record, outcome, pipeline=name)),
                         headers))
@@ -291,7 +296,7 @@ class Pipeline:
             append((predictions, key, dumps(prediction_document(
                 record, outcome, pipeline=name, backend=backend, deployment=deployment,
                 latency_ms=latency_ms, embed_explanations=embed)), headers))
-            if not embed and outcome.explanations:
+            if explanations is not None and outcome.explanations:
                 append((explanations, key, dumps(explanation_document(record, outcome, pipeline=name)),
                         headers))
         if dead:
@@ -338,10 +343,8 @@ class Pipeline:
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.commit_interval_s)
-            except asyncio.TimeoutError:
-                pass
             await self._commit()
             await self._report_lag()
 
@@ -354,7 +357,7 @@ class Pipeline:
             if not offsets:
                 return
             try:
-                await source.commit(offsets)  # type: ignore[arg-type]
+                await source.commit(offsets)
             except (CommitFailedError, KafkaError) as exc:
                 # A rebalance is under way or the coordinator moved: the next commit (or the
                 # revocation handler) retries; the records stay uncommitted, never lost.

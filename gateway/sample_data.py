@@ -113,7 +113,7 @@ def churn_records(n: int, *, seed: int = 7, malformed_share: float = DEFAULT_MAL
     population = customers or max(100, n // 4)
     bad = malformed_count(n, malformed_share)
     defective = dict(zip(sorted(rng.sample(range(n), bad)),
-                         (MALFORMED_KINDS[i % len(MALFORMED_KINDS)] for i in range(bad))))
+                         (MALFORMED_KINDS[i % len(MALFORMED_KINDS)] for i in range(bad)), strict=False))
     dumps = orjson.dumps
     for i in range(n):
         key = b"CUST-%07d" % rng.randrange(population)

@@ -114,7 +114,7 @@ class KafkaSink:
         results = await asyncio.gather(*waits, return_exceptions=True)
         failed: list[tuple[tuple[str, int], list[Message]]] = []
         broken: set[tuple[str, int]] = set()
-        for (target, chunk), result in zip(chunks, results):
+        for (target, chunk), result in zip(chunks, results, strict=False):
             if isinstance(result, BaseException):
                 if not isinstance(result, KafkaError):
                     raise result

@@ -7,7 +7,6 @@ NaN/Infinity, a JSON array or scalar) is not the gateway's to guess at: it is re
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +37,7 @@ def _json_type(doc: Any) -> str:
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     def __init__(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
@@ -64,7 +63,9 @@ class KafkaSource:
         await self.consumer.stop()
 
     async def fetch(self, timeout_s: float, max_records: int) -> dict[TopicPartition, list[Any]]:
-        return await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        batches: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
+            timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return batches
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())
@@ -105,4 +106,4 @@ class KafkaSource:
             position = await self.consumer.position(tp)
         except Exception:  # not assigned any more, or no position yet
             return None
-        return max(0, highwater - position)
+        return max(0, int(highwater) - int(position))

@@ -172,10 +172,10 @@ def _unescape(data: bytes) -> bytes:
 
 def _via_columns(rows: Sequence[Sequence[Any]], width: int, true_text: str, false_text: str) -> bytes:
     """The general path: format column by column, then stitch the lines together once."""
-    cells = [_column_cells(column, true_text, false_text) for column in zip(*rows)]
+    cells = [_column_cells(column, true_text, false_text) for column in zip(*rows, strict=False)]
     if width == 1:
         cells[0] = ['""' if cell == "" else cell for cell in cells[0]]
-    return "\r\n".join(map(",".join, zip(*cells))).encode()
+    return "\r\n".join(map(",".join, zip(*cells, strict=False))).encode()
 
 
 def _column_cells(column: Sequence[Any], true_text: str, false_text: str) -> Sequence[str]:

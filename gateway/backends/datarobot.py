@@ -51,14 +51,23 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from .csvcodec import CsvError, encode_csv, read_csv
 from .errors import ResponseDecodeError, from_status, json_object
-from .scoring import (BodyTooLarge, Explanation, ScoredRow, ScoringRequest, deployment_from_url,
-                      request_columns, row_problem, row_tuples, with_query)
+from .scoring import (
+    BodyTooLarge,
+    Explanation,
+    ScoredRow,
+    ScoringRequest,
+    deployment_from_url,
+    request_columns,
+    row_problem,
+    row_tuples,
+    with_query,
+)
 
 BACKEND = "datarobot"
 ROW_COLUMN = "__gateway_row"
@@ -76,7 +85,7 @@ def label_text(label: Any) -> str:
     """A class label as a string, spelled as the JSON response spelled it."""
     kind = type(label)
     if kind is str:
-        return label
+        return cast(str, label)
     if kind is bool:
         return "true" if label else "false"
     return repr(label)
@@ -181,10 +190,7 @@ class DataRobotCodec:
     def encode(self, features: Sequence[str] | None,
                rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:
         columns = request_columns(features, rows)
-        if self.body_format == "csv":
-            raw = self._csv_body(columns, rows)
-        else:
-            raw = self._json_body(features, columns, rows)
+        raw = self._csv_body(columns, rows) if self.body_format == "csv" else self._json_body(features, columns, rows)
         if len(raw) > REALTIME_LIMIT_BYTES:
             raise BodyTooLarge(len(raw), REALTIME_LIMIT_BYTES)
         body = _gzip(raw) if self.gzip else raw
@@ -200,7 +206,7 @@ class DataRobotCodec:
         values = row_tuples(columns, rows)
         if self.csv_response:
             columns += (ROW_COLUMN,)
-            values = [row + (position,) for position, row in enumerate(values)]
+            values = [(*row, position) for position, row in enumerate(values)]
         return encode_csv(columns, values)
 
     def _json_body(self, features: Sequence[str] | None, columns: tuple[str, ...],
@@ -209,7 +215,7 @@ class DataRobotCodec:
         if features is None and not self.csv_response and all(type(row) is dict and len(row) == width
                                                               for row in rows):
             return orjson.dumps(rows)  # every row has every column: the rows are the body as they are
-        objects = [dict(zip(columns, values)) for values in row_tuples(columns, rows)]
+        objects = [dict(zip(columns, values, strict=False)) for values in row_tuples(columns, rows)]
         if self.csv_response:
             for position, item in enumerate(objects):
                 item[ROW_COLUMN] = position
@@ -248,7 +254,10 @@ class DataRobotCodec:
         sources = request.source_rows
         own_column = request.row_key_column  # only echoed when the server ignored Accept: text/csv
         texts: dict[Any, str] = {}  # label → text, see _add_label
-        label0 = label1 = text0 = text1 = None  # the binary label pair last seen, and its texts
+        label0: Any = None  # the binary label pair last seen, and its texts
+        label1: Any = None
+        text0 = text1 = ""
+        probabilities: dict[str, Any] | None
         extras = not _OPTIONAL_KEYS.isdisjoint(set().union(*data))  # one C pass instead of 4 gets a row
         undecided: list[ScoredRow] = []  # rows with an empty explanation list: their kind is the response's
         seen_kind = None
@@ -306,7 +315,7 @@ class DataRobotCodec:
         if in_order:
             return scored
         out: list[ScoredRow] = [None] * count  # type: ignore[list-item]  # ids are a permutation
-        for position, row in zip(ids, scored):
+        for position, row in zip(ids, scored, strict=False):
             out[position] = row
         return out
 
@@ -431,7 +440,7 @@ class _CsvLayout:
                 self.passthrough.append((name, at))
             elif name.endswith("_PREDICTION"):
                 predictions.append(at)
-        self.slots = [(slot["FEATURE_NAME"], slot.get("STRENGTH"), slot.get("QUALITATIVE_STRENGTH"),
+        self.slots = [(slot["FEATURE_NAME"], slot["STRENGTH"], slot.get("QUALITATIVE_STRENGTH"),
                        slot.get("ACTUAL_VALUE")) for _, slot in sorted(slots.items())
                       if "FEATURE_NAME" in slot and "STRENGTH" in slot]
         self.prediction, self.classes = _prediction_columns(header, predictions)

@@ -17,8 +17,9 @@ import math
 import ssl
 import time
 from collections.abc import Mapping
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import aiohttp
 import orjson
@@ -73,7 +74,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:  # RFC 9110 dates are GMT
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if not math.isfinite(seconds):
         return None
@@ -88,8 +89,9 @@ def vendor_message(body: bytes) -> str:
         text = body[:500].decode("utf-8", "replace").strip()
         return text or "(empty body)"
     if isinstance(doc, dict):
-        if isinstance(doc.get("message"), str):
-            return doc["message"]
+        message = doc.get("message")
+        if isinstance(message, str):
+            return message
         errors = doc.get("errors")
         if isinstance(errors, list) and errors:
             parts = []
@@ -148,7 +150,7 @@ def from_exception(backend: str, exc: BaseException) -> ScoringError:
     raise exc
 
 
-def json_object(backend: str, body: bytes) -> dict:
+def json_object(backend: str, body: bytes) -> dict[str, Any]:
     """A response body that must be one JSON object; anything else is a decode error saying why."""
     try:
         doc = orjson.loads(body)

@@ -51,8 +51,17 @@ import orjson
 
 from .csvcodec import CsvError, read_csv
 from .errors import ResponseDecodeError, from_status, json_object
-from .scoring import (BodyTooLarge, Explanation, ScoredRow, ScoringRequest, deployment_from_url,
-                      request_columns, row_problem, row_tuples, with_query)
+from .scoring import (
+    BodyTooLarge,
+    Explanation,
+    ScoredRow,
+    ScoringRequest,
+    deployment_from_url,
+    request_columns,
+    row_problem,
+    row_tuples,
+    with_query,
+)
 
 BACKEND = "qlik"
 ROW_INDEX = "automl_row_index"
@@ -225,7 +234,7 @@ def _dict_maker(keys: list[str], columns: list[int],
     """
     if convert:
         getter = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
-        return lambda row: dict(zip(keys, map(float, getter(row))))
+        return lambda row: dict(zip(keys, map(float, getter(row)), strict=False))
     if len(keys) == 1:
         (k0,), (c0,) = keys, columns
         return lambda row: {k0: row[c0]}
@@ -236,7 +245,7 @@ def _dict_maker(keys: list[str], columns: list[int],
         (k0, k1, k2), (c0, c1, c2) = keys, columns
         return lambda row: {k0: row[c0], k1: row[c1], k2: row[c2]}
     getter = itemgetter(*columns)
-    return lambda row: dict(zip(keys, getter(row)))
+    return lambda row: dict(zip(keys, getter(row), strict=False))
 
 
 def _strength(explanation: Explanation) -> float:
@@ -338,7 +347,6 @@ class _Layout:
             raise _fail(f"rows of {sorted(widths - {self.width})} cells, the schema has {self.width}")
         positions = self.positions(rows, request)
         prediction_at, reason_at = self.prediction, self.reason
-        has_reason = reason_at is not None
         classes = self.classes
         class_set = set(classes)
         probabilities_of = None
@@ -351,10 +359,10 @@ class _Layout:
         sources = request.source_rows
         numeric = self.numeric_prediction
         out: list[ScoredRow | None] = [None] * len(rows)
-        for row, position in zip(rows, positions):
+        for row, position in zip(rows, positions, strict=False):
             predicted = row[prediction_at]
-            if predicted is None or (has_reason and row[reason_at]):
-                reason = row[reason_at] if has_reason else None
+            if predicted is None or (reason_at is not None and row[reason_at]):
+                reason = row[reason_at] if reason_at is not None else None
                 out[position] = ScoredRow(passthrough=passthrough_of(row),
                                           not_predicted_reason=str(reason) if reason else NO_PREDICTION)
                 continue

@@ -7,10 +7,10 @@ into one :class:`ScoredRow` per input row, in input order. Nothing here knows ab
 from __future__ import annotations
 
 import re
-from math import isfinite
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from math import isfinite
 from operator import itemgetter
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -154,7 +154,7 @@ def row_tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> lis
         return [tuple(map(row.get, columns)) for row in rows]
 
 
-def row_problem(row: Mapping[str, Any]) -> str | None:
+def row_problem(row: object) -> str | None:
     """Why a row's values cannot go into a request body, or None.
 
     Both vendors take flat rows of scalars: nested values have no column form, non-finite floats

@@ -27,8 +27,8 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from gateway.emulator.bodies import BodyError, read_body
 from gateway.backends.csvcodec import CsvError, encode_csv, read_csv
+from gateway.emulator.bodies import BodyError, read_body
 from gateway.emulator.explain import shap_explanations, xemp_explanations
 from gateway.emulator.models import Deployment, DeploymentCatalog, Model, Scores
 from gateway.emulator.settings import EmulatorOptions
@@ -85,7 +85,7 @@ class DataRobotQuery:
 
     @classmethod
     def parse(cls, query: MultiMapping[str]) -> DataRobotQuery:
-        for key in query.keys():
+        for key in query:
             if key not in ALLOWED_PARAMS:
                 raise Refusal(message(422, f"'{key}': {key} is not allowed key"))
         passthrough = query.getall("passthroughColumns", [])
@@ -242,7 +242,7 @@ def _csv_table(text: str) -> Table:
     except CsvError as exc:
         raise Refusal(message(400, str(exc))) from None
     _check_unique(header)
-    return Table(header, list(zip(*data)) if data else [() for _ in header], len(data))
+    return Table(header, list(zip(*data, strict=False)) if data else [() for _ in header], len(data))
 
 
 def _json_table(body: bytes) -> Table:
@@ -360,7 +360,8 @@ def respond(model: Model, query: DataRobotQuery, explanations: ExplanationReques
     absent = [name for name in passthrough if name not in positions]
     if absent:
         listed = ", ".join(f"u'{name}'" for name in absent)
-        raise Refusal(message(400, f"passthroughColumns do not match columns, columns expected but not found: [{listed}]"))
+        raise Refusal(message(
+            400, f"passthroughColumns do not match columns, columns expected but not found: [{listed}]"))
     missing = [f for f in model.features if f not in positions]
     if missing:
         raise Refusal(message(422, f"Columns expected by the model but not found in the data: {missing}"))
@@ -403,11 +404,11 @@ def _explain(model: Model, scores: Scores, features: dict[str, Sequence[Any]],
                         "strength": strength, "qualitativeStrength": None} for i, strength in shown]
             explained[row] = RowExplanation(entries, base, remaining)
     else:
-        for row, shown in xemp_explanations(model, scores, rows, request.limit).items():
+        for row, ranked in xemp_explanations(model, scores, rows, request.limit).items():
             explained[row] = RowExplanation([
                 {"label": label, "feature": terms[i].name,
                  "featureValue": terms[i].display_value(features[terms[i].name][row]),
-                 "strength": strength, "qualitativeStrength": qualitative} for i, strength, qualitative in shown])
+                 "strength": strength, "qualitativeStrength": qualitative} for i, strength, qualitative in ranked])
     return explained
 
 
@@ -428,9 +429,10 @@ def _prediction_values(model: Model, scores: Scores) -> list[list[dict[str, Any]
     if model.kind == "binary":
         negative, positive = model.classes
         return [[{"value": p, "label": positive}, {"value": q, "label": negative}]
-                for q, p in zip(*scores.probabilities)]
+                for q, p in zip(*scores.probabilities, strict=False)]
     classes = model.classes
-    return [[{"value": p, "label": c} for c, p in zip(classes, ps)] for ps in zip(*scores.probabilities)]
+    return [[{"value": p, "label": c} for c, p in zip(classes, ps, strict=True)]
+            for ps in zip(*scores.probabilities, strict=True)]
 
 
 def _json_rows(model: Model, scores: Scores, explained: dict[int, RowExplanation] | None,
@@ -479,7 +481,7 @@ def _csv_body(model: Model, scores: Scores, request: ExplanationRequest | None,
         columns.append(scores.predictions)
     else:
         assert model.classes is not None and scores.probabilities is not None
-        ordered = list(zip(model.classes, scores.probabilities))
+        ordered = list(zip(model.classes, scores.probabilities, strict=False))
         if model.kind == "binary":
             ordered.reverse()  # positive class first, as DataRobot lists it
         for label, probabilities in ordered:
@@ -490,7 +492,7 @@ def _csv_body(model: Model, scores: Scores, request: ExplanationRequest | None,
         if model.kind == "binary":
             header += ["THRESHOLD", "POSITIVE_CLASS"]
             columns += [[model.threshold] * scores.rows, [model.positive_class] * scores.rows]
-    rows: list[list[Any]] = [list(row) for row in zip(*columns)] if columns else []
+    rows: list[list[Any]] = [list(row) for row in zip(*columns, strict=False)] if columns else []
     if request is not None and explained is not None:
         slots = request.limit if request.limit is not None else len(model.terms)
         for n in range(1, slots + 1):
@@ -508,7 +510,7 @@ def _csv_body(model: Model, scores: Scores, request: ExplanationRequest | None,
                 row += [explanation.base_value, explanation.remaining_total]
     for name, column in carried:
         header.append(name)
-        for row, value in zip(rows, column):
+        for row, value in zip(rows, column, strict=False):
             row.append(value)
     header.append("DEPLOYMENT_APPROVAL_STATUS")
     for row in rows:

@@ -72,7 +72,7 @@ def xemp_explanations(model: Model, scores: Scores, rows: Iterable[int],
     for row in rows:
         z = links[row]
         strengths: list[float] = []
-        for term, replacements in zip(contributions, exemplars):
+        for term, replacements in zip(contributions, exemplars, strict=False):
             phi = term[0][row]
             if binary:
                 mean_p = sum(w * _sigmoid(z - phi + effect[0]) for w, effect in replacements)

@@ -101,13 +101,13 @@ class NumericTerm:
     def _centered(self, cells: Sequence[Any]) -> tuple[list[float], ColumnFaults]:
         mean = self.mean
         try:  # typed numbers; TypeError for strings, nulls or containers, ValueError when empty
-            if -NUMERIC_LIMIT <= min(cells) and max(cells) <= NUMERIC_LIMIT:
+            if min(cells) >= -NUMERIC_LIMIT and max(cells) <= NUMERIC_LIMIT:
                 return [x - mean for x in cells], {}
         except (TypeError, ValueError):
             pass
         try:  # numbers as text (CSV, stringified JSON); a NaN or inf makes the sum non-finite
             values = list(map(float, cells))
-            if -NUMERIC_LIMIT <= min(values) and max(values) <= NUMERIC_LIMIT and math.isfinite(sum(values)):
+            if min(values) >= -NUMERIC_LIMIT and max(values) <= NUMERIC_LIMIT and math.isfinite(sum(values)):
                 return [v - mean for v in values], {}
         except (TypeError, ValueError):
             pass
@@ -203,7 +203,7 @@ class TableTerm:
 
     def exemplar_effects(self) -> tuple[tuple[float, tuple[float, ...]], ...]:
         expected = self.expected()
-        return tuple((self.background[level], tuple(e - m for e, m in zip(effect, expected)))
+        return tuple((self.background[level], tuple(e - m for e, m in zip(effect, expected, strict=False)))
                      for level, effect in self.effects.items())
 
     def display_value(self, cell: Any) -> Any:

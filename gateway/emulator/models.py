@@ -88,7 +88,7 @@ class Model:
         for name, bad in sorted(column_faults, key=lambda item: order[item[0]]):
             for row, reason in bad.items():
                 faults.setdefault(row, (name, reason))
-        links = [[base + sum(parts) for parts in zip(*(c[k] for c in contributions))] if contributions
+        links = [[base + sum(parts) for parts in zip(*(c[k] for c in contributions), strict=False)] if contributions
                  else [base] * rows
                  for k, base in enumerate(self.base_values)]
         predictions, probabilities = self._outputs(links)
@@ -121,11 +121,11 @@ class Model:
 def _softmax(links: list[list[float]], classes: tuple[str, ...]) -> tuple[list[Any], list[list[float | None]]]:
     probabilities: list[list[float | None]] = [[] for _ in classes]
     predictions: list[Any] = []
-    for scores in zip(*links):
+    for scores in zip(*links, strict=False):
         top = max(scores)
         weights = [exp(s - top) for s in scores]
         total = sum(weights)
-        for column, weight in zip(probabilities, weights):
+        for column, weight in zip(probabilities, weights, strict=False):
             column.append(weight / total)
         predictions.append(classes[scores.index(top)])
     return predictions, probabilities

@@ -21,8 +21,8 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from gateway.emulator.bodies import BodyError, read_body
 from gateway.backends.csvcodec import encode_csv
+from gateway.emulator.bodies import BodyError, read_body
 from gateway.emulator.models import Deployment, DeploymentCatalog, Model, Scores
 from gateway.emulator.settings import EmulatorOptions
 from gateway.emulator.vendor import Answer, Refusal, reason_phrase, wants_csv, whole_seconds
@@ -57,7 +57,7 @@ def _dumps(value: Any) -> str:
 class QlikQuery:
     """The run route's query: three booleans and an optional index column."""
 
-    __slots__ = ("include_shap", "include_source", "include_reason", "index")
+    __slots__ = ("include_reason", "include_shap", "include_source", "index")
 
     def __init__(self, query: MultiMapping[str]) -> None:
         self.include_shap = self.include_source = self.include_reason = False
@@ -174,7 +174,7 @@ def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[An
     if query.index is not None and query.index not in positions:
         raise Refusal(failure(400, f"The index column '{query.index}' is not in the schema"))
     count = len(rows)
-    columns: list[Sequence[Any]] = list(zip(*rows)) if count else [() for _ in names]
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=False)) if count else [() for _ in names]
     scores = model.score({f: columns[positions[f]] for f in model.features}, count)
 
     output: list[tuple[str, str, Sequence[Any]]] = [("automl_row_index", "numeric", range(count))]
@@ -193,10 +193,10 @@ def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[An
             reasons[row] = f"Feature '{feature}': {why}"
         output.append(("not_predicted_reason", "categorical", reasons))
 
-    table = list(zip(*(values for _, _, values in output)))
+    table = list(zip(*(values for _, _, values in output), strict=False))
     if csv:
-        return web.Response(body=encode_csv([name for name, _, _ in output], table, true_text="true", false_text="false"),
-                            content_type=CSV, charset="utf-8")
+        body = encode_csv([name for name, _, _ in output], table, true_text="true", false_text="false")
+        return web.Response(body=body, content_type=CSV, charset="utf-8")
     doc = {"data": {"type": RESPONSE_TYPE, "attributes": {
         "schema": [{"name": name, "type": kind} for name, kind, _ in output], "rows": table}}}
     return web.Response(body=orjson.dumps(doc), content_type=JSON)
@@ -207,7 +207,7 @@ def _prediction_columns(model: Model, scores: Scores) -> list[tuple[str, str, Se
     columns: list[tuple[str, str, Sequence[Any]]] = [(f"{model.target}_predicted", kind, scores.predictions)]
     if model.classes and scores.probabilities is not None:
         columns.extend((f"{model.target}_{label}", "numeric", probabilities)
-                       for label, probabilities in zip(model.classes, scores.probabilities))
+                       for label, probabilities in zip(model.classes, scores.probabilities, strict=False))
     return columns
 
 
@@ -220,11 +220,12 @@ def _shap_columns(model: Model, scores: Scores) -> list[tuple[str, str, Sequence
     else:
         values = [term[0] for term in scores.contributions]
     if scores.faults:
-        values = [list(column) for column in values]
-        for column in values:
+        blanked: list[list[float | None]] = [list(column) for column in values]
+        for column in blanked:
             for row in scores.faults:
                 column[row] = None
-    return [(f"{term.name}_SHAP", "numeric", column) for term, column in zip(model.terms, values)]
+        values = blanked  # type: ignore[assignment]
+    return [(f"{term.name}_SHAP", "numeric", column) for term, column in zip(model.terms, values, strict=False)]
 
 
 def _column_type(model: Model, name: str, values: Sequence[Any]) -> str:

@@ -99,7 +99,7 @@ def _optional_text(name: str, value: Any) -> str | None:
 def _algorithm(name: str, value: Any) -> str:
     if value not in EXPLANATION_ALGORITHMS:
         raise OptionError(f"{name} must be one of {', '.join(EXPLANATION_ALGORITHMS)}, got {value!r}")
-    return value
+    return str(value)
 
 
 def _rate_limit(name: str, value: Any) -> int | None:

@@ -23,8 +23,18 @@ from gateway.health import Health
 
 from .dockerfile import final_stage, healthcheck_command, parse_dockerfile
 from .project import (
-    APP_CONFIG, DOCKERFILE, PARTITIONS_ANNOTATION, QLIK_REQUESTS_PER_MINUTE, REPO, app_config,
-    config_env, gateway_container, is_placeholder, one, project_version, required_env,
+    APP_CONFIG,
+    DOCKERFILE,
+    PARTITIONS_ANNOTATION,
+    QLIK_REQUESTS_PER_MINUTE,
+    REPO,
+    app_config,
+    config_env,
+    gateway_container,
+    is_placeholder,
+    one,
+    project_version,
+    required_env,
 )
 from .render import Obj, pod_template, split_image
 

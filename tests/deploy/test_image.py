@@ -26,10 +26,22 @@ from pathlib import Path
 import pytest
 
 from .dockerfile import (
-    DockerIgnore, Stage, copy_sources, final_stage, flags, healthcheck_command, parse_dockerfile,
+    DockerIgnore,
+    Stage,
+    copy_sources,
+    final_stage,
+    flags,
+    healthcheck_command,
+    parse_dockerfile,
 )
 from .project import (
-    APP_CONFIG, DOCKERFILE, DOCKERIGNORE, REPO, app_config, config_env, is_placeholder,
+    APP_CONFIG,
+    DOCKERFILE,
+    DOCKERIGNORE,
+    REPO,
+    app_config,
+    config_env,
+    is_placeholder,
 )
 
 BASE_IMAGE = "python:3.11-slim"
@@ -144,7 +156,7 @@ class HealthServer(http.server.ThreadingHTTPServer):
 class HealthHandler(http.server.BaseHTTPRequestHandler):
     server: HealthServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.send_response(self.server.status if self.path == "/healthz" else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()

@@ -17,11 +17,26 @@ import pytest
 import yaml
 
 from .project import (
-    APP_CONFIG, COMMON_LABELS, HPA_COMPONENT, K8S, SECRET_EXAMPLE, SELECTOR, gateway_container, kinds,
-    one, project_version,
+    APP_CONFIG,
+    COMMON_LABELS,
+    HPA_COMPONENT,
+    K8S,
+    SECRET_EXAMPLE,
+    SELECTOR,
+    gateway_container,
+    kinds,
+    one,
+    project_version,
 )
 from .render import (
-    Obj, RenderError, Unsupported, load_documents, pod_template, referenced_files, render, render_overlay,
+    Obj,
+    RenderError,
+    Unsupported,
+    load_documents,
+    pod_template,
+    referenced_files,
+    render,
+    render_overlay,
 )
 
 BASE_KINDS = ["ConfigMap", "ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget",
@@ -42,11 +57,11 @@ def test_every_referenced_file_exists() -> None:
 
 
 def test_keda_variant_has_keda_and_no_hpa(base_objects: list[Obj]) -> None:
-    assert kinds(base_objects) == sorted(BASE_KINDS + ["ScaledObject", "TriggerAuthentication"])
+    assert kinds(base_objects) == sorted([*BASE_KINDS, "ScaledObject", "TriggerAuthentication"])
 
 
 def test_hpa_variant_swaps_keda_for_the_hpa(hpa_objects: list[Obj]) -> None:
-    assert kinds(hpa_objects) == sorted(BASE_KINDS + ["HorizontalPodAutoscaler"])
+    assert kinds(hpa_objects) == sorted([*BASE_KINDS, "HorizontalPodAutoscaler"])
 
 
 def test_secret_example_is_not_applied_and_holds_only_placeholders(base_objects: list[Obj]) -> None:

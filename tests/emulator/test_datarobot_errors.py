@@ -23,10 +23,12 @@ async def predict(http, emulator, params="", body=SEED_CSV, headers=CSV, deploym
 QUERY_ERRORS = [
     # (cause, query, status, body) — bodies from the contract's samples and the seed's error list.
     ("unsupported parameter", "wd=1", 422, datarobot_sample("error_422_unsupported_query_param.json")),
-    ("blank passthroughColumns", "passthroughColumns=", 422, datarobot_sample("error_422_passthrough_columns_blank.json")),
+    ("blank passthroughColumns", "passthroughColumns=", 422,
+     datarobot_sample("error_422_passthrough_columns_blank.json")),
     ("passthroughColumnsSet not all", "passthroughColumnsSet=some", 422,
      datarobot_sample("error_422_passthrough_columns_set_not_all.json")),
-    ("maxCodes not an int", "maxCodes=five", 422, {"message": "{'max_codes': DataError(value can't be converted to int)}"}),
+    ("maxCodes not an int", "maxCodes=five", 422,
+     {"message": "{'max_codes': DataError(value can't be converted to int)}"}),
     ("maxExplanations not an int", "maxExplanations=2.5", 422,
      {"message": "{'max_codes': DataError(value can't be converted to int)}"}),
     ("maxExplanations=all with XEMP", "maxExplanations=all&explanationAlgorithm=xemp", 422,

@@ -29,7 +29,7 @@ async def predict(http, emulator, params="", body=SEED_CSV, headers=CSV, deploym
 
 
 async def predict_ok(http, emulator, params="", body=SEED_CSV, headers=CSV, deployment="churn"):
-    status, response_headers, raw = await predict(http, emulator, params, body, headers, deployment)
+    status, _, raw = await predict(http, emulator, params, body, headers, deployment)
     assert status == 200, raw
     return orjson.loads(raw)["data"]
 
@@ -41,7 +41,7 @@ def log_odds(row) -> float:
 
 async def test_every_body_format_gives_the_same_predictions(http, emulator):
     expected = await predict_ok(http, emulator)
-    records = [dict(zip(CHURN_FEATURES, row)) for row in SEED_ROWS]
+    records = [dict(zip(CHURN_FEATURES, row, strict=False)) for row in SEED_ROWS]
     form = aiohttp.FormData()
     form.add_field("file", SEED_CSV.encode(), filename="data.csv", content_type="text/csv")
     form.add_field("value", "data.csv")
@@ -235,8 +235,8 @@ async def test_csv_response_has_the_batch_output_columns(http, emulator):
     assert header == ["Churned_yes_PREDICTION", "Churned_no_PREDICTION", "Churned_PREDICTION", "THRESHOLD",
                       "POSITIVE_CLASS", *explanation_columns, "SHAP_BASE_VALUE", "SHAP_REMAINING_TOTAL",
                       "CustomerId", "DEPLOYMENT_APPROVAL_STATUS"]
-    for line, row in zip(lines, by_json):
-        cells = dict(zip(header, line))
+    for line, row in zip(lines, by_json, strict=False):
+        cells = dict(zip(header, line, strict=False))
         assert float(cells["Churned_yes_PREDICTION"]) == row["predictionValues"][0]["value"]
         assert cells["Churned_PREDICTION"] == row["prediction"] and cells["POSITIVE_CLASS"] == "yes"
         assert cells["EXPLANATION_1_FEATURE_NAME"] == row["predictionExplanations"][0]["feature"]
@@ -267,8 +267,9 @@ async def test_unreadable_value_fails_the_whole_request_naming_row_and_column(ht
     assert status == 422
     text = orjson.loads(raw)["message"]
     assert "row 2" in text and "'BaseFee'" in text and "abc" in text
-    records = [dict(zip(CHURN_FEATURES, row)) for row in rows]
+    records = [dict(zip(CHURN_FEATURES, row, strict=False)) for row in rows]
     records[2]["BaseFee"] = 80.0
     records[1]["HasRenewed"] = "maybe"
-    status, _, raw = await predict(http, emulator, body=orjson.dumps(records), headers={"Content-Type": "application/json"})
+    status, _, raw = await predict(http, emulator, body=orjson.dumps(records),
+                                   headers={"Content-Type": "application/json"})
     assert status == 422 and "row 1" in orjson.loads(raw)["message"] and "HasRenewed" in orjson.loads(raw)["message"]

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from gateway.emulator import EmulatorOptions, start_emulator
+from gateway.emulator.models import DEPLOYMENTS
 from tests.emulator.conftest import datarobot_url, post, qlik_url
 from tests.emulator.payloads import CHURN_FEATURES, SEED_ROWS, csv_text, qlik_429_sample, qlik_body, random_rows
-from gateway.emulator.models import DEPLOYMENTS
 
 QLIK_BODY = orjson.dumps(qlik_body(CHURN_FEATURES, SEED_ROWS))
 CSV_BODY = csv_text(CHURN_FEATURES, SEED_ROWS).encode()
@@ -61,7 +61,7 @@ async def test_hang_holds_until_the_client_gives_up(http, emulator):
         await post(http, qlik_url(emulator), data=QLIK_BODY, headers=JSON, timeout=aiohttp.ClientTimeout(total=0.3))
     # The client gave up, so the server cancels the held request: nothing is left running.
     deadline = time.monotonic() + 2
-    while len(asyncio.all_tasks()) > baseline and time.monotonic() < deadline:
+    while len(asyncio.all_tasks()) > baseline and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a count
         await asyncio.sleep(0.02)
     assert len(asyncio.all_tasks()) <= baseline
     assert emulator.stats.snapshot()["faults"]["hang"] == 1

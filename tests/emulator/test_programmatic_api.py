@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from gateway.emulator import EmulatorOptions, OptionError, start_emulator
@@ -19,7 +20,7 @@ async def test_start_use_and_stop(http):
             emulator.configure(latency_ms=-5)
         assert emulator.configure(latency_ms=3).latency_ms == 3.0
         url = emulator.url
-    with pytest.raises(Exception):
+    with pytest.raises(aiohttp.ClientError):
         await post(http, url + "/_emulator/stats", data=b"")
     await emulator.stop()  # stopping twice is harmless
 

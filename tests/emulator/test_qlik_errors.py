@@ -32,7 +32,7 @@ BAD_REQUESTS = [
     ("schema entry without name", "", orjson.dumps({"schema": [{"nom": "x"}], "rows": []}), ["schema[0]"]),
     ("schema entry with type", "", orjson.dumps({"schema": [{"name": "x", "type": "numeric"}], "rows": []}),
      ["schema[0]"]),
-    ("duplicate column", "", orjson.dumps(qlik_body(CHURN_FEATURES + ["BaseFee"], [r + [1] for r in SEED_ROWS])),
+    ("duplicate column", "", orjson.dumps(qlik_body([*CHURN_FEATURES, "BaseFee"], [[*r, 1] for r in SEED_ROWS])),
      ["BaseFee", "more than once"]),
     ("rows not a list", "", orjson.dumps({"schema": [{"name": f} for f in CHURN_FEATURES], "rows": {}}), ["rows"]),
     ("row too short", "", orjson.dumps(qlik_body(CHURN_FEATURES, [SEED_ROWS[0], SEED_ROWS[1][:7]])),

@@ -30,17 +30,17 @@ async def run_ok(http, emulator, body, params="", deployment="churn"):
     assert doc["data"]["type"] == "realtime-prediction"
     attributes = doc["data"]["attributes"]
     names = [c["name"] for c in attributes["schema"]]
-    return attributes, [dict(zip(names, row)) for row in attributes["rows"]]
+    return attributes, [dict(zip(names, row, strict=False)) for row in attributes["rows"]]
 
 
 async def test_seed_request_returns_the_seed_response_shape(http, emulator):
     expected = seed_response()["data"]["attributes"]
-    attributes, rows = await run_ok(http, emulator, qlik_body(CHURN_FEATURES, SEED_ROWS),
+    attributes, _ = await run_ok(http, emulator, qlik_body(CHURN_FEATURES, SEED_ROWS),
                                     "includeShap=true&includeNotPredictedReason=true")
     # Same columns, same order, same types as the tutorial's response.
     assert attributes["schema"] == expected["schema"]
     assert len(attributes["rows"]) == len(expected["rows"]) == 2
-    for got, seed in zip(attributes["rows"], expected["rows"]):
+    for got, seed in zip(attributes["rows"], expected["rows"], strict=False):
         assert got[0] == seed[0]  # automl_row_index
         assert got[1] == seed[1]  # the tutorial's predicted class
         assert got[-1] is None  # not_predicted_reason
@@ -133,7 +133,7 @@ async def test_features_are_matched_by_name_and_source_is_echoed(http, emulator)
     types = {c["name"]: c["type"] for c in schema}
     assert types["CustomerId"] == "categorical" and types["BaseFee"] == "numeric"
     assert types["PlanType"] == "categorical" and types["Region"] == "categorical"
-    for row, source, base in zip(scored, rows, baseline):
+    for row, source, base in zip(scored, rows, baseline, strict=False):
         assert row["CustomerId"] == source[0] and row["Region"] == source[-1]
         assert row["BaseFee"] == source[features.index("BaseFee")]  # echoed as sent
         assert row["Churned_yes"] == base["Churned_yes"]
@@ -192,8 +192,8 @@ async def test_csv_response_is_header_and_rows(http, emulator):
     header, lines = table[0], table[1:]
     assert header == list(by_json[0])
     assert len(lines) == 2
-    for line, expected in zip(lines, by_json):
-        for name, cell in zip(header, line):
+    for line, expected in zip(lines, by_json, strict=False):
+        for name, cell in zip(header, line, strict=False):
             value = expected[name]
             if value is None:
                 assert cell == ""
@@ -207,7 +207,8 @@ async def test_csv_quotes_fields_per_rfc_4180(http, emulator):
     awkward = 'Smith, "Jr"\nline two'
     body = qlik_body([*CHURN_FEATURES, "Name"], [[*SEED_ROWS[0], awkward]])
     status, _, raw = await run(http, emulator, body, "includeSource=true",
-                               headers={"Content-Type": "application/json", "Accept": "text/csv; q=0.9, application/xml"})
+                               headers={"Content-Type": "application/json",
+                                        "Accept": "text/csv; q=0.9, application/xml"})
     assert status == 200
     assert b'"Smith, ""Jr""\nline two"' in raw
     header, line = list(csv.reader(io.StringIO(raw.decode(), newline="")))

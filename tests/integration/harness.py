@@ -269,7 +269,7 @@ class GatewayProcess:
 
     def __init__(self, config_path: Path, log_path: Path) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - the process writes to it until it exits
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
                                      stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -310,7 +310,7 @@ class InProcessGateway:
         self.admin: Any = None
         self._task: asyncio.Task[int] | None = None
 
-    async def __aenter__(self) -> "InProcessGateway":
+    async def __aenter__(self) -> InProcessGateway:
         from gateway.app import serve
 
         ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

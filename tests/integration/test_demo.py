@@ -17,8 +17,15 @@ import pytest
 
 from gateway.config import load_config
 from gateway.demo import percentile
-from gateway.sample_data import (CHURN_FEATURES, INVALID_JSON, JSON_ARRAY, MALFORMED_KINDS, TEXT_BASE_FEE,
-                                 churn_records, malformed_count)
+from gateway.sample_data import (
+    CHURN_FEATURES,
+    INVALID_JSON,
+    JSON_ARRAY,
+    MALFORMED_KINDS,
+    TEXT_BASE_FEE,
+    churn_records,
+    malformed_count,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +87,7 @@ def test_demo_accounts_for_every_record(tmp_path: Path, backend: str, explanatio
     progress = [line for line in result.stdout.splitlines() if line.startswith("progress: ")]
     assert progress and progress[-1].startswith(f"progress: {RECORDS}/{RECORDS} published")
     # Sample outputs are shown, with the explanations asked for.
-    assert '"explanation_kind": "%s"' % kind in result.stdout
+    assert f'"explanation_kind": "{kind}"' in result.stdout
     assert '"stage": "decode"' in result.stdout and f'"stage": "{model_stage}"' in result.stdout
     # The config written is the config that ran: it validates and targets the demo's own topics.
     config = load_config(summary["config"])
@@ -130,8 +137,9 @@ async def test_an_early_gateway_failure_is_one_clear_cause(tmp_path: Path) -> No
     """The admin port taken by someone else: the gateway cannot start, and the demo says why at once."""
     import socket
 
-    from gateway.demo import DemoError, DemoOptions, EmbeddedGateway, demo_config, write_config
     from prometheus_client import CollectorRegistry
+
+    from gateway.demo import DemoError, DemoOptions, EmbeddedGateway, demo_config, write_config
 
     options = DemoOptions("qlik", 10, "shap", False, tmp_path, 0.0, 7)
     with socket.socket() as taken:
@@ -199,7 +207,7 @@ def test_keep_running_serves_until_sigterm_then_stops_cleanly(tmp_path: Path) ->
     try:
         head, _ = _read_until(proc, r"Everything keeps running", RUN_TIMEOUT_S)
         children = _child_pids(head)
-        rest, match = _read_until(proc, r"gateway admin\s+(http://127\.0\.0\.1:\d+)/metrics", 10)
+        _, match = _read_until(proc, r"gateway admin\s+(http://127\.0\.0\.1:\d+)/metrics", 10)
         admin = match.group(1)
         with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
             metrics = response.read().decode()

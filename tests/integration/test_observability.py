@@ -9,8 +9,7 @@ import orjson
 import pytest
 
 from gateway.broker import free_port
-from tests.integration.harness import (GatewayProcess, Topics, async_wait_until, churn_features,
-                                       write_config)
+from tests.integration.harness import GatewayProcess, Topics, async_wait_until, churn_features, write_config
 
 pytestmark = pytest.mark.integration
 

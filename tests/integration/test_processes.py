@@ -9,8 +9,14 @@ import urllib.request
 import orjson
 import pytest
 
-from tests.integration.harness import (GatewayProcess, async_wait_until, churn_features,
-                                       gateway_config, ids_of, write_config)
+from tests.integration.harness import (
+    GatewayProcess,
+    async_wait_until,
+    churn_features,
+    gateway_config,
+    ids_of,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -146,7 +146,8 @@ class LeakyBackend:
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         await request.read()
-        quoted = f"Authorization={request.headers.get('Authorization')} DataRobot-Key={request.headers.get('DataRobot-Key')}"
+        headers = request.headers
+        quoted = f"Authorization={headers.get('Authorization')} DataRobot-Key={headers.get('DataRobot-Key')}"
         text = {401: f"Invalid API token: {quoted}", 503: f"Overloaded, retry later ({quoted})",
                 422: f"Invalid value in row 0; the request carried {quoted}"}[self.status]
         return web.json_response({"message": text}, status=self.status)

@@ -9,8 +9,14 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.integration.harness import (InProcessGateway, async_wait_until, churn_features,
-                                       gateway_config, ids_of, values_of)
+from tests.integration.harness import (
+    InProcessGateway,
+    async_wait_until,
+    churn_features,
+    gateway_config,
+    ids_of,
+    values_of,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -57,7 +57,8 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_valid_config_prints_the_resolved_config_redacted(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_valid_config_prints_the_resolved_config_redacted(config_file: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(config_file, capsys)
     assert (code, err) == (0, "")
     printed = yaml.safe_load(out)

@@ -49,9 +49,9 @@ def assert_reads_back(columns: list[str], rows: list[tuple], out: bytes) -> None
     parsed = list(csv.reader(io.StringIO(text)))
     assert parsed[0] == columns
     assert len(parsed) == len(rows) + 1
-    for got, row in zip(parsed[1:], rows):
+    for got, row in zip(parsed[1:], rows, strict=False):
         assert len(got) == len(row)
-        for cell, value in zip(got, row):
+        for cell, value in zip(got, row, strict=False):
             want = expected_field(value)
             if isinstance(want, float):
                 assert float(cell) == want and math.copysign(1, float(cell)) == math.copysign(1, want)

@@ -138,7 +138,7 @@ def test_csv_responses_get_a_row_column_to_align_by() -> None:
     assert request.headers["Accept"] == "text/csv"
     assert query(request.url) == [("passthroughColumns", "PlanType"), ("passthroughColumns", ROW_COLUMN)]
     table = list(csv.reader(io.StringIO(request.body.decode())))
-    assert table[0] == FEATURES + [ROW_COLUMN] and [r[-1] for r in table[1:]] == ["0", "1"]
+    assert table[0] == [*FEATURES, ROW_COLUMN] and [r[-1] for r in table[1:]] == ["0", "1"]
     assert request.row_key_column == ROW_COLUMN and request.columns == tuple(FEATURES)
     json_request = codec(response_format="csv", body_format="json").encode(["BaseFee"], ROWS)
     assert orjson.loads(json_request.body) == [{"BaseFee": 50.0, ROW_COLUMN: 0}, {"BaseFee": 80.25, ROW_COLUMN: 1}]

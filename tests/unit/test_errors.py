@@ -16,8 +16,17 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from gateway.backends.errors import (DataError, FatalError, ResponseDecodeError, RetryableError, ScoringError,
-                                     from_exception, from_status, parse_retry_after, vendor_message)
+from gateway.backends.errors import (
+    DataError,
+    FatalError,
+    ResponseDecodeError,
+    RetryableError,
+    ScoringError,
+    from_exception,
+    from_status,
+    parse_retry_after,
+    vendor_message,
+)
 from gateway.backends.factory import make_ssl_context
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -138,15 +147,15 @@ async def read_request(reader: asyncio.StreamReader) -> None:
 
 async def post(url: str, **options) -> bytes:
     timeout = options.pop("timeout", aiohttp.ClientTimeout(total=5))
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with session.post(url, data=b'{"rows": []}', **options) as response:
-            return await response.read()
+    async with aiohttp.ClientSession(timeout=timeout) as session, \
+            session.post(url, data=b'{"rows": []}', **options) as response:
+        return await response.read()
 
 
 async def raised(url: str, **options) -> BaseException:
     try:
         await post(url, **options)
-    except BaseException as exc:  # noqa: BLE001 - the point is to catch what aiohttp raises
+    except BaseException as exc:
         return exc
     raise AssertionError("the request succeeded")
 

@@ -201,7 +201,7 @@ def test_shap_explanations_carry_input_values_sorted_by_magnitude() -> None:
 
 def test_rows_without_prediction_are_never_silent() -> None:
     c = codec(include_not_predicted_reason=True)
-    request = c.encode(FEATURES, CUSTOMERS + [CUSTOMERS[0]])
+    request = c.encode(FEATURES, [*CUSTOMERS, CUSTOMERS[0]])
     body = response(BINARY, [[0, None, None, None, "BaseFee: 'abc' is not numeric"],
                              [1, None, None, None, None], [2, "no", 0.9, 0.1, None]])
     rows = c.decode(request, 200, "application/json", body)
@@ -241,8 +241,8 @@ def test_index_column_alignment_and_source_passthrough() -> None:
     c = codec(index_column="customer_id", include_source=True)
     batch = [dict(CUSTOMERS[0], customer_id=7), dict(CUSTOMERS[1], customer_id=8)]
     request = c.encode(["PlanType", "BaseFee"], batch)
-    schema = [("customer_id", "numeric"), ("PlanType", "categorical"), ("BaseFee", "numeric")] + BINARY[1:4] + \
-        [("model_version", None)]
+    schema = [("customer_id", "numeric"), ("PlanType", "categorical"), ("BaseFee", "numeric"), *BINARY[1:4],
+              ("model_version", None)]
     body = response(schema, [["8", "Premium", 80.0, "yes", 0.3, 0.7, "v3"],
                              [7.0, "Standard", 50.0, "no", 0.8, 0.2, "v3"]])
     first, second = c.decode(request, 200, "application/json", body)
@@ -283,7 +283,7 @@ def test_unalignable_rows_fail_the_whole_batch(rows: list, message: str) -> None
 
 def test_index_alignment_failures() -> None:
     c = codec(index_column="id")
-    schema = [("id", "numeric")] + BINARY[1:4]
+    schema = [("id", "numeric"), *BINARY[1:4]]
     request = c.encode(["x"], [{"x": 1, "id": 5}, {"x": 2, "id": 6}])
     with pytest.raises(ResponseDecodeError, match="index value 9"):
         c.decode(request, 200, "application/json", response(schema, [[5, "no", 0.5, 0.5], [9, "no", 0.5, 0.5]]))
@@ -293,7 +293,7 @@ def test_index_alignment_failures() -> None:
     with pytest.raises(ResponseDecodeError, match="repeats a value"):
         c.decode(repeated, 200, "application/json", response(schema, [[5, "no", 0.5, 0.5], [5, "no", 0.5, 0.5]]))
     # automl_row_index wins over a repeated index column
-    schema = [("automl_row_index", "numeric")] + schema
+    schema = [("automl_row_index", "numeric"), *schema]
     rows = c.decode(repeated, 200, "application/json",
                     response(schema, [[1, 5, "yes", 0.1, 0.9], [0, 5, "no", 0.9, 0.1]]))
     assert [r.prediction for r in rows] == ["no", "yes"]

@@ -52,7 +52,7 @@ def test_every_sample_is_accounted_for() -> None:
     """A sample added later must be placed in one of the sets above (and so decoded or rejected)."""
     on_disk = {p for p in (*DR.iterdir(), *QLIK.iterdir()) if p.is_file()}
     assert on_disk - (DECODED | REJECTED | NOT_PREDICTION_RESPONSES) == set()
-    assert (DECODED | REJECTED) <= on_disk
+    assert on_disk >= (DECODED | REJECTED)
 
 
 def datarobot(path: Path, **options) -> tuple[list, list[dict]]:
@@ -92,7 +92,7 @@ def test_temperatura_matches_the_batch_clients_output() -> None:
         decided = list(csv.DictReader(f))
     with open(DR / "batch_scoring_client_output_binary_pred_name_threshold.csv", newline="") as f:
         named = list(csv.DictReader(f))
-    for row, decision, name in zip(rows, decided, named):  # the client's first 10 rows are this response
+    for row, decision, name in zip(rows, decided, named, strict=False):  # the client's first 10 rows are this response
         assert row.probabilities == {"0.0": float(decision["0.0"]), "1.0": float(decision["1.0"])}
         assert row.prediction == decision["label"]
         assert row.probabilities["1.0"] == float(name["healthy"]) and row.threshold == float(name["threshold"])
@@ -108,7 +108,7 @@ def test_xemp_fixtures_match_the_batch_clients_output(name: str, client_csv: str
     with open(DR / client_csv, newline="") as f:
         expected = list(csv.DictReader(f))
     assert len(rows) == len(data) == len(expected)
-    for row, want, item in zip(rows, expected, data):
+    for row, want, item in zip(rows, expected, data, strict=False):
         assert row.probabilities == {"0": float(want["0"]), "1": float(want["1"])}
         assert row.prediction == text(item["prediction"]) and row.threshold is None
         features = [(want[f"explanation_{n}_feature"], want[f"explanation_{n}_strength"]) for n in range(1, 6)]
@@ -210,7 +210,7 @@ def test_qlik_seed_response() -> None:
     names = [c["name"] for c in table["schema"]]
     for cells in table["rows"]:
         row = rows[cells[0]]
-        values = dict(zip(names, cells))
+        values = dict(zip(names, cells, strict=False))
         assert row.prediction == values["Churned_predicted"]
         assert row.probabilities == {"no": values["Churned_no"], "yes": values["Churned_yes"]}
         shap = {n[:-5]: v for n, v in values.items() if n.endswith("_SHAP")}
