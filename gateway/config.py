@@ -810,7 +810,7 @@ class _Loader(yaml.SafeLoader):
 
 def _read_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         # Only the position and the problem: the default rendering quotes the offending line,
         # which may hold a secret.

@@ -37,6 +37,7 @@ from gateway.backends.errors import (
     from_exception,
     from_status,
 )
+from gateway.backends.factory import make_ssl_context
 from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
 from gateway.logs import Redactor
 from gateway.ratelimit import RateLimiter
@@ -269,3 +270,28 @@ def _credentials_redactor(codec: Codec, secrets: Sequence[str | None]) -> Redact
     """Masks the configured secrets and the credential headers the codec sends."""
     headers = getattr(codec, "headers", None) or {}
     return Redactor([s for s in (*secrets, headers.get("Authorization"), headers.get("DataRobot-Key")) if s])
+
+
+def scoring_session(pipeline: Any) -> aiohttp.ClientSession:
+    """The HTTP session for one pipeline's backend: pooled up to the request concurrency, the
+    backend's CA trusted, one timeout per request."""
+    connector = aiohttp.TCPConnector(limit=pipeline.concurrency.max_in_flight_requests,
+                                     ssl=make_ssl_context(pipeline.backend.ca_file) or True)
+    timeout = aiohttp.ClientTimeout(total=pipeline.retry.request_timeout_s)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+
+def make_dispatcher(pipeline: Any, codec: Codec, session: aiohttp.ClientSession, *, metrics: Any,
+                    health: Any, on_halt: Callable[[str | None], None]) -> Dispatcher:
+    """A dispatcher configured from one pipeline's settings (streaming and batch scoring share it)."""
+    retry = pipeline.retry
+    limit = pipeline.backend.rate_limit_per_minute
+    return Dispatcher(
+        pipeline=pipeline.name, codec=codec, session=session, features=pipeline.features,
+        policy=RetryPolicy(retry.max_attempts, retry.initial_backoff_ms / 1000.0,
+                           retry.max_backoff_ms / 1000.0, retry.max_retry_after_s),
+        max_in_flight_requests=pipeline.concurrency.max_in_flight_requests,
+        limiter=RateLimiter(limit) if limit else None, metrics=metrics,
+        slow_threshold_s=pipeline.explanations.slow_threshold_ms / 1000.0,
+        on_halt=on_halt, health=health, rng=random.Random(),
+        secrets=(pipeline.backend.token, getattr(pipeline.backend, "datarobot_key", None)))

@@ -21,22 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from typing import Any
 
-import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from gateway.backends.factory import make_codec, make_ssl_context
+from gateway.backends.factory import make_codec
 from gateway.backends.scoring import Codec
 from gateway.batcher import Batch, Batcher
-from gateway.dispatcher import Dispatcher, Outcome
+from gateway.dispatcher import Dispatcher, Outcome, make_dispatcher, scoring_session
 from gateway.kafka import consumer_options, producer_options
 from gateway.offsets import OffsetTracker
 from gateway.ordering import KeyOrder, NoOrder
-from gateway.ratelimit import RateLimiter
 from gateway.records import (
     STAGE_VALIDATE,
     Rejected,
@@ -45,7 +42,6 @@ from gateway.records import (
     explanation_document,
     prediction_document,
 )
-from gateway.retry import RetryPolicy
 from gateway.sink import KafkaSink, Message
 from gateway.source import KafkaSource, decode_value
 
@@ -94,17 +90,15 @@ class Pipeline:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain: finish in-flight work, publish, commit."""
         cfg = self.config
-        connector = aiohttp.TCPConnector(limit=cfg.concurrency.max_in_flight_requests,
-                                         ssl=make_ssl_context(cfg.backend.ca_file) or True)
-        timeout = aiohttp.ClientTimeout(total=cfg.retry.request_timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with scoring_session(cfg) as session:
             producer = AIOKafkaProducer(**producer_options(self.kafka))
             try:  # stop() also after a failed start(): it owns connections and tasks either way
                 await producer.start()
                 self._sink = KafkaSink(producer)
                 await self._sink.prepare([t for t in (self.predictions_topic, self.explanations_topic,
                                                       self.dead_letter_topic) if t])
-                self._dispatcher = self._make_dispatcher(session)
+                self._dispatcher = make_dispatcher(cfg, self.codec, session, metrics=self.metrics,
+                                                   health=self.health, on_halt=self._on_halt)
                 self._source = KafkaSource(AIOKafkaConsumer(**consumer_options(self.kafka)), cfg.input_topic)
                 try:
                     await self._source.start(self._on_revoked, self._on_assigned)
@@ -114,20 +108,6 @@ class Pipeline:
             finally:
                 await producer.stop()
         log.info("pipeline_stopped", extra={"pipeline": self.name})
-
-    def _make_dispatcher(self, session: aiohttp.ClientSession) -> Dispatcher:
-        cfg = self.config
-        retry = cfg.retry
-        limit = cfg.backend.rate_limit_per_minute
-        return Dispatcher(
-            pipeline=self.name, codec=self.codec, session=session, features=cfg.features,
-            policy=RetryPolicy(retry.max_attempts, retry.initial_backoff_ms / 1000.0,
-                               retry.max_backoff_ms / 1000.0, retry.max_retry_after_s),
-            max_in_flight_requests=cfg.concurrency.max_in_flight_requests,
-            limiter=RateLimiter(limit) if limit else None, metrics=self.metrics,
-            slow_threshold_s=cfg.explanations.slow_threshold_ms / 1000.0,
-            on_halt=self._on_halt, health=self.health, rng=random.Random(),
-            secrets=(cfg.backend.token, getattr(cfg.backend, "datarobot_key", None)))
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         committer_stop = asyncio.Event()
