@@ -19,7 +19,7 @@ DOCKERIGNORE = REPO / ".dockerignore"
 APP_CONFIG = K8S / "config.yaml"
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
 
-# Qlik's real-time run endpoint: Tier 2, 100 requests/min per user (shared/contracts/qlik/CONTRACT.md §3.3).
+# Qlik's real-time run endpoint: Tier 2, 100 requests/min per user (qlik.dev API reference, "Rate limiting").
 QLIK_REQUESTS_PER_MINUTE = 100
 PARTITIONS_ANNOTATION = "scoring-gateway/input-topic-partitions"
 COMMON_LABELS = {

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import random
 import re
-from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-SEED_QLIK = SHARED / "seeds" / "000_f6f9b1ce96c9a044.txt"
-QLIK_SAMPLES = SHARED / "contracts" / "qlik" / "samples"
-DATAROBOT_SAMPLES = SHARED / "contracts" / "datarobot" / "samples"
+from tests.vendor_samples import QLIK as QLIK_SAMPLES
+from tests.vendor_samples import datarobot_json, qlik_json
 
 CHURN_FEATURES = ["PlanType", "NumberOfPenalties", "HasRenewed", "BaseFee", "ServiceTickets",
                   "AdditionalFeatureSpend", "ServiceRating", "Promotion"]
@@ -21,12 +18,9 @@ SEED_ROWS: list[list[Any]] = [["Standard", 1, True, 50.0, 5, 15.5, 4.2, True],
 
 
 def seed_response() -> dict[str, Any]:
-    """The tutorial's response example, read from the seed document itself."""
-    text = SEED_QLIK.read_text(encoding="utf-8")
-    start = text.index('"type": "realtime-prediction"')
-    opening = text.rindex("```json", 0, start) + len("```json")
-    closing = text.index("```", start)
-    return json.loads(text[opening:closing])
+    """The tutorial's response example, as the Qlik tutorial shows it."""
+    doc: dict[str, Any] = qlik_json("seed-realtime-response.json")
+    return doc
 
 
 def qlik_429_sample() -> tuple[dict[str, str], dict[str, Any]]:
@@ -42,7 +36,7 @@ def qlik_429_sample() -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def datarobot_sample(name: str) -> Any:
-    return json.loads((DATAROBOT_SAMPLES / name).read_text(encoding="utf-8"))
+    return datarobot_json(name)
 
 
 def random_values(model_features: list[str], rng: random.Random, kinds: dict[str, str]) -> list[Any]:

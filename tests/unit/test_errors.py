@@ -28,12 +28,9 @@ from gateway.backends.errors import (
     vendor_message,
 )
 from gateway.backends.factory import make_ssl_context
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-DR_SAMPLES = SHARED / "contracts" / "datarobot" / "samples"
-QLIK_SAMPLES = SHARED / "contracts" / "qlik" / "samples"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="the shared reference folder is not beside the project")
-
+from tests.vendor_samples import DATAROBOT as DR_SAMPLES
+from tests.vendor_samples import QLIK as QLIK_SAMPLES
+from tests.vendor_samples import datarobot_json
 
 # -- statuses -------------------------------------------------------------------------------------
 
@@ -78,9 +75,7 @@ def test_retry_after_header_in_any_case() -> None:
 
 # -- the vendors' own error bodies ----------------------------------------------------------------
 
-@needs_shared
-@pytest.mark.parametrize("path", sorted(DR_SAMPLES.glob("error_*.json")) if DR_SAMPLES.is_dir() else [],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(DR_SAMPLES.glob("error_*.json")), ids=lambda p: p.name)
 def test_datarobot_error_samples(path: Path) -> None:
     body = path.read_bytes()
     doc = json.loads(body)
@@ -91,19 +86,16 @@ def test_datarobot_error_samples(path: Path) -> None:
     assert type(error) is expected
 
 
-@needs_shared
 def test_datarobot_seed_error_list() -> None:
-    seed = (SHARED / "seeds" / "002_4095737b683fc57a.txt").read_text(encoding="utf-8")
-    table = re.findall(r"^\| (\d{3}) [A-Z ]+\| `(\{.*\})` \|", seed, re.M)
+    table = datarobot_json("seed-error-table.json")
     assert len(table) >= 9
-    for status, body in table:
-        body = body.replace("\\_", "_")  # markdown escaping in the docs table
-        error = from_status("datarobot", int(status), {}, body.encode())
-        assert error.message == json.loads(body)["message"]
-        assert type(error) is (FatalError if status == "404" else DataError)
+    for entry in table:
+        status, body = entry["status"], entry["body"]
+        error = from_status("datarobot", status, {}, json.dumps(body).encode())
+        assert error.message == body["message"]
+        assert type(error) is (FatalError if status == 404 else DataError)
 
 
-@needs_shared
 def test_qlik_429_sample_with_its_headers() -> None:
     transcript = (QLIK_SAMPLES / "error-429-rate-limit.qlik-dev.txt").read_text(encoding="utf-8")
     head, body = transcript.split("\n\n", 1)

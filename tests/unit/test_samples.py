@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,12 @@ import pytest
 from gateway.backends.datarobot import DataRobotCodec
 from gateway.backends.errors import ResponseDecodeError
 from gateway.backends.qlik import QlikCodec
+from tests.vendor_samples import DATAROBOT as DR
+from tests.vendor_samples import QLIK
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-DR = SHARED / "contracts" / "datarobot" / "samples"
-QLIK = SHARED / "contracts" / "qlik" / "samples"
 DR_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/5f3c1b2a9d8e7f6a5b4c3d2e/predictions"
 QLIK_URL = ("https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4"
             "/realtime-predictions/actions/run")
-
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="the shared reference folder is not beside the project")
 
 DECODED = {
     DR / "binary_response_real_dru_readmissions.json", DR / "binary_response_fixture_temperatura.json",
@@ -39,12 +35,10 @@ DECODED = {
 }
 REJECTED = {DR / "legacy_api_v1_response_fixture_temperatura.json",
             QLIK / "realtime-response.ml.reference-example.json"}
-NOT_PREDICTION_RESPONSES = {  # error bodies (see test_errors), requests, specs, batch jobs, client output
-    *DR.glob("error_*.json"), *DR.glob("request_*"), *DR.glob("batch_scoring_client_output_*.csv"),
-    DR / "response_200_headers_docs_example.http", DR / "SOURCES.md",
-    *QLIK.glob("openapi-*.json"), *QLIK.glob("batch-prediction-*"), *QLIK.glob("realtime-request*"),
-    QLIK / "error-429-rate-limit.qlik-dev.txt", QLIK / "generate-prediction-output-columns.third-party-tutorial.json",
-    QLIK / "qlik-api-2.19.0.ml.d.ts.excerpt.ts", QLIK / "shap-datasets.help-qlik-sample.md", QLIK / "SOURCES.md",
+NOT_PREDICTION_RESPONSES = {  # error bodies (see test_errors), requests, client output, seed excerpts
+    *DR.glob("error_*.json"), *DR.glob("batch_scoring_client_output_*.csv"), DR / "SOURCES.md",
+    *DR.glob("seed-*.json"), *QLIK.glob("seed-*.json"), *QLIK.glob("batch-prediction-*"),
+    *QLIK.glob("openapi-*.json"), QLIK / "error-429-rate-limit.qlik-dev.txt", QLIK / "SOURCES.md",
 }
 
 
@@ -149,15 +143,13 @@ def test_legacy_api_v1_response_is_rejected() -> None:
         codec.decode(request, 200, "application/json", raw)
 
 
-def seed_json(name: str, heading: str) -> str:
-    """The JSON block under ``heading`` in a seed document."""
-    seed = (SHARED / "seeds" / name).read_text(encoding="utf-8")
-    section = seed[seed.index(heading):]
-    return re.search(r"```json\n(.*?)```", section, re.S).group(1)
+def seed_json(folder: Path, name: str) -> str:
+    """A JSON example of a vendor document, as copied into the fixtures (see SOURCES.md there)."""
+    return (folder / name).read_text(encoding="utf-8")
 
 
 def test_datarobot_seed_xemp_and_shap_examples() -> None:
-    raw = seed_json("002_4095737b683fc57a.txt", "Binary XEMP-based explanation response example")
+    raw = seed_json(DR, "seed-xemp-response.json")
     codec = DataRobotCodec(url=DR_URL, token="t", max_bytes=None, max_explanations=3)
     (row,) = codec.decode(codec.encode(None, [{}]), 200, "application/json", raw.encode())
     assert row.prediction == "0" and row.probabilities == {"1": 0.07836511, "0": 0.92163489}
@@ -165,7 +157,7 @@ def test_datarobot_seed_xemp_and_shap_examples() -> None:
         ("Sex", "male", "---"), ("Age", 62, "---"), ("Fare", 9.6875, "--")]
     assert row.explanation_kind == "xemp"
 
-    raw = seed_json("002_4095737b683fc57a.txt", "Binary SHAP-based explanation response example")
+    raw = seed_json(DR, "seed-shap-response.json")
     codec = DataRobotCodec(url=DR_URL, token="t", max_bytes=None, max_explanations="all", explanation_algorithm="shap")
     source = [{"number_diagnoses": 9, "number_inpatient": 0}]
     (row,) = codec.decode(codec.encode(None, source), 200, "application/json", raw.encode())
@@ -199,7 +191,7 @@ def test_qlik_migration_guide_responses(name: str) -> None:
 
 
 def test_qlik_seed_response() -> None:
-    raw = seed_json("000_f6f9b1ce96c9a044.txt", "**Response example**")
+    raw = seed_json(QLIK, "seed-realtime-response.json")
     table = json.loads(raw)["data"]["attributes"]
     sent = [{"PlanType": "Standard", "NumberOfPenalties": 1, "HasRenewed": True, "BaseFee": 50.0, "ServiceTickets": 5,
              "AdditionalFeatureSpend": 15.5, "ServiceRating": 4.2, "Promotion": True},
