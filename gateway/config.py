@@ -553,6 +553,18 @@ class RetryConfig:
     max_backoff_ms: int = _key(_integer(ge=0), 10000)
     max_retry_after_s: float = _key(_number(ge=0), 60)
     request_timeout_s: float = _key(_number(gt=0), 30)
+    # pause: while the backend is out, hold requests and consumption (the circuit breaker);
+    # dead_letter: keep sending, dead-letter what runs out of attempts.
+    on_backend_outage: str = _key(_string(choices=("pause", "dead_letter")), "pause")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitBreakerConfig:
+    failure_threshold: int = _key(_integer(gt=0), 10)
+    failure_ratio: float = _key(_number(gt=0, le=1), 0.5)
+    window_s: float = _key(_number(gt=0), 30)
+    min_requests: int = _key(_integer(gt=0), 20)
+    close_after_successes: int = _key(_integer(gt=0), 3)
 
 
 def _check_retry(values: dict[str, Any], raw: Mapping[str, Any], path: str, errs: _Errors) -> None:
@@ -596,6 +608,7 @@ class PipelineConfig:
     batching: BatchingConfig = _key(_Section(BatchingConfig))
     concurrency: ConcurrencyConfig = _key(_Section(ConcurrencyConfig))
     retry: RetryConfig = _key(_Section(RetryConfig))
+    circuit_breaker: CircuitBreakerConfig = _key(_Section(CircuitBreakerConfig))
     ordering: str = _key(_string(choices=("key", "none")), "key")
     explanations: ExplanationsConfig = _key(_Section(ExplanationsConfig))
     outputs: OutputsConfig = _key(_Section(OutputsConfig))

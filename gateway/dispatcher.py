@@ -1,18 +1,26 @@
-"""Scoring a batch: encode, send with bounded concurrency and pacing, retry, split, decode.
+"""Scoring a batch: encode, wait for the circuit breaker's leave, send, retry, split, decode.
 
-What happens to a batch, by failure class (see ``gateway.backends.errors``):
+What happens to a request, by failure class (see ``gateway.backends.errors``):
 - success: one ``ScoredRow`` per row; Qlik rows with a ``not_predicted_reason`` become ``Rejected``
-  with stage ``not_predicted``;
-- ``RetryableError``: backoff with full jitter (``Retry-After`` honoured up to its cap; a 429 also
-  holds the rate limiter), up to ``max_attempts``; then every row is rejected at stage ``score``;
+  with stage ``not_predicted``.
 - ``DataError`` (400/413/422): the batch is bisected until the offending rows stand alone; only
-  those are rejected, with the vendor's status and message;
-- ``FatalError`` (401/403/404/409, TLS): not the data's fault. The pipeline is halted (consumption
-  paused, not ready); one request probes every ``max_backoff`` while the others wait, until the
-  backend answers otherwise, so no record is lost or dead-lettered and a healed backend is not
-  hit by every halted request at once.
-A vendor's error text travels on (dead-letter reasons, ``/readyz``, logs), so the credentials this
-dispatcher sends are masked in it first: some APIs quote the token or key they refused.
+  those are rejected, with the vendor's status and message.
+- ``RetryableError`` that says the backend is out (connect errors, timeouts, dropped connections,
+  429, 502/503/504): a sample for the circuit breaker (``gateway.breaker``). While the breaker
+  holds requests (it opened: the backend, not the data, is failing), the request waits for its
+  leave without spending an attempt, so an outage costs latency, not dead letters. Otherwise it is
+  retried with full-jitter backoff (``Retry-After`` honoured up to its cap; a 429 also holds the
+  rate limiter) up to ``max_attempts``; then its rows are rejected at stage ``score``: the failure
+  was this batch's own while other requests succeeded.
+- ``RetryableError`` on this request only (500 and other 5xx, an unreadable 2xx): a row the model
+  cannot handle causes these as readily as a sick server, so the dispatcher asks whether the
+  backend serves others: did any request succeed while this one was in flight, or does a row that
+  scored before (the canary) score now? If so the failure is the data's: a batch is bisected like
+  a 422 and a single row is retried, then rejected (status 500), without the breaker hearing of it.
+  If not, it is an outage sample like the above.
+- ``FatalError`` (401/403/404/409, TLS): not the data's fault. The breaker opens on the refusal
+  (consumption paused, not ready) and lets one probe through every ``max_backoff``; no record is
+  lost or dead-lettered, and a healed backend is not hit by every waiting request at once.
 An encoded body over ``max_bytes`` is split the same way; a single row over it is rejected at
 stage ``validate``.
 """
@@ -20,26 +28,22 @@ stage ``validate``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
-from gateway.backends.errors import (
-    DataError,
-    FatalError,
-    ResponseDecodeError,
-    RetryableError,
-    ScoringError,
-    from_exception,
-    from_status,
-)
+from gateway.backend_client import BackendClient
+from gateway.backends.errors import DataError, FatalError, RetryableError, ScoringError
 from gateway.backends.factory import make_ssl_context
 from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
-from gateway.logs import Redactor
+from gateway.breaker import BreakerSettings, CircuitBreaker, Permit, State, Transition
+from gateway.config import PipelineConfig
+from gateway.metrics import PipelineMetrics
 from gateway.ratelimit import RateLimiter
 from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 from gateway.retry import RetryPolicy
@@ -47,6 +51,7 @@ from gateway.retry import RetryPolicy
 log = logging.getLogger("gateway.dispatcher")
 
 Outcome = ScoredRow | Rejected
+Row = Mapping[str, Any]
 
 
 class RetriesExhausted(Exception):
@@ -63,35 +68,34 @@ class RejectedByData(Exception):
         self.attempts = attempts
 
 
+class FailedOnRows(Exception):
+    """A server error on a multi-row request while the backend serves others: split the batch."""
+
+
 class Dispatcher:
-    def __init__(self, *, pipeline: str, codec: Codec, session: aiohttp.ClientSession,
-                 features: Sequence[str] | None, policy: RetryPolicy, max_in_flight_requests: int,
-                 limiter: RateLimiter | None, metrics: Any, slow_threshold_s: float,
-                 on_halt: Callable[[str | None], None], health: Any = None,
-                 rng: random.Random | None = None, secrets: Sequence[str | None] = ()) -> None:
+    def __init__(self, *, pipeline: str, codec: Codec, client: BackendClient, features: Sequence[str] | None,
+                 policy: RetryPolicy, breaker: CircuitBreaker, limiter: RateLimiter | None,
+                 metrics: PipelineMetrics, on_circuit: Callable[[Transition], None],
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.pipeline = pipeline
         self.codec = codec
-        self.session = session
+        self.client = client
         self.features = list(features) if features else None
         self.policy = policy
+        self.breaker = breaker
         self.limiter = limiter
         self.metrics = metrics
-        self.slow_threshold_s = slow_threshold_s
-        self._on_halt = on_halt
-        self._health = health
-        self._backend_ok = True
+        self._on_circuit = on_circuit
         self._rng = rng or random.Random()
-        self._redactor = _credentials_redactor(codec, secrets)
-        self._slots = asyncio.Semaphore(max_in_flight_requests)
-        self._in_flight = 0
-        self.halted: str | None = None
-        self._accepting = asyncio.Event()  # clear while halted on a configuration refusal
-        self._accepting.set()
-        self._probing = False
-        # The explanation kind a request asks for is known up front except for "auto" (the
-        # deployment's default), which the first response reveals.
-        requested = codec.explanations
-        self._kind = "none" if not requested else ("shap" if requested == "auto" else requested)
+        self._clock = clock
+        self._wakeup: asyncio.Future[None] | None = None  # resolved when a waiting request may try again
+        self._canary: Row | None = None  # a row the backend scored: "does it serve at all?"
+        self._canary_check: asyncio.Future[bool] | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether the breaker holds requests back (consumption should pause meanwhile)."""
+        return self.breaker.holding()
 
     async def score(self, rows: list[dict[str, Any]]) -> tuple[list[Outcome], float]:
         """Score rows; returns one outcome per row in input order and the wall time in ms."""
@@ -100,8 +104,7 @@ class Dispatcher:
         await self._score_range(rows, 0, len(rows), outcomes)
         return outcomes, (time.monotonic() - started) * 1000.0  # type: ignore[return-value]
 
-    async def _score_range(self, rows: list[dict[str, Any]], lo: int, hi: int,
-                           out: list[Outcome | None]) -> None:
+    async def _score_range(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None]) -> None:
         chunk = rows if (lo == 0 and hi == len(rows)) else rows[lo:hi]
         try:
             request = self.codec.encode(self.features, chunk)
@@ -120,159 +123,163 @@ class Dispatcher:
                 return
             await self._split(rows, lo, hi, out)
             return
+        except FailedOnRows:
+            await self._split(rows, lo, hi, out)
+            return
         except RetriesExhausted as exc:
             reason = f"gave up after {exc.attempts} attempts: {exc.last.message}"
             for i in range(lo, hi):
                 out[i] = Rejected(STAGE_SCORE, reason, exc.last.status, exc.attempts)
             return
+        self._canary = chunk[0]
         for i, row in enumerate(scored, lo):
             out[i] = row if row.not_predicted_reason is None else Rejected(
                 STAGE_NOT_PREDICTED, row.not_predicted_reason, 200, attempts)
 
-    async def _split(self, rows: list[dict[str, Any]], lo: int, hi: int,
-                     out: list[Outcome | None]) -> None:
+    async def _split(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None]) -> None:
         mid = (lo + hi) // 2
         async with asyncio.TaskGroup() as group:
             group.create_task(self._score_range(rows, lo, mid, out))
             group.create_task(self._score_range(rows, mid, hi, out))
 
+    # ---- one request to completion ----------------------------------------------------------------
+
     async def _send(self, request: ScoringRequest) -> tuple[list[ScoredRow], int]:
-        """One request to completion: returns decoded rows and the attempts it took."""
+        """Returns the decoded rows and the attempts that counted against ``max_attempts``."""
         attempt = 0
         while True:
+            permit = await self._admit()
             attempt += 1
+            sent_at = self._clock()
             try:
-                rows = await self._attempt(request)
+                if self.limiter is not None:
+                    await self.limiter.acquire()
+                rows = await self.client.send(request)
             except FatalError as err:
-                self._halt(err)
+                self._record(self.breaker.refused_configuration(self._clock(), permit, _refusal(err)))
                 self.metrics.retry("fatal")
                 attempt -= 1  # a configuration outage does not use up the data's attempts
-                await self._wait_out_halt()
                 continue
             except DataError as err:
-                self._resume_if_halted()
+                self._record(self.breaker.succeeded(self._clock(), permit))  # it answered
                 raise RejectedByData(err, attempt) from None
             except RetryableError as err:
-                self._resume_if_halted()
-                if err.reason in ("connect", "timeout") and self._backend_ok:
-                    self._set_backend(False, err.message)
+                if err.status == 429 and self.limiter is not None:
+                    self.limiter.hold(self.policy.retry_after(err.retry_after))
+                if await self._failed(permit, err, sent_at, request.rows):
+                    self.metrics.retry(err.reason)
+                    attempt -= 1  # held: the backend is out, so the attempt was not the batch's
+                    continue
                 if self.policy.exhausted(attempt):
                     raise RetriesExhausted(err, attempt) from None
-                delay = self.policy.delay(attempt, err.retry_after, self._rng)
-                if err.status == 429 and self.limiter is not None:
-                    self.limiter.hold(delay)
                 self.metrics.retry(err.reason)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self.policy.delay(attempt, err.retry_after, self._rng))
                 continue
-            self._resume_if_halted()
-            if not self._backend_ok:
-                self._set_backend(True, None)
+            except BaseException:
+                self.breaker.abandoned(permit)
+                self._wake()
+                raise
+            self._record(self.breaker.succeeded(self._clock(), permit))
             return rows, attempt
 
-    async def _attempt(self, request: ScoringRequest) -> list[ScoredRow]:
-        if self.limiter is not None:
-            await self.limiter.acquire()
-        backend = self.codec.backend
-        async with self._slots:
-            self._in_flight += 1
-            self.metrics.inflight_requests(self._in_flight)
-            started = time.monotonic()
+    async def _failed(self, permit: Permit, err: RetryableError, sent_at: float, rows: int) -> bool:
+        """Account for a retryable failure; True when the breaker now holds requests back.
+
+        Raises :class:`FailedOnRows` when a multi-row request failed on the server while the
+        backend serves others: the batch must be split, not retried whole."""
+        breaker = self.breaker
+        retry_after = self.policy.retry_after(err.retry_after)
+        if err.outage:
+            self._record(breaker.failed(self._clock(), permit, str(err), retry_after))
+            return breaker.holding()
+        breaker.abandoned(permit)  # no verdict yet; the permit must not wait on the canary
+        self._wake()
+        if await self._backend_serves(sent_at):
+            if rows > 1:
+                raise FailedOnRows() from None
+            return False
+        self._record(breaker.failed(self._clock(), None, str(err), retry_after))
+        return breaker.holding()
+
+    async def _backend_serves(self, since: float) -> bool:
+        """Whether the backend answers other requests: a success since ``since``, or the canary."""
+        last = self.breaker.last_success
+        if last is not None and last >= since:
+            return True
+        canary = self._canary
+        if canary is None:  # nothing known to be good yet: the bisection will tell
+            return True
+        if self._canary_check is not None:
+            return await asyncio.shield(self._canary_check)
+        check = self._canary_check = asyncio.get_running_loop().create_future()
+        healthy = False
+        try:
             try:
-                async with self.session.request(request.method, request.url, data=request.body,
-                                                headers=request.headers) as response:
-                    body = await response.read()
-                    status = response.status
-                    content_type = response.headers.get("Content-Type", "")
-                    headers = response.headers
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                error = self._masked(from_exception(backend, exc))
-                self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"),
-                                     time.monotonic() - started)
-                raise error from None
-            finally:
-                self._in_flight -= 1
-                self.metrics.inflight_requests(self._in_flight)
-        seconds = time.monotonic() - started
-        if not 200 <= status < 300:
-            self.metrics.request(backend, self._kind, str(status), seconds)
-            raise self._masked(from_status(backend, status, headers, body))
-        try:
-            rows = self.codec.decode(request, status, content_type, body)
-        except ResponseDecodeError as exc:
-            self.metrics.request(backend, self._kind, str(status), seconds)
-            raise self._masked(RetryableError(backend, exc.message, status, reason="decode")) from None
-        if request.explanations and rows:
-            self._observe_explanations(rows, request, seconds)
-        self.metrics.request(backend, self._kind, str(status), seconds)
-        return rows
-
-    def _masked(self, error: ScoringError) -> ScoringError:
-        """``error`` with the credentials sent masked in its message (it was just made: no one else holds it)."""
-        masked = self._redactor.text(error.message)
-        if masked != error.message:
-            error.message = masked
-            error.args = tuple(self._redactor.text(a) if isinstance(a, str) else a for a in error.args)
-        return error
-
-    def _observe_explanations(self, rows: list[ScoredRow], request: ScoringRequest,
-                              seconds: float) -> None:
-        kind = next((r.explanation_kind for r in rows if r.explanation_kind), None)
-        if kind is not None:
-            self._kind = kind
-        if seconds <= self.slow_threshold_s:
-            return
-        self.metrics.slow_explanation(self._kind)
-        if self._kind == "xemp":
-            log.warning("slow_xemp_call", extra={
-                "pipeline": self.pipeline, "deployment": self.codec.deployment,
-                "rows": request.rows, "duration_ms": round(seconds * 1000.0, 1),
-                "threshold_ms": round(self.slow_threshold_s * 1000.0, 1)})
-
-    async def _wait_out_halt(self) -> None:
-        """One request probes the backend every ``max_backoff`` for the whole pipeline; the other
-        halted requests wait for its answer instead of each probing (no storm when it heals)."""
-        if self._probing:
-            await self._accepting.wait()
-            return
-        self._probing = True
-        try:
-            await asyncio.sleep(self.policy.max_backoff_s)
+                if self.limiter is not None:
+                    await self.limiter.acquire()
+                await self.client.send(self.codec.encode(self.features, [canary]))
+            except ScoringError:
+                return False
+            healthy = True
+            self._record(self.breaker.succeeded(self._clock(), None))
+            return True
         finally:
-            self._probing = False
+            self._canary_check = None
+            check.set_result(healthy)
 
-    def _set_backend(self, ok: bool, reason: str | None) -> None:
-        self._backend_ok = ok
-        if self._health is not None:
-            self._health.set_backend_ok(self.pipeline, ok, reason)
+    # ---- waiting for leave ------------------------------------------------------------------------
 
-    def _halt(self, err: FatalError) -> None:
-        reason = f"{err.backend} refused the request (HTTP {err.status}): {err.message}" \
-            if err.status else f"{err.backend}: {err.message}"
-        if self.halted != reason:
-            log.error("pipeline_halted", extra={"pipeline": self.pipeline, "reason": reason})
-        self.halted = reason
-        self._accepting.clear()
-        self._on_halt(reason)
+    async def _admit(self) -> Permit:
+        """A permit from the breaker, waiting while it holds requests back."""
+        breaker = self.breaker
+        while True:
+            now = self._clock()
+            permit = breaker.admit(now)
+            if permit is not None:
+                return permit
+            wakeup = self._wakeup
+            if wakeup is None:
+                wakeup = self._wakeup = asyncio.get_running_loop().create_future()
+            timeout = max(0.0, breaker.probe_at - now) if breaker.state is State.OPEN else None
+            with contextlib.suppress(TimeoutError):  # the probe's time came
+                await asyncio.wait_for(asyncio.shield(wakeup), timeout)
 
-    def _resume_if_halted(self) -> None:
-        """Any answer but a configuration refusal ends a halt. Waiting for a success instead could
-        wait forever: once the halted batches end otherwise (retries run out on 503s, a 422), the
-        consumer stays paused, nothing is in flight, and no request is left to succeed."""
-        if self.halted is None:
-            return
-        log.warning("pipeline_resumed", extra={"pipeline": self.pipeline})
-        self.halted = None
-        self._accepting.set()
-        self._on_halt(None)
+    def _wake(self) -> None:
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _record(self, transition: Transition | None) -> None:
+        """Obey the breaker's answer: report a change, and let waiting requests ask again."""
+        if transition is not None:
+            changed = transition.before is not transition.after
+            if changed or transition.refused:
+                _log_transition(self.pipeline, transition)
+                self.metrics.circuit(transition.after.label, changed)
+                self._on_circuit(transition)
+        self._wake()
 
 
-def _credentials_redactor(codec: Codec, secrets: Sequence[str | None]) -> Redactor:
-    """Masks the configured secrets and the credential headers the codec sends."""
-    headers = getattr(codec, "headers", None) or {}
-    return Redactor([s for s in (*secrets, headers.get("Authorization"), headers.get("DataRobot-Key")) if s])
+def _refusal(err: FatalError) -> str:
+    return (f"{err.backend} refused the request (HTTP {err.status}): {err.message}" if err.status
+            else f"{err.backend}: {err.message}")
 
 
-def scoring_session(pipeline: Any) -> aiohttp.ClientSession:
+def _log_transition(pipeline: str, t: Transition) -> None:
+    if t.after is State.OPEN:
+        if t.refused:
+            log.error("pipeline_halted", extra={"pipeline": pipeline, "reason": t.reason})
+        else:
+            log.warning("circuit_opened", extra={"pipeline": pipeline, "reason": t.reason})
+    elif t.after is State.HALF_OPEN:
+        log.warning("circuit_half_open", extra={"pipeline": pipeline, "reason": t.reason})
+    else:
+        log.warning("circuit_closed", extra={"pipeline": pipeline, "reason": t.reason})
+
+
+# ---- built from a pipeline's settings ---------------------------------------------------------------
+
+def scoring_session(pipeline: PipelineConfig) -> aiohttp.ClientSession:
     """The HTTP session for one pipeline's backend: pooled up to the request concurrency, the
     backend's CA trusted, one timeout per request."""
     connector = aiohttp.TCPConnector(limit=pipeline.concurrency.max_in_flight_requests,
@@ -281,17 +288,26 @@ def scoring_session(pipeline: Any) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
-def make_dispatcher(pipeline: Any, codec: Codec, session: aiohttp.ClientSession, *, metrics: Any,
-                    health: Any, on_halt: Callable[[str | None], None]) -> Dispatcher:
+def make_dispatcher(pipeline: PipelineConfig, codec: Codec, session: aiohttp.ClientSession, *,
+                    metrics: PipelineMetrics, on_circuit: Callable[[Transition], None]) -> Dispatcher:
     """A dispatcher configured from one pipeline's settings (streaming and batch scoring share it)."""
-    retry = pipeline.retry
-    limit = pipeline.backend.rate_limit_per_minute
+    retry, breaker, concurrency = pipeline.retry, pipeline.circuit_breaker, pipeline.concurrency
+    backend = pipeline.backend
+    limit = backend.rate_limit_per_minute
+    client = BackendClient(pipeline=pipeline.name, codec=codec, session=session,
+                           max_in_flight_requests=concurrency.max_in_flight_requests, metrics=metrics,
+                           slow_threshold_s=pipeline.explanations.slow_threshold_ms / 1000.0,
+                           secrets=(backend.token, getattr(backend, "datarobot_key", None)))
+    settings = BreakerSettings(
+        failure_threshold=breaker.failure_threshold, failure_ratio=breaker.failure_ratio,
+        window_s=breaker.window_s, min_requests=breaker.min_requests,
+        close_after_successes=breaker.close_after_successes,
+        initial_backoff_s=retry.initial_backoff_ms / 1000.0, max_backoff_s=retry.max_backoff_ms / 1000.0,
+        max_in_flight=concurrency.max_in_flight_requests, holds=retry.on_backend_outage == "pause")
+    rng = random.Random()
     return Dispatcher(
-        pipeline=pipeline.name, codec=codec, session=session, features=pipeline.features,
+        pipeline=pipeline.name, codec=codec, client=client, features=pipeline.features,
         policy=RetryPolicy(retry.max_attempts, retry.initial_backoff_ms / 1000.0,
                            retry.max_backoff_ms / 1000.0, retry.max_retry_after_s),
-        max_in_flight_requests=pipeline.concurrency.max_in_flight_requests,
-        limiter=RateLimiter(limit) if limit else None, metrics=metrics,
-        slow_threshold_s=pipeline.explanations.slow_threshold_ms / 1000.0,
-        on_halt=on_halt, health=health, rng=random.Random(),
-        secrets=(pipeline.backend.token, getattr(pipeline.backend, "datarobot_key", None)))
+        breaker=CircuitBreaker(settings, rng), limiter=RateLimiter(limit) if limit else None,
+        metrics=metrics, on_circuit=on_circuit, rng=rng)

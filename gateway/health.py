@@ -6,9 +6,9 @@ A pipeline is **ready** when all three hold:
    has more members than partitions, the spare members legitimately own nothing, and holding them
    not-ready would block rolling updates forever while they stand by to take over. Between a
    revocation and the next assignment (a rebalance in progress) the pipeline is not ready.
-2. **backend reachable**: no transport failure or exhausted retries since the last successful
-   response. Unknown counts as reachable, so an idle pipeline that has not sent a request yet is
-   ready.
+2. **backend available**: its circuit breaker is closed. While it is open (the backend is failing)
+   or half-open (traffic ramping back after a successful probe) the pipeline is not ready. An idle
+   pipeline that has not sent a request yet is ready.
 3. **not stopped**: no authentication or routing failure (401/403/404) has stopped consumption.
 
 The process is ready when every pipeline is. The process is **alive** until :meth:`Health.set_failed`
@@ -38,8 +38,7 @@ class PipelineHealth:
 
     assigned: bool = False
     partitions: int | None = None
-    backend_ok: bool = True
-    backend_reason: str | None = None
+    circuit_reason: str | None = None
     stopped_reason: str | None = None
 
     def reasons(self) -> list[str]:
@@ -47,8 +46,8 @@ class PipelineHealth:
         found = []
         if not self.assigned:
             found.append("waiting for a partition assignment")
-        if not self.backend_ok:
-            found.append("backend unreachable" + (f": {self.backend_reason}" if self.backend_reason else ""))
+        if self.circuit_reason is not None:
+            found.append(self.circuit_reason)
         if self.stopped_reason is not None:
             found.append(f"stopped: {self.stopped_reason}")
         return found
@@ -71,10 +70,9 @@ class Health:
         state.partitions = partitions if assigned else None
         self._publish(pipeline)
 
-    def set_backend_ok(self, pipeline: str, ok: bool, reason: str | None = None) -> None:
-        state = self._state(pipeline)
-        state.backend_ok = ok
-        state.backend_reason = None if ok or reason is None else _short(reason)
+    def set_circuit(self, pipeline: str, reason: str | None) -> None:
+        """Why the backend's circuit is not closed (``circuit open: …``); ``None`` once it is."""
+        self._state(pipeline).circuit_reason = None if reason is None else _short(reason)
         self._publish(pipeline)
 
     def set_stopped(self, pipeline: str, reason: str | None) -> None:

@@ -35,6 +35,7 @@ BATCH_ROWS_BUCKETS: tuple[float, ...] = (
     1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
 
 OUTCOMES = ("predicted", "dead_letter")
+CIRCUIT_STATES = ("closed", "half_open", "open")  # in gauge order: 0, 1, 2
 EXPLANATION_KINDS = ("none", "shap", "xemp")
 DEAD_LETTER_STAGES = ("decode", "validate", "score", "not_predicted")
 TRANSPORT_FAILURES = ("timeout", "connect", "disconnect", "client_error")
@@ -189,6 +190,12 @@ class Metrics:
         self.consumer_lag = Gauge(
             p + "consumer_lag", "Records between the consumer position and the partition's end.",
             ["pipeline", "topic", "partition"], registry=registry)
+        self.circuit_state = Gauge(
+            p + "circuit_state", "The backend's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["pipeline"], registry=registry)
+        self.circuit_transitions = Counter(
+            p + "circuit_transitions_total", "Circuit breaker state changes, by the state entered.",
+            ["pipeline", "to"], registry=registry)
         self.end_to_end_latency = BatchHistogram(
             p + "end_to_end_latency_seconds",
             "Input record timestamp to output acknowledged by the broker.", SECONDS_BUCKETS)
@@ -226,6 +233,9 @@ class PipelineMetrics:
         self._paused = metrics.consumer_paused.labels(name)
         self._ready = metrics.pipeline_ready.labels(name)
         self._end_to_end = metrics.end_to_end_latency.child(name)
+        self._circuit = metrics.circuit_state.labels(name)
+        self._transitions = {s: metrics.circuit_transitions.labels(name, s) for s in CIRCUIT_STATES}
+        self._circuit.set(0)
         self._paused.set(0)
         self._ready.set(0)
 
@@ -308,6 +318,12 @@ class PipelineMetrics:
         """Drop a revoked partition's lag series so a stale value cannot keep an alert firing."""
         if self._lag.pop((topic, partition), None) is not None:
             self._metrics.consumer_lag.remove(self.name, topic, str(partition))
+
+    def circuit(self, state: str, changed: bool = True) -> None:
+        """The breaker entered ``state`` (``closed``, ``half_open`` or ``open``)."""
+        self._circuit.set(CIRCUIT_STATES.index(state))
+        if changed:
+            self._transitions[state].inc()
 
     def not_ready(self, reason: str | None) -> None:
         """``None`` marks the pipeline ready; the reason itself is reported by ``/readyz``, not as a label."""

@@ -12,8 +12,9 @@ The flow, and where each step lives:
     offsets.OffsetTracker           ack → commit what is contiguous and acknowledged
 
 Backpressure: at most ``max_in_flight_records`` records are between fetch and acknowledgement;
-the consumer is paused at that mark and resumed below half of it, and also while the backend
-refuses the configuration (401/403/404/409), so a stalled backend never grows memory.
+the consumer is paused at that mark and resumed below half of it, and also while the circuit
+breaker holds requests back (the backend is out, or refuses the configuration), so a stalled or
+failing backend never grows memory and never turns the stream into dead letters.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from gateway.backends.factory import make_codec
 from gateway.backends.scoring import Codec
 from gateway.batcher import Batch, Batcher
+from gateway.breaker import State, Transition
+from gateway.config import KafkaConfig, PipelineConfig
 from gateway.dispatcher import Dispatcher, Outcome, make_dispatcher, scoring_session
+from gateway.health import Health
 from gateway.kafka import consumer_options, producer_options
+from gateway.metrics import PipelineMetrics
 from gateway.offsets import OffsetTracker
 from gateway.ordering import KeyOrder, NoOrder
 from gateway.records import (
@@ -51,16 +56,16 @@ POLL_IDLE_S = 0.1
 
 
 class Pipeline:
-    def __init__(self, config: Any, kafka: Any, *, metrics: Any, health: Any,
-                 shutdown_timeout_s: float) -> None:
+    def __init__(self, config: PipelineConfig, kafka: KafkaConfig, *, metrics: PipelineMetrics,
+                 health: Health, shutdown_timeout_s: float) -> None:
         self.config = config
         self.name: str = config.name
         self.kafka = kafka
         self.metrics = metrics
         self.health = health
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.commit_interval_s = getattr(kafka, "commit_interval_ms", 1000) / 1000.0
-        self.max_poll_records = int(getattr(kafka, "max_poll_records", 2000))
+        self.commit_interval_s = kafka.commit_interval_ms / 1000.0
+        self.max_poll_records = kafka.max_poll_records
         self.max_in_flight = int(config.concurrency.max_in_flight_records)
         self.low_water = self.max_in_flight // 2
         outputs = config.outputs
@@ -74,7 +79,6 @@ class Pipeline:
         self.order = KeyOrder() if config.ordering == "key" else NoOrder()
         self._inflight = 0
         self._generation = 0
-        self._halted: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._source: KafkaSource | None = None
@@ -98,7 +102,7 @@ class Pipeline:
                 await self._sink.prepare([t for t in (self.predictions_topic, self.explanations_topic,
                                                       self.dead_letter_topic) if t])
                 self._dispatcher = make_dispatcher(cfg, self.codec, session, metrics=self.metrics,
-                                                   health=self.health, on_halt=self._on_halt)
+                                                   on_circuit=self._on_circuit)
                 self._source = KafkaSource(AIOKafkaConsumer(**consumer_options(self.kafka)), cfg.input_topic)
                 try:
                     await self._source.start(self._on_revoked, self._on_assigned)
@@ -192,7 +196,7 @@ class Pipeline:
             return
         timeout = POLL_IDLE_S if deadline is None else max(0.0, min(POLL_IDLE_S, deadline - time.monotonic()))
         self._may_resume.clear()
-        if self._halted is None and self._inflight <= self.low_water:
+        if not self._holding() and self._inflight <= self.low_water:
             return  # room was made just before the clear
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._may_resume.wait(), timeout)
@@ -202,7 +206,7 @@ class Pipeline:
         source = self._source
         assert source is not None
         room = self.max_in_flight - self._inflight
-        if self._halted is not None or room <= 0:
+        if self._holding() or room <= 0:
             if not source.paused:
                 source.pause()
                 self.metrics.paused(True)
@@ -316,7 +320,7 @@ class Pipeline:
         if generation == self._generation:
             self._inflight -= n
             self.metrics.inflight_records(self._inflight)
-            if self._inflight <= self.low_water and self._halted is None:
+            if self._inflight <= self.low_water and not self._holding():
                 self._may_resume.set()
 
     # ---- commits, rebalances, halts -------------------------------------------------------
@@ -373,10 +377,21 @@ class Pipeline:
         log.info("partitions_assigned", extra={"pipeline": self.name,
                                                "partitions": sorted(tp.partition for tp in assigned)})
 
-    def _on_halt(self, reason: str | None) -> None:
-        self._halted = reason
-        self.health.set_stopped(self.name, reason)
-        if reason is None:
-            self._may_resume.set()
+    def _holding(self) -> bool:
+        return self._dispatcher is not None and self._dispatcher.holding
+
+    def _on_circuit(self, change: Transition) -> None:
+        """The breaker moved: readiness says why, and consumption pauses while it holds requests."""
+        state = change.after
+        refused = state is State.OPEN and change.refused
+        self.health.set_stopped(self.name, change.reason if refused else None)
+        if state is State.CLOSED or refused:
+            self.health.set_circuit(self.name, None)
+        elif state is State.OPEN:
+            self.health.set_circuit(self.name, f"circuit open: {change.reason}")
         else:
+            self.health.set_circuit(self.name, "circuit half-open: traffic ramping back after a successful probe")
+        if self._holding():
             self._backpressure()  # pause now, not at the fetch loop's next turn
+        else:
+            self._may_resume.set()

@@ -25,5 +25,9 @@ class RetryPolicy:
             return max(jittered, min(retry_after, self.max_retry_after_s))
         return jittered
 
+    def retry_after(self, retry_after: float | None) -> float:
+        """A vendor's ``Retry-After`` as honoured: capped at ``max_retry_after_s``, 0 when absent."""
+        return 0.0 if retry_after is None else min(retry_after, self.max_retry_after_s)
+
     def exhausted(self, attempt: int) -> bool:
         return attempt >= self.max_attempts

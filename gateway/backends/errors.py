@@ -25,6 +25,8 @@ import aiohttp
 import orjson
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 570})
+# Statuses that say the service is unavailable or overloaded, rather than failing on this request.
+OUTAGE_STATUSES = frozenset({408, 425, 429, 502, 503, 504})
 DATA_STATUSES = frozenset({400, 413, 422})
 FATAL_STATUSES = frozenset({401, 403, 404, 405, 409})
 
@@ -40,13 +42,20 @@ class ScoringError(Exception):
 
 
 class RetryableError(ScoringError):
-    """Transient: the same request may succeed later. ``reason`` is a short label for metrics."""
+    """Transient: the same request may succeed later. ``reason`` is a short label for metrics.
+
+    ``outage`` tells the two kinds apart: the backend could not answer at all or asked to be left
+    alone (connect errors, timeouts, dropped connections, 408, 425, 429, 502, 503, 504), or it
+    failed *on this request* (500 and the other 5xx, an unreadable 2xx body), which a row the
+    model cannot handle causes as readily as a sick server.
+    """
 
     def __init__(self, backend: str, message: str, status: int | None = None, *,
-                 reason: str, retry_after: float | None = None) -> None:
+                 reason: str, retry_after: float | None = None, outage: bool = True) -> None:
         super().__init__(backend, message, status)
         self.reason = reason
         self.retry_after = retry_after
+        self.outage = outage
 
 
 class DataError(ScoringError):
@@ -126,7 +135,8 @@ def from_status(backend: str, status: int, headers: Mapping[str, str], body: byt
     message = vendor_message(body)
     if status in RETRYABLE_STATUSES or (status >= 500 and status not in FATAL_STATUSES):
         return RetryableError(backend, message, status, reason=str(status),
-                              retry_after=parse_retry_after(_header(headers, "Retry-After")))
+                              retry_after=parse_retry_after(_header(headers, "Retry-After")),
+                              outage=status in OUTAGE_STATUSES)
     if status in DATA_STATUSES:
         return DataError(backend, message, status)
     return FatalError(backend, message, status)

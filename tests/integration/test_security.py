@@ -179,7 +179,10 @@ async def test_credentials_echoed_by_the_backend_never_leave_the_gateway(tmp_pat
         config = stage.config({"type": "datarobot", "url": url, "token": f"${{{TOKEN_VAR}}}",
                                "datarobot_key": f"${{{DATAROBOT_KEY_VAR}}}"},
                               batching={"max_rows": 10, "linger_ms": 5},
-                              retry={"max_attempts": 2, "initial_backoff_ms": 10, "max_backoff_ms": 200})
+                              # dead_letter: 503s run out of retries instead of pausing the pipeline,
+                              # so the vendor's words reach the dead-letter reasons
+                              retry={"max_attempts": 2, "initial_backoff_ms": 10, "max_backoff_ms": 200,
+                                     "on_backend_outage": "dead_letter"})
         code, check_output = await stage.check(config)
         assert code == 1 and "401" in check_output
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,14 +95,14 @@ async def test_readyz_reports_each_pipeline_and_why(admin: Admin) -> None:
     assert body["pipelines"]["churn"] == {"ready": True, "reasons": [], "partitions": 3}
 
     admin.health.set_stopped("fraud", "HTTP 401: invalid API key")
-    admin.health.set_backend_ok("churn", False, "cannot connect: connection refused")
+    admin.health.set_circuit("churn", "circuit open: qlik: cannot connect: connection refused")
     status, body = await readyz(admin)
     assert status == 503
     assert body["pipelines"]["fraud"]["reasons"] == ["stopped: HTTP 401: invalid API key"]
-    assert body["pipelines"]["churn"]["reasons"] == ["backend unreachable: cannot connect: connection refused"]
+    assert body["pipelines"]["churn"]["reasons"] == ["circuit open: qlik: cannot connect: connection refused"]
 
     admin.health.set_stopped("fraud", None)
-    admin.health.set_backend_ok("churn", True)
+    admin.health.set_circuit("churn", None)
     assert (await readyz(admin))[0] == 200
     admin.health.set_assigned("churn", False)  # revoked, rebalance in progress
     assert (await readyz(admin))[0] == 503
@@ -130,26 +127,6 @@ async def test_no_server_banner_on_answers_either(admin: Admin) -> None:
             assert "Server" not in response.headers
             assert not any("aiohttp" in v.lower() or "python" in v.lower() for v in response.headers.values())
 
-
-async def test_health_handlers_do_well_under_a_millisecond_of_work(admin: Admin) -> None:
-    for pipeline in ("churn", "fraud"):
-        admin.health.set_assigned(pipeline, True, partitions=6)
-    for handler, path in ((admin.server.healthz, "/healthz"), (admin.server.readyz, "/readyz")):
-        request = make_mocked_request("GET", path)
-        timings = []
-        for _ in range(500):
-            start = time.perf_counter_ns()
-            await handler(request)
-            timings.append(time.perf_counter_ns() - start)
-        assert statistics.median(timings) < 1_000_000, f"{path}: {statistics.median(timings)} ns"
-    # and over the wire, on a keep-alive connection, with a generous bound for a shared machine
-    timings = []
-    for _ in range(200):
-        start = time.perf_counter()
-        async with admin.session.get(admin.url("/readyz")) as response:
-            await response.read()
-        timings.append(time.perf_counter() - start)
-    assert statistics.median(timings) < 0.02
 
 
 async def test_start_stop_lifecycle() -> None:
@@ -192,6 +169,6 @@ def test_health_without_pipelines_is_not_ready_and_rejects_unknown_names() -> No
 def test_long_reasons_are_truncated() -> None:
     health = Health(["churn"])
     health.set_assigned("churn", True)
-    health.set_backend_ok("churn", False, "x" * 5000)
+    health.set_circuit("churn", "x" * 5000)
     _, report = health.ready()
     assert len(report["churn"]["reasons"][0]) < 250

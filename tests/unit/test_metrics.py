@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
 import prometheus_client
 import pytest
@@ -53,6 +52,7 @@ def touch_everything(m: PipelineMetrics) -> None:
     m.end_to_end([0.1])
     m.lag("churn-features", 0, 5)
     m.not_ready(None)
+    m.circuit("open")
 
 
 def test_every_product_metric_has_its_contract_type_and_labels(
@@ -74,6 +74,8 @@ def test_every_product_metric_has_its_contract_type_and_labels(
         P + "dead_letter_records": ("counter", {"pipeline", "stage"}),
         P + "pipeline_ready": ("gauge", {"pipeline"}),
         P + "build_info": ("gauge", {"version", "python"}),
+        P + "circuit_state": ("gauge", {"pipeline"}),
+        P + "circuit_transitions": ("counter", {"pipeline", "to"}),
     }
     assert families(registry) == expected
 
@@ -219,17 +221,6 @@ def test_end_to_end_keeps_the_sum_monotonic_and_ignores_nan(
     assert got[P + "end_to_end_latency_seconds_sum"] == pytest.approx(0.5 + 0.4 + 0.4)
 
 
-def test_end_to_end_is_cheap_per_value(churn: PipelineMetrics) -> None:
-    """The budget is about 0.3 µs per value; a loose bound here, the benchmark reports the figure."""
-    values = [0.05 + i * 1e-5 for i in range(500)]
-    best = math.inf
-    for _ in range(5):
-        start = time.perf_counter_ns()
-        for _ in range(100):
-            churn.end_to_end(values)
-        best = min(best, (time.perf_counter_ns() - start) / (100 * len(values)))
-    assert best < 1500, f"{best:.0f} ns per value"
-
 
 def test_pipeline_ready_follows_health(registry: CollectorRegistry) -> None:
     metrics = Metrics(registry)
@@ -241,9 +232,9 @@ def test_pipeline_ready_follows_health(registry: CollectorRegistry) -> None:
     health.set_stopped("churn", "HTTP 401: token expired")
     assert ready() == 0
     health.set_stopped("churn", None)
-    health.set_backend_ok("churn", False, "cannot connect")
+    health.set_circuit("churn", "circuit open: cannot connect")
     assert ready() == 0
-    health.set_backend_ok("churn", True)
+    health.set_circuit("churn", None)
     assert ready() == 1
 
 

@@ -1,0 +1,105 @@
+"""One HTTP request to the scoring API: send an encoded body, read the answer, decode it or say why not.
+
+The client bounds how many requests are in flight (``max_in_flight_requests`` slots over one pooled
+session), records every call in ``request_duration_seconds``, flags slow explanation calls, and
+turns every failure into the failure tree of :mod:`gateway.backends.errors`. It does not retry and
+does not decide anything: that is the dispatcher's job. A vendor's error text travels on (dead-letter
+reasons, ``/readyz``, logs), so the credentials this client sends are masked in it first: some APIs
+quote the token or key they refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import aiohttp
+
+from gateway.backends.errors import ResponseDecodeError, RetryableError, ScoringError, from_exception, from_status
+from gateway.backends.scoring import Codec, ScoredRow, ScoringRequest
+from gateway.logs import Redactor
+from gateway.metrics import PipelineMetrics
+
+log = logging.getLogger("gateway.dispatcher")
+
+
+class BackendClient:
+    def __init__(self, *, pipeline: str, codec: Codec, session: aiohttp.ClientSession, max_in_flight_requests: int,
+                 metrics: PipelineMetrics, slow_threshold_s: float, secrets: Sequence[str | None] = ()) -> None:
+        self.pipeline = pipeline
+        self.codec = codec
+        self.session = session
+        self.metrics = metrics
+        self.slow_threshold_s = slow_threshold_s
+        self._redactor = _credentials_redactor(codec, secrets)
+        self._slots = asyncio.Semaphore(max_in_flight_requests)
+        self._in_flight = 0
+        # The explanation kind a request asks for is known up front except for "auto" (the
+        # deployment's default), which the first response reveals.
+        requested = codec.explanations
+        self._kind = "none" if not requested else ("shap" if requested == "auto" else requested)
+
+    async def send(self, request: ScoringRequest) -> list[ScoredRow]:
+        """The decoded rows of a 2xx answer; raises a :class:`ScoringError` otherwise."""
+        backend = self.codec.backend
+        async with self._slots:
+            self._in_flight += 1
+            self.metrics.inflight_requests(self._in_flight)
+            started = time.monotonic()
+            try:
+                async with self.session.request(request.method, request.url, data=request.body,
+                                                headers=request.headers) as response:
+                    body = await response.read()
+                    status = response.status
+                    content_type = response.headers.get("Content-Type", "")
+                    headers = response.headers
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = self.masked(from_exception(backend, exc))
+                self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"),
+                                     time.monotonic() - started)
+                raise error from None
+            finally:
+                self._in_flight -= 1
+                self.metrics.inflight_requests(self._in_flight)
+        seconds = time.monotonic() - started
+        if not 200 <= status < 300:
+            self.metrics.request(backend, self._kind, str(status), seconds)
+            raise self.masked(from_status(backend, status, headers, body))
+        try:
+            rows = self.codec.decode(request, status, content_type, body)
+        except ResponseDecodeError as exc:
+            self.metrics.request(backend, self._kind, str(status), seconds)
+            raise self.masked(RetryableError(backend, exc.message, status, reason="decode", outage=False)) from None
+        if request.explanations and rows:
+            self._observe_explanations(rows, request, seconds)
+        self.metrics.request(backend, self._kind, str(status), seconds)
+        return rows
+
+    def masked(self, error: ScoringError) -> ScoringError:
+        """``error`` with the credentials sent masked in its message (it was just made: no one else holds it)."""
+        masked = self._redactor.text(error.message)
+        if masked != error.message:
+            error.message = masked
+            error.args = tuple(self._redactor.text(a) if isinstance(a, str) else a for a in error.args)
+        return error
+
+    def _observe_explanations(self, rows: list[ScoredRow], request: ScoringRequest, seconds: float) -> None:
+        kind = next((r.explanation_kind for r in rows if r.explanation_kind), None)
+        if kind is not None:
+            self._kind = kind
+        if seconds <= self.slow_threshold_s:
+            return
+        self.metrics.slow_explanation(self._kind)
+        if self._kind == "xemp":
+            log.warning("slow_xemp_call", extra={
+                "pipeline": self.pipeline, "deployment": self.codec.deployment,
+                "rows": request.rows, "duration_ms": round(seconds * 1000.0, 1),
+                "threshold_ms": round(self.slow_threshold_s * 1000.0, 1)})
+
+
+def _credentials_redactor(codec: Codec, secrets: Sequence[str | None]) -> Redactor:
+    """Masks the configured secrets and the credential headers the codec sends."""
+    headers: dict[str, str] = getattr(codec, "headers", None) or {}
+    return Redactor([s for s in (*secrets, headers.get("Authorization"), headers.get("DataRobot-Key")) if s])
