@@ -79,8 +79,8 @@ async def async_wait_until(predicate: Callable[[], Any], timeout_s: float, what:
 class EmulatorProcess:
     """``scoring-gateway emulate`` in its own process, so the gateway talks real HTTP to it."""
 
-    def __init__(self, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(self, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "emulate", "--host", "127.0.0.1", "--port", str(self.port),
