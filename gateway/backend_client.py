@@ -1,7 +1,8 @@
 """One HTTP request to the scoring API: send an encoded body, read the answer, decode it or say why not.
 
 The client bounds how many requests are in flight (``max_in_flight_requests`` slots over one pooled
-session), records every call in ``request_duration_seconds``, flags slow explanation calls, and
+session, or a limit that adapts to the backend: :mod:`gateway.concurrency`), records every call in
+``request_duration_seconds``, flags slow explanation calls, and
 turns every failure into the failure tree of :mod:`gateway.backends.errors`. It does not retry and
 does not decide anything: that is the dispatcher's job. A vendor's error text travels on (dead-letter
 reasons, ``/readyz``, logs), so the credentials this client sends are masked in it first: some APIs
@@ -10,7 +11,6 @@ quote the token or key they refused.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -19,6 +19,7 @@ import aiohttp
 
 from gateway.backends.errors import ResponseDecodeError, RetryableError, ScoringError, from_exception, from_status
 from gateway.backends.scoring import Codec, ScoredRow, ScoringRequest
+from gateway.concurrency import AdaptiveLimit, RequestSlots
 from gateway.logs import Redactor
 from gateway.metrics import PipelineMetrics
 
@@ -27,15 +28,17 @@ log = logging.getLogger("gateway.dispatcher")
 
 class BackendClient:
     def __init__(self, *, pipeline: str, codec: Codec, session: aiohttp.ClientSession, max_in_flight_requests: int,
-                 metrics: PipelineMetrics, slow_threshold_s: float, secrets: Sequence[str | None] = ()) -> None:
+                 metrics: PipelineMetrics, slow_threshold_s: float, secrets: Sequence[str | None] = (),
+                 adaptive: AdaptiveLimit | None = None) -> None:
         self.pipeline = pipeline
         self.codec = codec
         self.session = session
         self.metrics = metrics
         self.slow_threshold_s = slow_threshold_s
         self._redactor = _credentials_redactor(codec, secrets)
-        self._slots = asyncio.Semaphore(max_in_flight_requests)
-        self._in_flight = 0
+        self.adaptive = adaptive
+        self.slots = RequestSlots(adaptive.limit if adaptive is not None else max_in_flight_requests)
+        metrics.concurrency_limit(self.slots.limit)
         # The explanation kind a request asks for is known up front except for "auto" (the
         # deployment's default), which the first response reveals.
         requested = codec.explanations
@@ -43,27 +46,27 @@ class BackendClient:
 
     async def send(self, request: ScoringRequest) -> list[ScoredRow]:
         """The decoded rows of a 2xx answer; raises a :class:`ScoringError` otherwise."""
-        backend = self.codec.backend
-        async with self._slots:
-            self._in_flight += 1
-            self.metrics.inflight_requests(self._in_flight)
-            started = time.monotonic()
-            try:
-                async with self.session.request(request.method, request.url, data=request.body,
-                                                headers=request.headers) as response:
-                    body = await response.read()
-                    status = response.status
-                    content_type = response.headers.get("Content-Type", "")
-                    headers = response.headers
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                error = self.masked(from_exception(backend, exc))
-                self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"),
-                                     time.monotonic() - started)
-                raise error from None
-            finally:
-                self._in_flight -= 1
-                self.metrics.inflight_requests(self._in_flight)
+        backend, slots = self.codec.backend, self.slots
+        await slots.acquire()
+        in_flight = slots.in_flight
+        self.metrics.inflight_requests(in_flight)
+        started = time.monotonic()
+        try:
+            async with self.session.request(request.method, request.url, data=request.body,
+                                            headers=request.headers) as response:
+                body = await response.read()
+                status = response.status
+                content_type = response.headers.get("Content-Type", "")
+                headers = response.headers
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = self.masked(from_exception(backend, exc))
+            self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"), time.monotonic() - started)
+            raise error from None
+        finally:
+            slots.release()
+            self.metrics.inflight_requests(slots.in_flight)
         seconds = time.monotonic() - started
+        self._adapt(status, seconds, in_flight, request.rows)
         if not 200 <= status < 300:
             self.metrics.request(backend, self._kind, str(status), seconds)
             raise self.masked(from_status(backend, status, headers, body))
@@ -76,6 +79,21 @@ class BackendClient:
             self._observe_explanations(rows, request, seconds)
         self.metrics.request(backend, self._kind, str(status), seconds)
         return rows
+
+    def _adapt(self, status: int, seconds: float, in_flight: int, rows: int) -> None:
+        """Feed the adaptive limit: a 2xx or a refusal of the data is a latency sample; 429/503 a refusal."""
+        adaptive = self.adaptive
+        if adaptive is None:
+            return
+        if status in (429, 503):
+            limit = adaptive.refused()
+        elif status < 500:
+            limit = adaptive.succeeded(seconds, in_flight, rows)
+        else:
+            return
+        if limit != self.slots.limit:
+            self.slots.limit = limit
+            self.metrics.concurrency_limit(limit)
 
     def masked(self, error: ScoringError) -> ScoringError:
         """``error`` with the credentials sent masked in its message (it was just made: no one else holds it)."""

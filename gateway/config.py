@@ -538,11 +538,19 @@ class BatchingConfig:
     max_rows: int = _key(_integer(gt=0), 500)
     max_bytes: int = _key(_integer(gt=0), 4_000_000)
     linger_ms: int = _key(_integer(ge=0), 10)
+    # false: a batch goes out as soon as a request slot is free, linger_ms bounds the wait;
+    # true: every batch waits linger_ms to fill (the behaviour of fixed micro-batching).
+    fixed_linger: bool = _key(_boolean(), False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConcurrencyConfig:
-    max_in_flight_requests: int = _key(_integer(gt=0), 16)
+    # An integer, or "auto": adapt between 1 and max_in_flight_requests_limit (gateway.concurrency).
+    max_in_flight_requests: int | str = _key(_one_of(
+        (lambda v: isinstance(v, int) and not isinstance(v, bool), _integer(gt=0)),
+        (lambda v: v == "auto", lambda v, p, e: "auto"),
+        expected='an integer > 0 or "auto"'), 16)
+    max_in_flight_requests_limit: int = _key(_integer(gt=0), 64)
     max_in_flight_records: int = _key(_integer(gt=0), 20000)
 
 

@@ -42,6 +42,7 @@ from gateway.backends.errors import DataError, FatalError, RetryableError, Scori
 from gateway.backends.factory import make_ssl_context
 from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
 from gateway.breaker import BreakerSettings, CircuitBreaker, Permit, State, Transition
+from gateway.concurrency import AdaptiveLimit
 from gateway.config import PipelineConfig
 from gateway.metrics import PipelineMetrics
 from gateway.ratelimit import RateLimiter
@@ -91,6 +92,12 @@ class Dispatcher:
         self._wakeup: asyncio.Future[None] | None = None  # resolved when a waiting request may try again
         self._canary: Row | None = None  # a row the backend scored: "does it serve at all?"
         self._canary_check: asyncio.Future[bool] | None = None
+
+    def has_capacity(self, scoring: int) -> bool:
+        """Whether one more batch would be sent at once, with ``scoring`` batches already out:
+        a request slot is free, the rate limiter would not make it wait, the breaker is closed."""
+        return (scoring < self.client.slots.limit and self.breaker.state is State.CLOSED
+                and (self.limiter is None or self.limiter.ready()))
 
     @property
     def holding(self) -> bool:
@@ -282,10 +289,16 @@ def _log_transition(pipeline: str, t: Transition) -> None:
 def scoring_session(pipeline: PipelineConfig) -> aiohttp.ClientSession:
     """The HTTP session for one pipeline's backend: pooled up to the request concurrency, the
     backend's CA trusted, one timeout per request."""
-    connector = aiohttp.TCPConnector(limit=pipeline.concurrency.max_in_flight_requests,
+    connector = aiohttp.TCPConnector(limit=request_limit(pipeline),
                                      ssl=make_ssl_context(pipeline.backend.ca_file) or True)
     timeout = aiohttp.ClientTimeout(total=pipeline.retry.request_timeout_s)
     return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+
+def request_limit(pipeline: PipelineConfig) -> int:
+    """The most requests the pipeline may ever have in flight (the adaptive limit's ceiling)."""
+    wanted = pipeline.concurrency.max_in_flight_requests
+    return pipeline.concurrency.max_in_flight_requests_limit if wanted == "auto" else int(wanted)
 
 
 def make_dispatcher(pipeline: PipelineConfig, codec: Codec, session: aiohttp.ClientSession, *,
@@ -294,16 +307,18 @@ def make_dispatcher(pipeline: PipelineConfig, codec: Codec, session: aiohttp.Cli
     retry, breaker, concurrency = pipeline.retry, pipeline.circuit_breaker, pipeline.concurrency
     backend = pipeline.backend
     limit = backend.rate_limit_per_minute
-    client = BackendClient(pipeline=pipeline.name, codec=codec, session=session,
-                           max_in_flight_requests=concurrency.max_in_flight_requests, metrics=metrics,
-                           slow_threshold_s=pipeline.explanations.slow_threshold_ms / 1000.0,
-                           secrets=(backend.token, getattr(backend, "datarobot_key", None)))
+    most = request_limit(pipeline)
+    adaptive = (AdaptiveLimit(minimum=1, maximum=most, limit=min(4, most))
+                if concurrency.max_in_flight_requests == "auto" else None)
+    client = BackendClient(pipeline=pipeline.name, codec=codec, session=session, max_in_flight_requests=most,
+                           metrics=metrics, slow_threshold_s=pipeline.explanations.slow_threshold_ms / 1000.0,
+                           secrets=(backend.token, getattr(backend, "datarobot_key", None)), adaptive=adaptive)
     settings = BreakerSettings(
         failure_threshold=breaker.failure_threshold, failure_ratio=breaker.failure_ratio,
         window_s=breaker.window_s, min_requests=breaker.min_requests,
         close_after_successes=breaker.close_after_successes,
         initial_backoff_s=retry.initial_backoff_ms / 1000.0, max_backoff_s=retry.max_backoff_ms / 1000.0,
-        max_in_flight=concurrency.max_in_flight_requests, holds=retry.on_backend_outage == "pause")
+        max_in_flight=most, holds=retry.on_backend_outage == "pause")
     rng = random.Random()
     return Dispatcher(
         pipeline=pipeline.name, codec=codec, client=client, features=pipeline.features,

@@ -190,6 +190,10 @@ class Metrics:
         self.consumer_lag = Gauge(
             p + "consumer_lag", "Records between the consumer position and the partition's end.",
             ["pipeline", "topic", "partition"], registry=registry)
+        self.concurrency_limit = Gauge(
+            p + "concurrency_limit",
+            "Scoring requests allowed in flight at once (adapts with concurrency.max_in_flight_requests: auto).",
+            ["pipeline"], registry=registry)
         self.circuit_state = Gauge(
             p + "circuit_state", "The backend's circuit breaker: 0 closed, 1 half-open, 2 open.",
             ["pipeline"], registry=registry)
@@ -233,6 +237,7 @@ class PipelineMetrics:
         self._paused = metrics.consumer_paused.labels(name)
         self._ready = metrics.pipeline_ready.labels(name)
         self._end_to_end = metrics.end_to_end_latency.child(name)
+        self._concurrency_limit = metrics.concurrency_limit.labels(name)
         self._circuit = metrics.circuit_state.labels(name)
         self._transitions = {s: metrics.circuit_transitions.labels(name, s) for s in CIRCUIT_STATES}
         self._circuit.set(0)
@@ -318,6 +323,9 @@ class PipelineMetrics:
         """Drop a revoked partition's lag series so a stale value cannot keep an alert firing."""
         if self._lag.pop((topic, partition), None) is not None:
             self._metrics.consumer_lag.remove(self.name, topic, str(partition))
+
+    def concurrency_limit(self, limit: int) -> None:
+        self._concurrency_limit.set(limit)
 
     def circuit(self, state: str, changed: bool = True) -> None:
         """The breaker entered ``state`` (``closed``, ``half_open`` or ``open``)."""

@@ -79,6 +79,8 @@ class Pipeline:
         self.order = KeyOrder() if config.ordering == "key" else NoOrder()
         self._inflight = 0
         self._generation = 0
+        self._scoring = 0  # batches handed to the dispatcher and not yet scored
+        self.fixed_linger = config.batching.fixed_linger
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._source: KafkaSource | None = None
@@ -181,10 +183,8 @@ class Pipeline:
                 self.metrics.inflight_records(self._inflight)
             if rejects:
                 self._spawn(self._publish_rejects(rejects, self._generation))
-            if batcher.due():
-                batch = batcher.take()
-                if batch is not None:
-                    self._dispatch(batch)
+            if len(batcher) and (batcher.due() or self._slot_free()):
+                self._dispatch_pending()
 
     async def _wait_for_room(self) -> None:
         """While paused: send a lingering partial batch when due, else sleep until woken."""
@@ -215,7 +215,20 @@ class Pipeline:
             self.metrics.paused(False)
         return room
 
+    def _slot_free(self) -> bool:
+        """Adaptive batching: a partial batch goes out at once while a request slot is free (rows
+        accumulate only while every slot is busy); with ``fixed_linger`` it waits ``linger_ms``."""
+        dispatcher = self._dispatcher
+        return (not self.fixed_linger and dispatcher is not None
+                and dispatcher.has_capacity(self._scoring))
+
+    def _dispatch_pending(self) -> None:
+        batch = self.batcher.take()
+        if batch is not None:
+            self._dispatch(batch)
+
     def _dispatch(self, batch: Batch) -> None:
+        self._scoring += 1
         batch.published = asyncio.get_running_loop().create_future()
         self.order.admit(batch)
         self.metrics.batch(len(batch.records))
@@ -233,7 +246,12 @@ class Pipeline:
         dispatcher = self._dispatcher
         assert dispatcher is not None and self._sink is not None
         try:
-            outcomes, latency_ms = await dispatcher.score(batch.rows)
+            try:
+                outcomes, latency_ms = await dispatcher.score(batch.rows)
+            finally:
+                self._scoring -= 1
+            if len(self.batcher) and self._slot_free():
+                self._dispatch_pending()  # a slot just freed: what waited for one goes now
             messages, predicted, dead = self._messages(batch.records, outcomes, latency_ms)
             for earlier in batch.after:
                 await earlier

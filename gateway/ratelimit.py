@@ -20,6 +20,10 @@ class RateLimiter:
         self._clock = clock
         self._next = 0.0
 
+    def ready(self) -> bool:
+        """Whether a request could start now without waiting for its slot."""
+        return self._clock() >= self._next
+
     def reserve(self) -> float:
         """Claim the next start slot; returns how long the caller must wait for it."""
         now = self._clock()

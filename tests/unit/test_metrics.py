@@ -75,6 +75,7 @@ def test_every_product_metric_has_its_contract_type_and_labels(
         P + "pipeline_ready": ("gauge", {"pipeline"}),
         P + "build_info": ("gauge", {"version", "python"}),
         P + "circuit_state": ("gauge", {"pipeline"}),
+        P + "concurrency_limit": ("gauge", {"pipeline"}),
         P + "circuit_transitions": ("counter", {"pipeline", "to"}),
     }
     assert families(registry) == expected

@@ -1,0 +1,134 @@
+"""How many scoring requests may be in flight at once: a fixed number, or a limit that adapts.
+
+``AdaptiveLimit`` (``concurrency.max_in_flight_requests: auto``) finds a backend's capacity without
+configuration. It is additive-increase/multiplicative-decrease, the rule TCP congestion control is
+built on, with a latency gradient in the manner of Netflix's concurrency-limits (``AIMDLimit`` and
+``Gradient2Limit``):
+
+- **increase**: after ``limit × patience`` successes in a row while the limit was in use (as many
+  requests in flight as allowed), the limit grows by one. An idle pipeline does not inflate it.
+- **decrease on refusal**: a 429 or 503 (the backend saying it is saturated) multiplies it by
+  ``backoff`` (0.75), and the patience doubles for a while, so the limit lingers below the level
+  that drew the refusal instead of climbing straight back into it.
+- **decrease on queueing**: a backend that queues rather than refuses shows it in latency. The
+  limit keeps a slowly moving baseline of request latency (an exponential average of the best
+  latencies seen) and, when the recent average exceeds ``tolerance ×`` that baseline, it steps down
+  by one before the backend starts refusing. Latency grows with the rows a request carries, and
+  batches grow with the load, so latencies are compared only between requests of similar size
+  (the same power of two of rows).
+
+It does no I/O and has no clock: the dispatcher feeds it one sample per answer. ``RequestSlots``
+enforces whatever the current limit is, FIFO, and notices a change at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class AdaptiveLimit:
+    minimum: int = 1
+    maximum: int = 64
+    limit: int = 4
+    patience: int = 4
+    backoff: float = 0.75
+    tolerance: float = 2.0
+    _streak: int = 0
+    _cautious: int = 0  # successes to go with doubled patience after a refusal
+    # rows.bit_length() -> [baseline, recent]: the baseline is slow to rise and quick to fall
+    _latency: dict[int, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.limit = max(self.minimum, min(self.maximum, self.limit))
+
+    def succeeded(self, latency_s: float, in_flight: int, rows: int = 1) -> int:
+        """One answered request; ``in_flight`` counts it. Returns the (new) limit."""
+        if self._queueing(self._observe(latency_s, rows)):
+            self._streak = 0
+            self.limit = max(self.minimum, self.limit - 1)
+            return self.limit
+        if in_flight < self.limit:  # not using what it has: no evidence it could use more
+            return self.limit
+        self._streak += 1
+        needed = self.limit * self.patience * (2 if self._cautious > 0 else 1)
+        if self._cautious > 0:
+            self._cautious -= 1
+        if self._streak >= needed:
+            self._streak = 0
+            self.limit = min(self.maximum, self.limit + 1)
+        return self.limit
+
+    def refused(self) -> int:
+        """A 429 or 503: the backend is saturated."""
+        self._streak = 0
+        self._cautious = self.limit * self.patience * 4
+        self.limit = max(self.minimum, int(self.limit * self.backoff))
+        return self.limit
+
+    def _observe(self, latency_s: float, rows: int) -> list[float]:
+        pair = self._latency.get(rows.bit_length())
+        if pair is None:
+            pair = self._latency[rows.bit_length()] = [latency_s, latency_s]
+            return pair
+        baseline, recent = pair
+        pair[1] = recent + 0.2 * (latency_s - recent)
+        pair[0] = baseline + (0.5 if latency_s < baseline else 0.01) * (latency_s - baseline)
+        return pair
+
+    def _queueing(self, pair: list[float]) -> bool:
+        baseline, recent = pair
+        if baseline > 0.0 and recent > self.tolerance * baseline and self.limit > self.minimum:
+            pair[1] = baseline  # one step down per episode, not one per answer
+            return True
+        return False
+
+
+class RequestSlots:
+    """At most ``limit`` holders at once; the limit may change at any time (waiters are woken FIFO)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = max(1, limit)
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._limit = max(1, value)
+        self._wake()
+
+    def free(self) -> bool:
+        """Whether a slot is free right now (nobody would wait)."""
+        return self.in_flight < self._limit and not self._waiters
+
+    async def acquire(self) -> None:
+        if self.in_flight < self._limit and not self._waiters:
+            self.in_flight += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # woken and cancelled at once: pass the slot on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
