@@ -8,28 +8,30 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 import yaml
 
 from gateway.config import (
-    BackendConfig,
     Config,
     ConfigError,
+    DataRobotBackend,
     KafkaConfig,
     PipelineConfig,
+    QlikBackend,
     is_secret_key,
     load_config,
     parse_config,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+# PRODUCT.md §3's example, copied into the repository (see tests/fixtures/product/SOURCES.md).
+PRODUCT_EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "product" / "config-example.yaml"
 QLIK_URL = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"
 DATAROBOT_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/0123456789abcdef01234567/predictions"
 
 
 def product_example() -> str:
-    text = (SHARED / "design" / "PRODUCT.md").read_text()
-    return re.search(r"## 3\. Configuration.*?```yaml\n(.*?)```", text, re.DOTALL).group(1)
+    return PRODUCT_EXAMPLE.read_text(encoding="utf-8")
 
 
 def base(kind: str = "qlik") -> dict[str, Any]:
@@ -117,11 +119,16 @@ def test_defaults_applied_to_a_minimal_config() -> None:
     p = config.pipelines[0]
     assert p.features is None and p.ordering == "key"
     b = p.backend
+    assert isinstance(b, QlikBackend)
     assert (b.token, b.ca_file, b.rate_limit_per_minute, b.index_column) == (None, None, None, None)
     assert (b.include_shap, b.include_source, b.include_not_predicted_reason) == (True, False, True)
-    assert (b.stringify_values, b.response_format, b.auth_scheme, b.username) == (False, "json", "bearer", None)
-    assert (b.datarobot_key, b.body_format, b.gzip, b.max_explanations) == (None, "csv", False, 0)
-    assert (b.explanation_algorithm, b.threshold_low, b.threshold_high, b.passthrough_columns) == (None, None, None, ())
+    assert (b.stringify_values, b.response_format) == (False, "json")
+    d = parse_config(base("datarobot"), {}).pipelines[0].backend
+    assert isinstance(d, DataRobotBackend)
+    assert (d.token, d.ca_file, d.rate_limit_per_minute, d.response_format) == (None, None, None, "json")
+    assert (d.auth_scheme, d.username, d.datarobot_key, d.body_format, d.gzip) == ("bearer", None, None, "csv", False)
+    assert (d.max_explanations, d.explanation_algorithm, d.threshold_low, d.threshold_high) == (0, None, None, None)
+    assert d.passthrough_columns == ()
     assert (p.batching.max_rows, p.batching.max_bytes, p.batching.linger_ms) == (500, 4_000_000, 10)
     assert (p.concurrency.max_in_flight_requests, p.concurrency.max_in_flight_records) == (16, 20000)
     r = p.retry
@@ -130,14 +137,14 @@ def test_defaults_applied_to_a_minimal_config() -> None:
     assert p.outputs.explanations is None
 
 
-def test_objects_are_frozen_typed_and_slotted() -> None:
+def test_objects_are_frozen_and_typed() -> None:
     config = parse_config(with_changes(**{"pipelines.0.features": ["a", "b"]}), {})
     assert config.pipelines[0].features == ("a", "b")
     assert isinstance(config.pipelines, tuple)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.kafka.group_id = "other"  # type: ignore[misc]
-    assert not hasattr(config.kafka, "__dict__")
     assert isinstance(config.pipelines[0], PipelineConfig) and isinstance(config.kafka, KafkaConfig)
+    assert hash(config) == hash(parse_config(with_changes(**{"pipelines.0.features": ["a", "b"]}), {}))
 
 
 def test_null_or_absent_sections_take_their_defaults() -> None:
@@ -475,11 +482,12 @@ def test_redacted_hides_every_secret_and_keeps_nulls() -> None:
 def test_secret_keys_are_exactly_the_declared_ones() -> None:
     """Every key whose name says secret is redacted; nothing else is (paths like ssl_keyfile are not secret)."""
     secret_names = set()
-    for cls in (KafkaConfig, BackendConfig, PipelineConfig, Config):
-        for f in dataclasses.fields(cls):
-            if is_secret_key(f.name, f.metadata.get("secret", False)):
-                secret_names.add(f.name)
-            assert f.metadata.get("secret", False) == is_secret_key(f.name), f.name
+    for cls in (KafkaConfig, QlikBackend, DataRobotBackend, PipelineConfig, Config):
+        for name in cls.model_fields:
+            declared = name in cls.secret_keys()
+            if is_secret_key(name, declared):
+                secret_names.add(name)
+            assert declared == is_secret_key(name), name
     assert secret_names == {"sasl_password", "token", "datarobot_key"}
 
 
