@@ -77,8 +77,10 @@ def _client_key_needs_certificate(keys: Keys) -> Iterator[Problem]:
 
 
 def _when_protocol(protocols: list[str], then: Mapping[str, Any]) -> dict[str, Any]:
-    # Without "required", a left-out security_protocol (PLAINTEXT) matches its list too.
-    return {"if": {"properties": {"security_protocol": {"enum": protocols}}}, "then": then}
+    condition: dict[str, Any] = {"properties": {"security_protocol": {"enum": protocols}}}
+    if "PLAINTEXT" not in protocols:  # the default: a left-out key matches only a list holding it
+        condition["required"] = ["security_protocol"]
+    return {"if": condition, "then": then}
 
 
 class KafkaConfig(Section):

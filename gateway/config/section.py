@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import re
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -38,8 +37,8 @@ from .errors import PROBLEM, Loc, Problem, describe, message, problem, problems
 from .secrets import Secret, declared_secret
 from .substitution import Resolver, Unresolved, typed
 
-# What the JSON Schema accepts, besides a key's own type, wherever a ${...} string would be refused;
-# ``schema.json_schema`` defines it once, under this name.
+# What the JSON Schema accepts, besides a key's own type, wherever a ${...} string would be refused
+# (``schema.json_schema`` defines it once, under this name); rules' schemas use it too.
 REFERENCE_NAME = "Reference"
 REFERENCE: dict[str, Any] = {"$ref": f"#/$defs/{REFERENCE_NAME}"}
 REFERENCE_SCHEMA: dict[str, Any] = {
@@ -48,7 +47,6 @@ REFERENCE_SCHEMA: dict[str, Any] = {
                    "the config is loaded",
 }
 NULL_OR_REFERENCE: dict[str, Any] = {"anyOf": [{"type": "null"}, REFERENCE]}
-_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "deprecated", "writeOnly", "readOnly"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,46 +150,8 @@ def _unknown_key(key: str, known: Iterable[str]) -> str:
     return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 
 
-# --- the JSON Schema of a section -----------------------------------------------------------------
-
-def _schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
-    """Completes pydantic's schema of a section: no per-key titles (the key is its own title), a
-    ``${...}`` string accepted wherever the key's own type would refuse one, null accepted for a
-    section that has defaults, and the rules that JSON Schema can say."""
-    if not issubclass(cls, Section):
-        return
-    keys = keys_of(cls)
-    for name, prop in schema.get("properties", {}).items():
-        prop.pop("title", None)
-        key = keys[name]
-        if key.sections and key.has_default:
-            _widen(prop, {"type": "null"})
-        elif not key.sections and not _takes_reference(prop):
-            _widen(prop, REFERENCE)
-    rules = [dict(rule.schema) for rule in cls.rules if rule.schema is not None]
-    if rules:
-        schema["allOf"] = rules
-
-
-def _widen(prop: dict[str, Any], alternative: Mapping[str, Any]) -> None:
-    """``prop`` also accepting ``alternative``; its annotations (description, default) stay on top."""
-    kept = {key: prop.pop(key) for key in list(prop) if key in _ANNOTATIONS}
-    branches = prop.pop("anyOf") if list(prop) == ["anyOf"] else [dict(prop)]
-    prop.clear()
-    prop.update(kept, anyOf=[*branches, dict(alternative)])
-
-
-def _takes_reference(schema: Mapping[str, Any]) -> bool:
-    """Whether ``schema`` already accepts a string like ``${VAR}``."""
-    if "anyOf" in schema:
-        return any(_takes_reference(branch) for branch in schema["anyOf"])
-    pattern = schema.get("pattern")
-    return (schema.get("type") == "string" and not {"enum", "const", "format"} & schema.keys()
-            and (pattern is None or re.search(pattern, "${VAR}") is not None))
-
-
 class Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_schema)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Cross-key rules, run after each key of the section is validated.
     rules: ClassVar[tuple[Rule, ...]] = ()
