@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from annotated_types import Ge, Gt, Le, MinLen
-from pydantic import AllowInfNan, GetCoreSchemaHandler, GetJsonSchemaHandler, Strict, TypeAdapter, WrapValidator
+from pydantic import (
+    AllowInfNan,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
+    TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
@@ -24,9 +32,19 @@ from .errors import describe, problem, problems
 PositiveInt = Annotated[int, Strict(), Gt(0)]
 NonNegativeInt = Annotated[int, Strict(), Ge(0)]
 Port = Annotated[int, Strict(), Ge(0), Le(65535)]
-PositiveNumber = Annotated[float, Strict(), AllowInfNan(False), Gt(0)]
-NonNegativeNumber = Annotated[float, Strict(), AllowInfNan(False), Ge(0)]
-Fraction = Annotated[float, Strict(), AllowInfNan(False), Ge(0), Le(1)]
+
+
+def _as_written(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A number key keeps an integer as the integer it was written as (``check`` shows ``60``, not
+    ``60.0``); either is a ``float`` to the code that reads it."""
+    number = handler(value)
+    return value if type(value) is int else number
+
+
+_WRITTEN = WrapValidator(_as_written)
+PositiveNumber = Annotated[float, Strict(), AllowInfNan(False), Gt(0), _WRITTEN]
+NonNegativeNumber = Annotated[float, Strict(), AllowInfNan(False), Ge(0), _WRITTEN]
+Fraction = Annotated[float, Strict(), AllowInfNan(False), Ge(0), Le(1), _WRITTEN]
 Flag = Annotated[bool, Strict()]
 
 
