@@ -87,6 +87,8 @@ def message(error: ErrorDetails, *, secret: bool, choices: tuple[str, ...], sect
         return "required"
     if value is None and (kind in _TYPE_ERRORS or kind == "literal_error"):
         return NOT_NULL
+    if kind == "literal_error" and isinstance(value, str) and not value.strip():
+        return "must not be empty"
     if kind == "literal_error" and isinstance(value, str):
         return f"must be one of {', '.join(choices)}, got {value!r}"
     if kind in _TYPE_ERRORS or kind == "literal_error":
