@@ -151,6 +151,8 @@ def _unknown_key(key: str, known: Iterable[str]) -> str:
 
 
 class Section(BaseModel):
+    """A mapping of the config file: frozen, unknown keys refused, validated as the module says."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Cross-key rules, run after each key of the section is validated.

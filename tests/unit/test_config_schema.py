@@ -33,8 +33,17 @@ DELETE = object()
 
 
 @pytest.fixture(scope="module")
-def validator() -> jsonschema.Draft202012Validator:
-    schema = json_schema()
+def printed() -> str:
+    """What ``scoring-gateway schema`` prints, run as a real process."""
+    result = subprocess.run([sys.executable, "-m", "gateway", "schema"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def validator(printed: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads(printed)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
@@ -94,11 +103,9 @@ def leaf_keys(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
     return leaves
 
 
-def test_schema_command_prints_a_draft_2020_12_schema_with_every_key_described(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway", "schema"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
-    assert (result.returncode, result.stderr) == (0, "")
-    schema = json.loads(result.stdout)
+def test_schema_command_prints_a_draft_2020_12_schema_with_every_key_described(printed: str, tmp_path: Path) -> None:
+    schema = json.loads(printed)
+    assert schema == json_schema()
     assert schema["$schema"] == DIALECT
     jsonschema.Draft202012Validator.check_schema(schema)
     leaves = leaf_keys(schema)
@@ -113,7 +120,7 @@ def test_schema_command_prints_a_draft_2020_12_schema_with_every_key_described(t
 
     command.add_arguments(parser)
     assert command.main(parser.parse_args(["--output", str(written)])) == 0
-    assert written.read_text(encoding="utf-8") == result.stdout
+    assert written.read_text(encoding="utf-8") == printed
 
 
 def test_schema_command_reports_an_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
