@@ -11,6 +11,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("gateway.app", "run every pipeline in the config until SIGTERM/SIGINT"),
     "check": ("gateway.check", "validate a config and print it resolved, secrets redacted"),
+    "schema": ("gateway.schema", "print the config's JSON Schema, for editors and validators"),
     "emulate": ("gateway.emulator.cli", "run the built-in Qlik/DataRobot scoring emulator"),
     "demo": ("gateway.demo", "run broker, emulator and gateway embedded, with live progress"),
 }

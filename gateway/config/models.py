@@ -1,0 +1,326 @@
+"""The configuration's sections: one frozen model per YAML mapping, one field per key.
+
+Attribute names are the YAML key names of PRODUCT.md §3, so a reader goes from the file to the code
+without a mapping table. Each field's description is the README reference table's "meaning" column
+(a unit test keeps the two equal). Cross-key rules sit with the section whose keys they read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
+
+from annotated_types import MinLen
+from pydantic import Field, WrapValidator
+
+from .backend import DATAROBOT, QLIK, BackendConfig, choose_backend
+from .errors import Problem
+from .secrets import SECRET, redacted, secret_values
+from .section import NULL_OR_REFERENCE, REFERENCE, Keys, Rule, Section
+from .types import (
+    BootstrapServers,
+    CountOrAuto,
+    Flag,
+    Fraction,
+    Name,
+    Names,
+    NonNegativeInt,
+    NonNegativeNumber,
+    Port,
+    PositiveInt,
+    PositiveNumber,
+    Text,
+    Topic,
+)
+
+# DataRobot's Prediction API rejects request bodies over 50 MB.
+DATAROBOT_MAX_BODY_BYTES = 52_428_800
+# Qlik Predict: "Maximum number of columns in the dataset: 500".
+QLIK_MAX_COLUMNS = 500
+
+_SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password")
+_SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
+def _literal(value: Mapping[str, Any]) -> dict[str, Any]:
+    """``value``'s schema, but not for a ``${...}`` reference (whose value is known only at load time)."""
+    return {"allOf": [value, {"not": REFERENCE}]}
+
+
+def _heartbeat_within_session(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("heartbeat_interval_ms", "session_timeout_ms"):
+        heartbeat, session = keys["heartbeat_interval_ms"], keys["session_timeout_ms"]
+        if heartbeat is not None and heartbeat >= session:
+            yield ("heartbeat_interval_ms",), f"must be < session_timeout_ms ({session})"
+
+
+def _sasl_with_sasl_protocols(keys: Keys) -> Iterator[Problem]:
+    if not keys.ok("security_protocol"):
+        return
+    protocol = keys["security_protocol"]
+    for key in _SASL_KEYS:
+        if not keys.ok(key):
+            continue
+        if protocol.startswith("SASL_") and keys[key] is None:
+            yield (key,), f"required with security_protocol {protocol}"
+        elif not protocol.startswith("SASL_") and keys[key] is not None:
+            yield (key,), f"only used with security_protocol SASL_PLAINTEXT or SASL_SSL (it is {protocol})"
+
+
+def _tls_with_tls_protocols(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("security_protocol") and keys["security_protocol"] not in ("SSL", "SASL_SSL"):
+        for key in _SSL_KEYS:
+            if keys.ok(key) and keys[key] is not None:
+                yield (key,), f"only used with security_protocol SSL or SASL_SSL (it is {keys['security_protocol']})"
+
+
+def _client_key_needs_certificate(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("ssl_keyfile", "ssl_certfile") and keys["ssl_keyfile"] is not None and keys["ssl_certfile"] is None:
+        yield ("ssl_keyfile",), "needs ssl_certfile (the client certificate)"
+
+
+def _when_protocol(protocols: list[str], then: Mapping[str, Any]) -> dict[str, Any]:
+    condition: dict[str, Any] = {"properties": {"security_protocol": {"enum": protocols}}}
+    if "PLAINTEXT" not in protocols:  # the default: a left-out key matches only a list holding it
+        condition["required"] = ["security_protocol"]
+    return {"if": condition, "then": then}
+
+
+class KafkaConfig(Section):
+    bootstrap_servers: BootstrapServers = Field(description="`host:port[,host:port…]` (a YAML list also works)")
+    group_id: Text = Field("scoring-gateway", description="consumer group shared by every replica (and every "
+                                                          "pipeline of a process)")
+    client_id: Text = Field("scoring-gateway", description="client id sent to the broker")
+    session_timeout_ms: PositiveInt = Field(
+        10000, description="group membership timeout (a join takes about half of it on some brokers)")
+    heartbeat_interval_ms: PositiveInt | None = Field(None, description="null = `session_timeout_ms / 3`")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new group starts: `earliest` (no backlog skipped) or `latest`")
+    commit_interval_ms: PositiveInt = Field(1000, description="how often acknowledged offsets are committed")
+    max_poll_records: PositiveInt = Field(2000, description="most records one fetch returns")
+    producer_linger_ms: NonNegativeInt = Field(
+        0, description="producer batching delay (outputs are already batched per partition; a linger would only "
+                       "add latency)")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (required with username and password for "
+                          "`SASL_*`)")
+    sasl_username: Text | None = Field(None, description="SASL user")
+    sasl_password: Annotated[Text | None, SECRET] = Field(None, description="SASL password (secret)")
+    ssl_cafile: Text | None = Field(None, description="CA bundle for the broker's TLS; null = the system store")
+    ssl_certfile: Text | None = Field(None, description="client certificate for mutual TLS")
+    ssl_keyfile: Text | None = Field(None, description="client key for mutual TLS (needs `ssl_certfile`)")
+
+    rules = (
+        Rule(_heartbeat_within_session),  # JSON Schema cannot compare two values
+        Rule(_sasl_with_sasl_protocols, schema={"allOf": [
+            _when_protocol(["SASL_PLAINTEXT", "SASL_SSL"], {
+                "required": list(_SASL_KEYS), "properties": {key: {"not": {"type": "null"}} for key in _SASL_KEYS}}),
+            _when_protocol(["PLAINTEXT", "SSL"], {"properties": dict.fromkeys(_SASL_KEYS, NULL_OR_REFERENCE)}),
+        ]}),
+        Rule(_tls_with_tls_protocols, schema=_when_protocol(
+            ["PLAINTEXT", "SASL_PLAINTEXT"], {"properties": dict.fromkeys(_SSL_KEYS, NULL_OR_REFERENCE)})),
+        Rule(_client_key_needs_certificate, schema={
+            "if": {"required": ["ssl_keyfile"], "properties": {"ssl_keyfile": _literal({"type": "string"})}},
+            "then": {"required": ["ssl_certfile"], "properties": {"ssl_certfile": {"not": {"type": "null"}}}},
+        }),
+    )
+
+
+class AdminConfig(Section):
+    host: Text = Field("0.0.0.0", description="listen address for `/metrics`, `/healthz`, `/readyz`")
+    port: Port = Field(9400, description="admin port (0 lets the OS choose)")
+
+
+class BatchingConfig(Section):
+    max_rows: PositiveInt = Field(500, description="rows per request")
+    max_bytes: PositiveInt = Field(
+        4_000_000, description="hard cap on a request body (≤ 52428800 for DataRobot: 50 MB)")
+    linger_ms: NonNegativeInt = Field(
+        10, description="the longest a row waits for its batch to fill (with `fixed_linger`: every batch waits this)")
+    fixed_linger: Flag = Field(
+        False, description="false: a batch goes out as soon as a request slot is free, rows accumulate only while "
+                           "every slot is busy; true: every batch waits `linger_ms` to fill")
+
+
+class ConcurrencyConfig(Section):
+    max_in_flight_requests: CountOrAuto = Field(
+        16, description="concurrent requests to the backend, or `auto`: adapt between 1 and "
+                        "`max_in_flight_requests_limit` from latency and 429/503 answers")
+    max_in_flight_requests_limit: PositiveInt = Field(
+        64, description="the most requests `auto` may have in flight")
+    max_in_flight_records: PositiveInt = Field(
+        20000, description="past this the consumer pauses; ≥ `batching.max_rows`")
+
+
+def _backoff_in_order(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("initial_backoff_ms", "max_backoff_ms") and keys["initial_backoff_ms"] > keys["max_backoff_ms"]:
+        yield ("initial_backoff_ms",), f"must be <= max_backoff_ms ({keys['max_backoff_ms']})"
+
+
+class RetryConfig(Section):
+    max_attempts: PositiveInt = Field(6, description="attempts per request, the first included")
+    initial_backoff_ms: NonNegativeInt = Field(100, description="first backoff (exponential, full jitter)")
+    max_backoff_ms: NonNegativeInt = Field(
+        10000, description="backoff cap; also the retry interval while the backend refuses auth/routing")
+    max_retry_after_s: NonNegativeNumber = Field(60, description="the longest `Retry-After` honoured")
+    request_timeout_s: PositiveNumber = Field(30, description="timeout for one HTTP request")
+    on_backend_outage: Literal["pause", "dead_letter"] = Field(
+        "pause", description="`pause`: while the backend is out (the circuit breaker is open) hold requests and "
+                             "consumption, dead-letter nothing; `dead_letter`: keep sending, dead-letter what runs "
+                             "out of attempts")
+
+    rules = (Rule(_backoff_in_order),)  # JSON Schema cannot compare two values
+
+
+class CircuitBreakerConfig(Section):
+    failure_threshold: PositiveInt = Field(
+        10, description="outage failures in a row (across requests) that open the breaker")
+    failure_ratio: Fraction = Field(0.5, description="… or this share of failed requests over the window")
+    window_s: PositiveNumber = Field(30, description="the window for `failure_ratio`")
+    min_requests: PositiveInt = Field(20, description="answers the window must hold before `failure_ratio` applies")
+    close_after_successes: PositiveInt = Field(3, description="successes in a row that close a half-open breaker")
+
+
+class ExplanationsConfig(Section):
+    slow_threshold_ms: PositiveInt = Field(
+        2000, description="explanation calls slower than this are counted (slow XEMP calls are also logged)")
+
+
+_OUTPUTS = ("predictions", "explanations", "dead_letter")
+
+
+def _outputs_differ(keys: Keys) -> Iterator[Problem]:
+    seen: dict[str, str] = {}
+    for key in _OUTPUTS:
+        topic = keys.values.get(key)
+        if topic is None:
+            continue
+        if topic in seen:
+            yield (key,), f"must differ from outputs.{seen[topic]} (both are {topic!r})"
+        seen.setdefault(topic, key)
+
+
+class OutputsConfig(Section):
+    predictions: Topic = Field(description="prediction topic")
+    explanations: Topic | None = Field(
+        None, description="a topic = explanations go there; null = embedded in prediction records")
+    dead_letter: Topic = Field(description="dead-letter topic")
+
+    rules = (Rule(_outputs_differ),)  # JSON Schema cannot compare two values
+
+
+def _backend_type(keys: Keys) -> Any:
+    """The backend's type, read as written when the backend section has other errors."""
+    if keys.ok("backend"):
+        return keys["backend"].type
+    written = keys.written.get("backend")
+    return written.get("type") if isinstance(written, Mapping) else None
+
+
+def _body_cap_for_datarobot(keys: Keys) -> Iterator[Problem]:
+    batching = keys.values.get("batching")
+    if batching is not None and _backend_type(keys) == DATAROBOT and batching.max_bytes > DATAROBOT_MAX_BODY_BYTES:
+        yield ("batching", "max_bytes"), (f"must be <= {DATAROBOT_MAX_BODY_BYTES} for a datarobot backend "
+                                          "(DataRobot rejects bodies over 50 MB)")
+
+
+def _full_batch_fits_in_flight(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("batching", "concurrency"):
+        rows = keys["batching"].max_rows
+        if keys["concurrency"].max_in_flight_records < rows:
+            yield (("concurrency", "max_in_flight_records"),
+                   f"must be >= batching.max_rows ({rows}): a full batch must fit in flight")
+
+
+def _outputs_differ_from_input(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("input_topic", "outputs"):
+        for key in _OUTPUTS:
+            if getattr(keys["outputs"], key) == keys["input_topic"]:
+                yield ("outputs", key), f"must differ from input_topic ({keys['input_topic']!r})"
+
+
+def _columns_fit_the_backend(keys: Keys) -> Iterator[Problem]:
+    """DataRobot echoes only columns it was sent, so passthrough columns must be among explicit features.
+    (Qlik's index column needs no such rule: the codec sends it whatever the feature list.)"""
+    if not keys.ok("backend", "features") or keys["features"] is None:
+        return
+    backend, features = keys["backend"], keys["features"]
+    if backend.type == QLIK and len(features) > QLIK_MAX_COLUMNS:
+        yield ("features",), f"has {len(features)} names; Qlik accepts at most {QLIK_MAX_COLUMNS} columns"
+    if backend.type == DATAROBOT and isinstance(backend.passthrough_columns, tuple):
+        for i, name in enumerate(backend.passthrough_columns):
+            if name not in features:
+                yield ("backend", "passthrough_columns", i), f"{name!r} is not one of features"
+
+
+def _when_backend(kind: str, then: Mapping[str, Any]) -> dict[str, Any]:
+    return {"if": {"required": ["backend"],
+                   "properties": {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}},
+            "then": then}
+
+
+class PipelineConfig(Section):
+    name: Name = Field(description="letters, digits, `.`, `_`, `-`; used in metric labels and output records")
+    input_topic: Topic = Field(description="topic of JSON-object feature records")
+    features: Names | None = Field(
+        None, description="feature names in request column order; null = the records' keys in first-seen order")
+    backend: Annotated[BackendConfig, WrapValidator(choose_backend)] = Field(
+        description="the prediction API: keys by vendor below")
+    batching: BatchingConfig = Field(BatchingConfig(), description="how records are grouped into requests")
+    concurrency: ConcurrencyConfig = Field(ConcurrencyConfig(), description="how much is in flight at once")
+    retry: RetryConfig = Field(RetryConfig(), description="retries of a failed request")
+    circuit_breaker: CircuitBreakerConfig = Field(
+        CircuitBreakerConfig(), description="when the backend counts as out (see the circuit breaker)")
+    ordering: Literal["key", "none"] = Field(
+        "key", description="`key`: same-key records are published in input order; `none`: as results arrive")
+    explanations: ExplanationsConfig = Field(ExplanationsConfig(), description="explanation call settings")
+    outputs: OutputsConfig = Field(description="where results go")
+
+    rules = (
+        Rule(_body_cap_for_datarobot, schema=_when_backend(DATAROBOT, {
+            "properties": {"batching": {"properties": {"max_bytes": {"maximum": DATAROBOT_MAX_BODY_BYTES}}}}})),
+        Rule(_full_batch_fits_in_flight),  # JSON Schema cannot compare two values
+        Rule(_outputs_differ_from_input),  # JSON Schema cannot compare two values
+        # The Qlik column cap is in the schema; "passthrough columns among features" compares values.
+        Rule(_columns_fit_the_backend, schema=_when_backend(QLIK, {
+            "properties": {"features": {"maxItems": QLIK_MAX_COLUMNS}}})),
+    )
+
+
+def _written_name(pipeline: Any) -> Any:
+    return pipeline.get("name") if isinstance(pipeline, Mapping) else getattr(pipeline, "name", None)
+
+
+def _unique_pipeline_names(keys: Keys) -> Iterator[Problem]:
+    # Names as written, so a duplicate is reported even while those pipelines have other errors.
+    pipelines = keys.written.get("pipelines")
+    first: dict[str, int] = {}
+    for i, pipeline in enumerate(pipelines if isinstance(pipelines, (list, tuple)) else ()):
+        name = _written_name(pipeline)
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            yield ("pipelines", i, "name"), f"duplicate pipeline name {name!r} (also pipelines[{first[name]}])"
+        first.setdefault(name, i)
+
+
+class Config(Section):
+    kafka: KafkaConfig = Field(description="the broker connection, shared by every pipeline")
+    admin: AdminConfig = Field(AdminConfig(), description="the admin server")
+    shutdown_timeout_s: PositiveNumber = Field(
+        20, description="on SIGTERM or revocation: how long in-flight work may take to finish")
+    pipelines: Annotated[tuple[PipelineConfig, ...], MinLen(1)] = Field(
+        description="a list of at least one pipeline; names must be unique")
+
+    rules = (Rule(_unique_pipeline_names),)  # uniqueItems compares whole pipelines, not their names
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved config as plain data, secrets as ``***``; a backend shows its own vendor's keys."""
+        return redacted(self)
+
+    def secret_values(self) -> frozenset[str]:
+        """Every secret string in effect, for log and output scrubbing."""
+        return frozenset(value for value in secret_values(self) if value)
+
