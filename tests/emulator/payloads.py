@@ -8,10 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-SEED_QLIK = SHARED / "seeds" / "000_f6f9b1ce96c9a044.txt"
-QLIK_SAMPLES = SHARED / "contracts" / "qlik" / "samples"
-DATAROBOT_SAMPLES = SHARED / "contracts" / "datarobot" / "samples"
+VENDOR = Path(__file__).resolve().parents[1] / "fixtures" / "vendor"  # origins in each folder's SOURCES.md
+QLIK_SAMPLES = VENDOR / "qlik"
+DATAROBOT_SAMPLES = VENDOR / "datarobot"
 
 CHURN_FEATURES = ["PlanType", "NumberOfPenalties", "HasRenewed", "BaseFee", "ServiceTickets",
                   "AdditionalFeatureSpend", "ServiceRating", "Promotion"]
@@ -20,13 +19,14 @@ SEED_ROWS: list[list[Any]] = [["Standard", 1, True, 50.0, 5, 15.5, 4.2, True],
                               ["Premium", 3, False, 80.0, 2, 25.0, 3.8, False]]
 
 
+def seed_request() -> dict[str, Any]:
+    """The Qlik tutorial's request body for its two customers."""
+    return json.loads((QLIK_SAMPLES / "realtime-request.tutorial.json").read_text(encoding="utf-8"))
+
+
 def seed_response() -> dict[str, Any]:
-    """The tutorial's response example, read from the seed document itself."""
-    text = SEED_QLIK.read_text(encoding="utf-8")
-    start = text.index('"type": "realtime-prediction"')
-    opening = text.rindex("```json", 0, start) + len("```json")
-    closing = text.index("```", start)
-    return json.loads(text[opening:closing])
+    """The Qlik tutorial's response to that request, with SHAP values and reasons."""
+    return json.loads((QLIK_SAMPLES / "realtime-response-shap.tutorial.json").read_text(encoding="utf-8"))
 
 
 def qlik_429_sample() -> tuple[dict[str, str], dict[str, Any]]:
