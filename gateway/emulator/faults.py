@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from gateway.emulator.settings import EmulatorOptions, cell_text
+from gateway.emulator.features import cell_text
+from gateway.emulator.settings import EmulatorOptions
 
 RATE_WINDOW_S = 60.0
 

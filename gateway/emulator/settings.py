@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.emulator.features import cell_text
+
 EXPLANATION_ALGORITHMS = ("shap", "xemp")
 DEFAULT_LATENCY_MS = 5.0  # a few ms of network and server overhead per request
 DEFAULT_PER_ROW_MS = 0.02  # 500 rows add 10 ms
@@ -130,18 +132,6 @@ def _cell_value(name: str, value: Any) -> str | None:
         raise OptionError(f"{name} must be a non-empty string (the value as text), a number, a boolean or null, "
                           f"got {value!r}")
     return text
-
-
-def cell_text(cell: Any) -> str | None:
-    """A request cell as text, the way CSV carries it: ``true``/``false``, ``5``, ``50.0``; None for
-    null and for containers, which hold no single value."""
-    if type(cell) is str:
-        return cell
-    if cell is True or cell is False:
-        return "true" if cell else "false"
-    if type(cell) is int or type(cell) is float:
-        return repr(cell)
-    return None
 
 
 def _seed(name: str, value: Any) -> int | None:
