@@ -82,8 +82,13 @@ def _binary(model: Model, scores: Scores) -> ShapColumns:
     z0 = model.base_values[0]
     p0 = sigmoid(z0)
     assert scores.probabilities is not None
-    slopes = [_secant(p, z - z0, z0, p0) for p, z in zip(scores.probabilities[1], scores.links[0], strict=True)]
-    return [[phi * slope for phi, slope in zip(term[0], slopes, strict=True)] for term in scores.contributions]
+    pairs = zip(scores.probabilities[1], scores.links[0], strict=True)
+    if scores.faults:
+        slopes = [_secant(p, z - z0, z0, p0) for p, z in pairs]
+    else:  # the hot path: one comprehension, no call per row unless the row sits at the base
+        slopes = [(p - p0) / d if (d := z - z0) > SLOPE_SWITCH or d < -SLOPE_SWITCH else _midpoint_slope(z0, d)
+                  for p, z in pairs]
+    return [list(map(mul, term[0], slopes)) for term in scores.contributions]
 
 
 def _secant(p: float | None, delta: float, z0: float, p0: float) -> float:
@@ -91,6 +96,10 @@ def _secant(p: float | None, delta: float, z0: float, p0: float) -> float:
         return 0.0
     if abs(delta) > SLOPE_SWITCH:
         return (p - p0) / delta
+    return _midpoint_slope(z0, delta)
+
+
+def _midpoint_slope(z0: float, delta: float) -> float:
     mid = sigmoid(z0 + delta / 2.0)
     return mid * (1.0 - mid)
 
