@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from functools import cache
 from math import exp, factorial
 from operator import add, mul
+from typing import cast
 
 from gateway.emulator.models import Model, Scores
 
@@ -82,12 +83,13 @@ def _binary(model: Model, scores: Scores) -> ShapColumns:
     z0 = model.base_values[0]
     p0 = sigmoid(z0)
     assert scores.probabilities is not None
-    pairs = zip(scores.probabilities[1], scores.links[0], strict=True)
+    positive, links = scores.probabilities[1], scores.links[0]
     if scores.faults:
-        slopes = [_secant(p, z - z0, z0, p0) for p, z in pairs]
+        slopes = [_secant(p, z - z0, z0, p0) for p, z in zip(positive, links, strict=True)]
     else:  # the hot path: one comprehension, no call per row unless the row sits at the base
+        read = cast("list[float]", positive)  # no faults: every row has its probability
         slopes = [(p - p0) / d if (d := z - z0) > SLOPE_SWITCH or d < -SLOPE_SWITCH else _midpoint_slope(z0, d)
-                  for p, z in pairs]
+                  for p, z in zip(read, links, strict=True)]
     return [list(map(mul, term[0], slopes)) for term in scores.contributions]
 
 
