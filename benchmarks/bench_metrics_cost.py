@@ -94,7 +94,8 @@ async def _one_run(bootstrap: str, emulator_url: str, n: int, variant: str, tag:
     doc = {"kafka": {"bootstrap_servers": bootstrap, "group_id": f"g-{tag}", "session_timeout_ms": 6000},
            "admin": {"host": "127.0.0.1", "port": 0},
            "pipelines": [{"name": "churn", "input_topic": f"in-{tag}",
-                          "backend": {"type": "qlik", "url": emulator_url, "include_shap": False},
+                          "backend": {"type": "qlik", "url": emulator_url, "token": "benchmark",
+                                      "include_shap": False},
                           "outputs": {"predictions": f"pred-{tag}", "dead_letter": f"dlq-{tag}"}}]}
     config = parse_config(doc, dict(os.environ))
     metrics = _Metrics(real=variant == "metrics")
@@ -126,7 +127,8 @@ def main() -> int:
 
     port = free_port()
     emulator = subprocess.Popen([sys.executable, "-m", "gateway.emulator", "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 "--port", str(port), "--latency-ms", "0", "--per-row-ms", "0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/api/v1/ml/deployments/churn/realtime-predictions/actions/run"
     rates: dict[str, list[float]] = {"metrics": [], "no-op": []}
     try:

@@ -90,6 +90,9 @@ async def _wait_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int 
 class EmulatorProcess:
     """``python -m gateway emulate`` on a free loopback port; ``extra`` are more of its flags.
 
+    It starts instant (latency 0, per-row 0: the emulator's default is a real service's latency);
+    ``extra`` comes after, so a caller can ask for its own.
+
     With ``tls`` it serves HTTPS and the runner's own control calls skip verification (the emulator's
     certificate is the scenario's, not one the runner trusts).
     """
@@ -100,7 +103,8 @@ class EmulatorProcess:
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._args = ("--host", "127.0.0.1", "--port", str(self.port), "--seed", str(seed), *extra)
+        self._args = ("--host", "127.0.0.1", "--port", str(self.port), "--seed", str(seed),
+                      "--latency-ms", "0", "--per-row-ms", "0", *extra)
         self._control_ssl: Literal[False] | None = False if tls else None
         self._control_timeout = aiohttp.ClientTimeout(total=control_timeout_s)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -147,7 +151,8 @@ class EmulatorProcess:
         """Back to a healthy, instant backend, then ``options`` on top."""
         settings: dict[str, Any] = {"latency_ms": 0, "per_row_ms": 0, "shap_multiplier": 1,
                                     "xemp_multiplier": 1, "error_rate": {}, "hang_rate": 0,
-                                    "drop_rate": 0, "rate_limit_per_minute": None}
+                                    "drop_rate": 0, "rate_limit_per_minute": None,
+                                    "max_concurrent_requests": None, "crash_value": None}
         settings.update(options)
         return await self.configure(**settings)
 

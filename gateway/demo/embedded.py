@@ -34,7 +34,7 @@ def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_po
     backend: dict[str, Any] = {
         "type": options.backend,
         "url": backend_url,
-        # The emulator accepts any token; the reference shows how a real secret is passed in.
+        # The emulator wants a token (any will do); the reference shows how a real secret is passed in.
         "token": "${SCORING_GATEWAY_DEMO_TOKEN:-demo-token}",
     }
     if options.backend == "qlik":

@@ -30,7 +30,7 @@ class EmulatorProcess:
     def command(self) -> list[str]:
         o = self.options
         return [sys.executable, "-m", "gateway.emulator", "--host", HOST, "--port", "0",
-                "--latency-ms", f"{o.latency_ms:g}", "--seed", str(o.seed),
+                "--latency-ms", f"{o.latency_ms:g}", "--per-row-ms", "0", "--seed", str(o.seed),
                 "--explanation-algorithm", "xemp" if o.explanations == "xemp" else "shap"]
 
     async def start(self) -> None:

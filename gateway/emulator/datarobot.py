@@ -12,36 +12,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.policy import HTTP
 from itertools import count
 from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import MultiMapping
 
-from gateway.backends.csvcodec import CsvError, encode_csv, read_csv
-from gateway.emulator.bodies import BodyError, read_body
+from gateway.backends.csvcodec import encode_csv
+from gateway.emulator.attribution import base_values, shap_columns
+from gateway.emulator.datarobot_query import DataRobotQuery, ExplanationRequest, message
+from gateway.emulator.datarobot_table import Table, read_table
 from gateway.emulator.explain import shap_explanations, xemp_explanations
+from gateway.emulator.faults import ModelCrash, check_crash
 from gateway.emulator.models import Deployment, DeploymentCatalog, Model, Scores
 from gateway.emulator.settings import EmulatorOptions
 from gateway.emulator.vendor import Answer, Refusal, reason_phrase, wants_csv, whole_seconds
 
 DEPLOYMENT_ID = re.compile(r"[0-9a-f]{24}")
 APPROVAL_STATUS = "APPROVED"
-ALLOWED_PARAMS = frozenset({
-    "passthroughColumns", "passthroughColumnsSet", "maxExplanations", "maxCodes", "thresholdLow",
-    "thresholdHigh", "explanationAlgorithm", "maxNgramExplanations", "explanationNumTopClasses",
-    "explanationClassNames", "predictionWarningEnabled", "excludeAdjustedPredictions"})
-TRUE_WORDS = frozenset({"true", "1"})
-FALSE_WORDS = frozenset({"false", "0"})
 INJECTED_MESSAGES = {
     400: "Requested failure",
     401: "Invalid API token",
@@ -49,226 +40,8 @@ INJECTED_MESSAGES = {
     413: "Request Entity Too Large",
     422: "Predictions are not available because: the prediction server refused the request",
 }
-
-
-def message(status: int, text: str) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps({"message": text}), content_type="application/json")
-
-
-def _data_error(field: str, problem: str) -> Refusal:
-    return Refusal(message(422, f"{{'{field}': DataError({problem})}}"))
-
-
-@dataclass(slots=True)
-class ExplanationRequest:
-    algorithm: str  # "shap" | "xemp"
-    limit: int | None  # None = all features
-    threshold_low: float | None
-    threshold_high: float | None
-
-    def wanted(self, value: float) -> bool:
-        """Whether a row's prediction lies outside [thresholdLow, thresholdHigh] (or no threshold is set)."""
-        if self.threshold_low is None and self.threshold_high is None:
-            return True
-        return ((self.threshold_low is not None and value < self.threshold_low)
-                or (self.threshold_high is not None and value > self.threshold_high))
-
-
-@dataclass(slots=True)
-class DataRobotQuery:
-    passthrough: list[str]
-    passthrough_all: bool
-    max_explanations: int | str  # a count, or "all"
-    threshold_low: float | None
-    threshold_high: float | None
-    algorithm: str | None
-
-    @classmethod
-    def parse(cls, query: MultiMapping[str]) -> DataRobotQuery:
-        for key in query:
-            if key not in ALLOWED_PARAMS:
-                raise Refusal(message(422, f"'{key}': {key} is not allowed key"))
-        passthrough = query.getall("passthroughColumns", [])
-        if any(not name.strip() for name in passthrough):
-            raise Refusal(message(422, "'passthroughColumns': blank value is not allowed"))
-        passthrough_set = query.get("passthroughColumnsSet")
-        if passthrough_set is not None and passthrough_set != "all":
-            raise Refusal(message(422, "'passthroughColumnsSet': value is not exactly 'all'"))
-        max_explanations = _max_explanations(query.get("maxExplanations", query.get("maxCodes")))
-        low = _threshold("threshold_low", query.get("thresholdLow"))
-        high = _threshold("threshold_high", query.get("thresholdHigh"))
-        algorithm = query.get("explanationAlgorithm")
-        if algorithm is not None:
-            algorithm = algorithm.strip().lower()
-            if algorithm not in ("shap", "xemp"):
-                raise _data_error("explanation_algorithm", "value doesn't match any variant")
-        _check_multiclass_params(query)
-        _boolean(query.get("predictionWarningEnabled"),
-                 lambda: Refusal(message(422, "'predictionWarningEnabled': value can't be converted to Bool")))
-        _boolean(query.get("excludeAdjustedPredictions"),
-                 lambda: _data_error("exclude_adjusted_predictions", "value can't be converted to Bool"))
-        return cls(passthrough, passthrough_set == "all", max_explanations, low, high, algorithm)
-
-    def explanations(self, model: Model, default_algorithm: str) -> ExplanationRequest | None:
-        algorithm = self.algorithm or default_algorithm
-        if self.max_explanations == "all" and algorithm != "shap":
-            raise _data_error("max_codes", "value can't be converted to int")
-        if self.max_explanations == 0:
-            return None
-        if model.kind == "multiclass":
-            raise Refusal(message(422, "Multiclass models cannot be used for Prediction Explanations"))
-        limit = None if self.max_explanations == "all" else int(self.max_explanations)
-        return ExplanationRequest(algorithm, limit, self.threshold_low, self.threshold_high)
-
-
-def _max_explanations(value: str | None) -> int | str:
-    if value is None:
-        return 0
-    if value.strip() == "all":
-        return "all"
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise _data_error("max_codes", "value can't be converted to int") from None
-    if number < 0:
-        raise _data_error("max_codes", "value is less than 0")
-    return number
-
-
-def _threshold(field: str, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise _data_error(field, "value can't be converted to float")
-    return number
-
-
-def _check_multiclass_params(query: MultiMapping[str]) -> None:
-    """The multiclass selectors are checked even though explanations then refuse multiclass."""
-    top = query.get("explanationNumTopClasses")
-    names = query.getall("explanationClassNames", [])
-    if top is not None:
-        try:
-            number = int(top.strip())
-        except ValueError:
-            raise _data_error("explanation_num_top_classes", "value can't be converted to int") from None
-        if not 1 <= number <= 10:
-            raise _data_error("explanation_num_top_classes", "value is not between 1 and 10")
-    if any(not name.strip() for name in names):
-        raise Refusal(message(422, "'explanationClassNames': blank value is not allowed"))
-    if top is not None and names:
-        raise Refusal(message(422, "explanationNumTopClasses and explanationClassNames are mutually exclusive"))
-    ngrams = query.get("maxNgramExplanations")
-    if ngrams is not None and ngrams.strip() != "all":
-        try:
-            if int(ngrams.strip()) < 0:
-                raise ValueError
-        except ValueError:
-            raise _data_error("max_ngram_explanations", "value can't be converted to int") from None
-
-
-def _boolean(value: str | None, refusal: Any) -> bool | None:
-    if value is None:
-        return None
-    word = value.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise refusal()
-
-
-# ---- request bodies -------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class Table:
-    names: list[str]
-    columns: list[Sequence[Any]]
-    rows: int
-
-
-async def read_table(request: web.Request) -> Table:
-    try:
-        body = await read_body(request)
-    except BodyError as exc:
-        raise Refusal(message(exc.status, exc.message)) from None
-    media, charset = request.content_type, request.charset
-    if media == "multipart/form-data":
-        body, media, charset = _file_part(request.headers.get("Content-Type", ""), body)
-    if media in ("application/json", "text/json"):
-        return _json_table(body)
-    return _csv_table(_decode(body, charset))
-
-
-def _file_part(content_type: str, body: bytes) -> tuple[bytes, str, str | None]:
-    """The ``file`` field of a multipart/form-data body, with its own media type and charset."""
-    try:
-        parsed = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1")
-                                                     + b"\r\n\r\n" + body)
-        parts = list(parsed.iter_parts()) if isinstance(parsed, EmailMessage) and parsed.is_multipart() else []
-    except (ValueError, TypeError, UnicodeError) as exc:
-        raise Refusal(message(400, f"The multipart body cannot be read: {exc}")) from None
-    for part in parts:
-        if part.get_param("name", header="content-disposition") == "file":
-            payload = part.get_payload(decode=True)
-            if not isinstance(payload, bytes):
-                break
-            media = part.get_content_type() if part.get("Content-Type") else "text/csv"
-            return payload, media, part.get_content_charset()
-    raise Refusal(message(400, "The multipart body has no 'file' field with the data to predict"))
-
-
-def _decode(body: bytes, charset: str | None) -> str:
-    name = (charset or "utf-8").strip().strip('"')
-    try:
-        codec = codecs.lookup(name).name
-    except LookupError:
-        raise Refusal(message(400, f"Unsupported charset '{name}'")) from None
-    try:
-        return body.decode("utf-8-sig" if codec == "utf-8" else codec)
-    except UnicodeDecodeError as exc:
-        raise Refusal(message(400, f"The body is not valid {name}: {exc.reason} at byte {exc.start}")) from None
-
-
-def _csv_table(text: str) -> Table:
-    if not text.strip():
-        raise Refusal(message(400, "No data provided: the body must be CSV with a header line"))
-    try:
-        header, data = read_csv(text)
-    except CsvError as exc:
-        raise Refusal(message(400, str(exc))) from None
-    _check_unique(header)
-    return Table(header, list(zip(*data, strict=False)) if data else [() for _ in header], len(data))
-
-
-def _json_table(body: bytes) -> Table:
-    try:
-        records = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Refusal(message(400, f"The body is not valid JSON: {exc}")) from None
-    if type(records) is not list:
-        raise Refusal(message(400, "A JSON body must be an array of objects, one per row"))
-    if any(type(record) is not dict for record in records):
-        row = next(i for i, record in enumerate(records) if type(record) is not dict)
-        raise Refusal(message(400, f"Row {row} of the JSON body is not an object"))
-    if not records:
-        return Table([], [], 0)
-    first = records[0].keys()
-    if all(record.keys() == first for record in records):
-        names = list(first)
-    else:
-        names = list(dict.fromkeys(name for record in records for name in record))
-    return Table(names, [[record.get(name) for record in records] for name in names], len(records))
-
-
-def _check_unique(names: list[str]) -> None:
-    if len(set(names)) != len(names):
-        duplicate = next(n for n in names if names.count(n) > 1)
-        raise Refusal(message(400, f"Column '{duplicate}' appears more than once in the header"))
+INVALID_TOKEN = "Invalid API token"
+NO_CREDENTIALS = "Invalid Authorization header. No credentials provided."
 
 
 # ---- the route ------------------------------------------------------------------------------
@@ -280,10 +53,9 @@ class DataRobotApi:
         self._catalog = catalog
 
     def unauthorized(self, request: web.Request, options: EmulatorOptions) -> web.Response | None:
-        if options.token is not None:
-            denied = _check_token(request.headers.get("Authorization"), options.token)
-            if denied is not None:
-                return message(401, denied)
+        denied = _check_token(request.headers.get("Authorization"), options.token)
+        if denied is not None:
+            return message(401, denied)
         if options.datarobot_key is not None and request.headers.get("DataRobot-Key") != options.datarobot_key:
             return message(401, "The datarobot-key header is missing")
         return None
@@ -318,9 +90,11 @@ class DataRobotApi:
             explanations = query.explanations(deployment.model, options.explanation_algorithm)
             table = await read_table(request)
             response = respond(deployment.model, query, explanations, table,
-                               wants_csv(request.headers.get("Accept", "")))
+                               wants_csv(request.headers.get("Accept", "")), options.crash_value)
         except Refusal as refusal:
             return Answer(refusal.response)
+        except ModelCrash:
+            return Answer(self.injected(500, options), fault="crash")
         return Answer(response, table.rows, explanations.algorithm if explanations else None)
 
     def _deployment(self, ref: str) -> Deployment:
@@ -330,31 +104,38 @@ class DataRobotApi:
         return deployment
 
 
-def _check_token(header: str | None, token: str) -> str | None:
-    """Why the Authorization header does not carry ``token``, or None when it does.
-    Accepts ``Bearer``, ``Token`` and ``Basic base64(user:token)``."""
+def _check_token(header: str | None, token: str | None) -> str | None:
+    """Why the Authorization header is refused, or None when it carries ``token`` (any credentials
+    when ``token`` is None). Accepts ``Bearer``, ``Token`` and ``Basic base64(user:token)``.
+
+    The messages are the Prediction API's own: no header or an unreadable one is "Invalid API
+    token" ("provided an invalid or no API token key"); a scheme without credentials is "No
+    credentials provided".
+    """
     if not header or not header.strip():
-        return "Invalid API token"
+        return INVALID_TOKEN
     scheme, _, credentials = header.strip().partition(" ")
     credentials = credentials.strip()
     scheme = scheme.lower()
     if scheme in ("bearer", "token"):
         if not credentials:
-            return "Invalid Authorization header. No credentials provided."
-        return None if credentials == token else "Invalid API token"
+            return NO_CREDENTIALS
+        return None if token is None or credentials == token else INVALID_TOKEN
     if scheme == "basic":
         try:
-            _, _, secret = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+            _user, colon, secret = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return "Invalid API token"
-        return None if secret == token else "Invalid API token"
-    return "Invalid API token"
+            return INVALID_TOKEN
+        if not colon or not secret:
+            return INVALID_TOKEN
+        return None if token is None or secret == token else INVALID_TOKEN
+    return INVALID_TOKEN
 
 
 # ---- responses ------------------------------------------------------------------------------
 
 def respond(model: Model, query: DataRobotQuery, explanations: ExplanationRequest | None, table: Table,
-            csv: bool) -> web.Response:
+            csv: bool, crash_value: str | None = None) -> web.Response:
     positions = {name: i for i, name in enumerate(table.names)}
     passthrough = table.names if query.passthrough_all else query.passthrough
     absent = [name for name in passthrough if name not in positions]
@@ -366,6 +147,7 @@ def respond(model: Model, query: DataRobotQuery, explanations: ExplanationReques
     if missing:
         raise Refusal(message(422, f"Columns expected by the model but not found in the data: {missing}"))
     features = {f: table.columns[positions[f]] for f in model.features}
+    check_crash(features.values(), crash_value)
     scores = model.score(features, table.rows)
     if scores.faults:
         row = min(scores.faults)
@@ -397,8 +179,8 @@ def _explain(model: Model, scores: Scores, features: dict[str, Sequence[Any]],
     terms = model.terms
     explained: dict[int, RowExplanation] = {row: RowExplanation([]) for row in range(scores.rows)}
     if request.algorithm == "shap":
-        base = model.base_values[0]
-        for row, (shown, remaining) in shap_explanations(scores, rows, request.limit).items():
+        base = base_values(model)[0]
+        for row, (shown, remaining) in shap_explanations(shap_columns(model, scores), rows, request.limit).items():
             entries = [{"label": label, "feature": terms[i].name,
                         "featureValue": _as_text(features[terms[i].name][row]),
                         "strength": strength, "qualitativeStrength": None} for i, strength in shown]

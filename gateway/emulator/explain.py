@@ -1,8 +1,9 @@
 """Per-row explanations: exact SHAP rankings and XEMP-style strengths with ``qualitativeStrength``.
 
-SHAP strengths are the model's own contributions (:mod:`gateway.emulator.models` says in which
-space); a row shows its top ``limit`` by |strength| and ``remaining_total`` carries the rest, so
-``base_value + Σ shown + remaining_total`` equals the row's link exactly.
+SHAP strengths are the output-space values of :mod:`gateway.emulator.attribution` (probability of
+the positive class, or target units); a row shows its top ``limit`` by |strength| and
+``remaining_total`` carries the rest, so ``base_value + Σ shown + remaining_total`` equals the
+row's prediction value exactly, as DataRobot's own example does.
 
 XEMP strengths follow XEMP's idea rather than SHAP's: how far the prediction moves when the
 feature's value is replaced by the background's exemplar values, measured in the link space
@@ -17,7 +18,7 @@ sum of the row's ten largest |strengths| and applies the DataRobot documentation
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from math import exp, log, log1p
 
 from gateway.emulator.models import Model, Scores
@@ -49,13 +50,12 @@ def rank(strengths: list[float], limit: int | None) -> Ranked:
     return ranked if limit is None else ranked[:limit]
 
 
-def shap_explanations(scores: Scores, rows: Iterable[int], limit: int | None,
-                      output: int = 0) -> dict[int, tuple[Ranked, float]]:
-    """Row → (top ``limit`` SHAP values, remaining total) for one model output."""
-    contributions = scores.contributions
+def shap_explanations(shap: Sequence[Sequence[float]], rows: Iterable[int],
+                      limit: int | None) -> dict[int, tuple[Ranked, float]]:
+    """Row → (top ``limit`` SHAP values, remaining total), from SHAP columns ([term][row])."""
     explained: dict[int, tuple[Ranked, float]] = {}
     for row in rows:
-        strengths = [term[output][row] for term in contributions]
+        strengths = [column[row] for column in shap]
         shown = rank(strengths, limit)
         explained[row] = (shown, sum(strengths) - sum(s for _, s in shown))
     return explained

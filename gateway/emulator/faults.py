@@ -1,17 +1,20 @@
 """What makes the emulator slow or unreliable on purpose: latency, injected errors, hangs, dropped
-connections and a rate limit, all drawn from one seeded generator so a run can be replayed.
+connections (all drawn from one seeded generator so a run can be replayed), a rate limit, a cap on
+requests in progress, and a feature value on which the model crashes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
+from gateway.emulator.features import cell_text
 from gateway.emulator.settings import EmulatorOptions
 
 RATE_WINDOW_S = 60.0
@@ -80,6 +83,40 @@ class SlidingWindow:
             return admitted[len(admitted) - limit] + self._window_s - now
         admitted.append(now)
         return None
+
+
+class InProgress:
+    """Scoring requests in progress per route set, so a saturated service can be emulated: a
+    request is admitted while fewer than the limit are in progress, and must then be released."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    def admit(self, route: str, limit: int | None) -> bool:
+        if limit is not None and self._counts[route] >= limit:
+            return False
+        self._counts[route] += 1
+        return True
+
+    def release(self, route: str) -> None:
+        self._counts[route] -= 1
+
+    def count(self, route: str) -> int:
+        return self._counts[route]
+
+
+class ModelCrash(Exception):
+    """The model failed on a cell holding the crash value; the vendor answers its 500."""
+
+
+def check_crash(columns: Iterable[Sequence[Any]], crash_value: str | None) -> None:
+    """Raise :class:`ModelCrash` when a cell of ``columns`` (the features the model reads) holds
+    ``crash_value`` compared as text: ``666``, ``"666"`` and a CSV ``666`` all match ``"666"``."""
+    if crash_value is None:
+        return
+    for cells in columns:
+        if crash_value in cells or any(type(c) is not str and cell_text(c) == crash_value for c in cells):
+            raise ModelCrash(crash_value)
 
 
 def drop(request: web.Request) -> web.Response:

@@ -41,6 +41,18 @@ def describe_cell(cell: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def cell_text(cell: Any) -> str | None:
+    """A request cell as text, the way CSV carries it: ``true``/``false``, ``5``, ``50.0``; None for
+    null and for containers, which hold no single value."""
+    if type(cell) is str:
+        return cell
+    if cell is True or cell is False:
+        return "true" if cell else "false"
+    if type(cell) is int or type(cell) is float:
+        return repr(cell)
+    return None
+
+
 def read_number(cell: Any) -> float | None:
     """A numeric cell's value; None when missing. Raises ValueError with a reason when unreadable."""
     if cell is None:

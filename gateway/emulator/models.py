@@ -1,18 +1,20 @@
-"""The emulator's deterministic models and their exact SHAP values.
+"""The emulator's deterministic models and their exact contributions in link space.
 
 Every model is linear in its link: output k's link is ``z_k = base_k + Σ_i φ_ik`` where ``φ_ik`` is
 feature i's centered contribution (see :mod:`gateway.emulator.features`) and ``base_k`` the link at
 the background. With a fixed background and independent features, ``φ_ik`` *is* the exact
-(interventional) SHAP value of feature i, so ``base + Σ φ = z`` holds to float rounding (≤ 1e-12).
+(interventional) SHAP value of feature i in link space, so ``base + Σ φ = z`` holds to float
+rounding (≤ 1e-12). The values the vendors report are in output space (probabilities for the
+classifiers); :mod:`gateway.emulator.attribution` derives them from these contributions.
 
-The space SHAP values live in, per kind:
+The link, per kind:
 
 * ``binary`` — log-odds of the positive class (the second class, e.g. ``yes``);
   ``P(positive) = 1 / (1 + e^(−z))``.
 * ``regression`` — the target's own units (identity link).
 * ``multiclass`` — centered log-probabilities: each class's score is ``log p_k − mean_j log p_j``
   (softmax weights are centered across classes, so the scores sum to zero and can be recovered from
-  the probabilities alone). SHAP values explain the predicted class's score.
+  the probabilities alone).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Scores:
     """
 
     rows: int
-    contributions: list[list[list[float]]]  # [term][output][row]: SHAP values, model order
+    contributions: list[list[list[float]]]  # [term][output][row]: link-space SHAP values, model order
     links: list[list[float]]  # [output][row]
     predictions: list[Any]  # class label or regression value per row
     probabilities: list[list[float | None]] | None  # [class][row] in Model.classes order

@@ -22,7 +22,9 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.backends.csvcodec import encode_csv
+from gateway.emulator.attribution import shap_columns
 from gateway.emulator.bodies import BodyError, read_body
+from gateway.emulator.faults import ModelCrash, check_crash
 from gateway.emulator.models import Deployment, DeploymentCatalog, Model, Scores
 from gateway.emulator.settings import EmulatorOptions
 from gateway.emulator.vendor import Answer, Refusal, reason_phrase, wants_csv, whole_seconds
@@ -87,12 +89,12 @@ class QlikApi:
         self._catalog = catalog
 
     def unauthorized(self, request: web.Request, options: EmulatorOptions) -> web.Response | None:
-        if options.token is None:
-            return None
+        """Qlik Cloud refuses a request without a bearer token (an API key or OAuth token); any
+        token is accepted unless the emulator was given one."""
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return failure(401, "A bearer token is required in the Authorization header")
-        if token.strip() != options.token:
+        if options.token is not None and token.strip() != options.token:
             return failure(401, "The bearer token is not valid")
         return None
 
@@ -122,9 +124,12 @@ class QlikApi:
             except BodyError as exc:
                 raise Refusal(failure(exc.status, exc.message)) from None
             names, rows = parse_input(body)
-            response = respond(deployment.model, query, names, rows, wants_csv(request.headers.get("Accept", "")))
+            response = respond(deployment.model, query, names, rows, wants_csv(request.headers.get("Accept", "")),
+                               options.crash_value)
         except Refusal as refusal:
             return Answer(refusal.response)
+        except ModelCrash:
+            return Answer(self.injected(500, options), fault="crash")
         return Answer(response, len(rows), "shap" if query.include_shap else None)
 
     def _deployment(self, ref: str) -> Deployment:
@@ -166,7 +171,8 @@ def parse_input(body: bytes) -> tuple[list[str], list[list[Any]]]:
     return names, rows
 
 
-def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[Any]], csv: bool) -> web.Response:
+def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[Any]], csv: bool,
+            crash_value: str | None = None) -> web.Response:
     positions = {name: i for i, name in enumerate(names)}
     missing = [f for f in model.features if f not in positions]
     if missing:
@@ -175,6 +181,7 @@ def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[An
         raise Refusal(failure(400, f"The index column '{query.index}' is not in the schema"))
     count = len(rows)
     columns: list[Sequence[Any]] = list(zip(*rows, strict=False)) if count else [() for _ in names]
+    check_crash((columns[positions[f]] for f in model.features), crash_value)
     scores = model.score({f: columns[positions[f]] for f in model.features}, count)
 
     output: list[tuple[str, str, Sequence[Any]]] = [("automl_row_index", "numeric", range(count))]
@@ -212,19 +219,12 @@ def _prediction_columns(model: Model, scores: Scores) -> list[tuple[str, str, Se
 
 
 def _shap_columns(model: Model, scores: Scores) -> list[tuple[str, str, Sequence[Any]]]:
-    """One column per feature in model order; a multiclass row explains its predicted class."""
-    if model.kind == "multiclass":
-        index = {label: k for k, label in enumerate(model.classes or ())}
-        explained = [index.get(p, 0) for p in scores.predictions]
-        values = [[term[k][row] for row, k in enumerate(explained)] for term in scores.contributions]
-    else:
-        values = [term[0] for term in scores.contributions]
-    if scores.faults:
-        blanked: list[list[float | None]] = [list(column) for column in values]
-        for column in blanked:
-            for row in scores.faults:
-                column[row] = None
-        values = blanked  # type: ignore[assignment]
+    """One column per feature in model order, in probability space (target units for regression):
+    ``<target>_<class> = base + Σ SHAP`` per row; a multiclass row explains its predicted class."""
+    values: Sequence[Sequence[float | None]] = shap_columns(model, scores)
+    if scores.faults:  # rows the model could not read show no values
+        faults = scores.faults
+        values = [[None if row in faults else v for row, v in enumerate(column)] for column in values]
     return [(f"{term.name}_SHAP", "numeric", column) for term, column in zip(model.terms, values, strict=False)]
 
 

@@ -2,7 +2,9 @@
 port, optionally over TLS.
 
 Every prediction request passes the same gate, in this order: authentication, the rate limit,
-fault injection (drop, hang, injected status), then the vendor's own validation and scoring, then
+the cap on requests in progress (``max_concurrent_requests``: a request admitted holds its slot
+until it is answered, hung or dropped), fault injection (drop, hang, injected status), then the
+vendor's own validation and scoring (a row holding ``crash_value`` crashes the model: 500), then
 the latency model pads the answer to ``latency_ms + per_row_ms × rows`` (times the explanation
 multiplier). The :class:`Emulator` owns everything it starts: ``stop()`` releases hanging
 requests, cancels what is still running and closes the listening socket.
@@ -23,7 +25,7 @@ from yarl import URL
 
 from gateway.emulator.bodies import MAX_BODY_BYTES
 from gateway.emulator.datarobot import DataRobotApi
-from gateway.emulator.faults import FaultDice, SlidingWindow, drop, hold
+from gateway.emulator.faults import FaultDice, InProgress, SlidingWindow, drop, hold
 from gateway.emulator.models import DeploymentCatalog
 from gateway.emulator.qlik import QlikApi
 from gateway.emulator.settings import EmulatorOptions, OptionError
@@ -62,6 +64,7 @@ class Emulator:
         self.stats = ServedStats()
         self._dice = FaultDice(options.seed)
         self._window = SlidingWindow()
+        self._in_progress = InProgress()
         self._closing = asyncio.Event()
         self._qlik = QlikApi(self.catalog)
         self._datarobot = DataRobotApi(self.catalog)
@@ -71,6 +74,11 @@ class Emulator:
     @property
     def options(self) -> EmulatorOptions:
         return self._options
+
+    def in_progress(self, route: str) -> int:
+        """Scoring requests of a route set ("qlik" | "datarobot") in progress, as
+        ``max_concurrent_requests`` counts them."""
+        return self._in_progress.count(route)
 
     def configure(self, **changes: object) -> EmulatorOptions:
         """Change options live, as ``POST /_emulator/config`` does; raises OptionError on bad input."""
@@ -146,6 +154,16 @@ class Emulator:
             if wait_s is not None:
                 self.stats.fault("rate_limited")
                 return self._answered(api, api.rate_limited(wait_s), started, 0, None)
+        if not self._in_progress.admit(api.route, options.max_concurrent_requests):
+            self.stats.fault("concurrency_limited")
+            return self._answered(api, api.injected(429, options), started, 0, None)
+        try:
+            return await self._admitted(api, request, options, started)
+        finally:
+            self._in_progress.release(api.route)
+
+    async def _admitted(self, api: VendorApi, request: web.Request, options: EmulatorOptions,
+                        started: float) -> web.StreamResponse:
         fault = self._dice.roll(options)
         if fault is not None:
             if fault.kind != "error":
@@ -155,6 +173,8 @@ class Emulator:
             await self._pace(started, options, 0, None)
             return self._answered(api, api.injected(fault.status, options), started, 0, None)
         answer = await api.predict(request, options)
+        if answer.fault is not None:
+            self.stats.fault(answer.fault)
         scored = answer.rows if answer.response.status == 200 else 0
         await self._pace(started, options, scored, answer.explanations)
         return self._answered(api, answer.response, started, scored, answer.explanations)

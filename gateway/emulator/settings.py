@@ -3,6 +3,11 @@
 
 A change produces a new :class:`EmulatorOptions` (requests in flight keep the one they started
 with); keys not given keep their values, and a given ``error_rate`` map replaces the previous one.
+
+The default latency model is a real service's, not an instant one: ``DEFAULT_LATENCY_MS`` per
+request plus ``DEFAULT_PER_ROW_MS`` per row, twice that with SHAP and a hundred times that with
+XEMP (the DataRobot documentation: XEMP "can be 100x slower than regular predictions"). Callers
+that want an instant backend ask for it: ``latency_ms=0, per_row_ms=0``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.emulator.features import cell_text
+
 EXPLANATION_ALGORITHMS = ("shap", "xemp")
+DEFAULT_LATENCY_MS = 5.0  # a few ms of network and server overhead per request
+DEFAULT_PER_ROW_MS = 0.02  # 500 rows add 10 ms
+DEFAULT_SHAP_MULTIPLIER = 2.0  # "much faster [than XEMP] but can add some latency too"
+DEFAULT_XEMP_MULTIPLIER = 100.0  # "can be 100x slower than regular predictions"
 # Fixed when the server starts; everything else can change at run time.
 START_ONLY = frozenset({"tls_cert", "tls_key"})
 SECRETS = frozenset({"token", "datarobot_key"})
@@ -30,15 +41,17 @@ class EmulatorOptions:
 
     token: str | None = None  # required bearer token (both vendors); None = accept any
     datarobot_key: str | None = None  # required DataRobot-Key header; None = not required
-    latency_ms: float = 0.0  # per request
-    per_row_ms: float = 0.0
+    latency_ms: float = DEFAULT_LATENCY_MS  # per request
+    per_row_ms: float = DEFAULT_PER_ROW_MS
     jitter_ms: float = 0.0  # uniform extra latency in [0, jitter_ms), from the seeded generator
-    shap_multiplier: float = 2.0  # a request with SHAP explanations takes its plain latency times this
-    xemp_multiplier: float = 100.0  # the same for XEMP ("can be 100x slower")
+    shap_multiplier: float = DEFAULT_SHAP_MULTIPLIER  # a request with SHAP takes its plain latency times this
+    xemp_multiplier: float = DEFAULT_XEMP_MULTIPLIER  # the same for XEMP
     explanation_algorithm: str = "shap"  # the DataRobot deployments' default
     error_rate: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))  # status -> P
     retry_after_s: float = 1.0  # Retry-After sent with injected 429 and 503
     rate_limit_per_minute: int | None = None  # sliding 60 s window per vendor; None = unlimited
+    max_concurrent_requests: int | None = None  # per vendor, in progress at once; beyond: 429; None = unlimited
+    crash_value: str | None = None  # a feature value (as text) on which the model fails: 500 for its request
     hang_rate: float = 0.0  # P(never answer)
     drop_rate: float = 0.0  # P(close the connection without an answer)
     seed: int | None = None  # makes faults and jitter reproducible
@@ -102,12 +115,23 @@ def _algorithm(name: str, value: Any) -> str:
     return str(value)
 
 
-def _rate_limit(name: str, value: Any) -> int | None:
+def _positive_count(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise OptionError(f"{name} must be a positive integer or null, got {value!r}")
     return value
+
+
+def _cell_value(name: str, value: Any) -> str | None:
+    """A value as request cells are compared with it: text; a JSON number or boolean becomes its text."""
+    if value is None:
+        return None
+    text = cell_text(value)
+    if text is None or not text:
+        raise OptionError(f"{name} must be a non-empty string (the value as text), a number, a boolean or null, "
+                          f"got {value!r}")
+    return text
 
 
 def _seed(name: str, value: Any) -> int | None:
@@ -165,7 +189,9 @@ _CHECKS = {
     "explanation_algorithm": _algorithm,
     "error_rate": _error_rate,
     "retry_after_s": _number,
-    "rate_limit_per_minute": _rate_limit,
+    "rate_limit_per_minute": _positive_count,
+    "max_concurrent_requests": _positive_count,
+    "crash_value": _cell_value,
     "hang_rate": _probability,
     "drop_rate": _probability,
     "seed": _seed,

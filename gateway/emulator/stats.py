@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 ROUTES = ("qlik", "datarobot")
-FAULT_KINDS = ("error", "hang", "drop", "rate_limited")
+FAULT_KINDS = ("error", "hang", "drop", "rate_limited", "concurrency_limited", "crash")
 
 
 class ServedStats:

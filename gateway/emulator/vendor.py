@@ -19,6 +19,7 @@ class Answer:
     response: web.Response
     rows: int = 0
     explanations: str | None = None  # "shap" | "xemp" | None
+    fault: str | None = None  # a fault kind for the stats ("crash"), when the answer is one
 
 
 class Refusal(Exception):

@@ -1,5 +1,6 @@
-"""Fixtures: an emulator listening on a free 127.0.0.1 port (in-process, real HTTP), a client
-session, and a way to run ``scoring-gateway emulate`` itself as a subprocess."""
+"""Fixtures: an instant emulator listening on a free 127.0.0.1 port (in-process, real HTTP), a
+client session that sends a bearer token (both vendors require one) and one that sends none, and
+a way to run ``scoring-gateway emulate`` itself as a subprocess."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ from gateway.emulator import Emulator, EmulatorOptions, start_emulator
 ROOT = Path(__file__).resolve().parents[2]
 QLIK_RUN = "/api/v1/ml/deployments/{}/realtime-predictions/actions/run"
 DATAROBOT_PREDICT = "/predApi/v1.0/deployments/{}/predictions"
+TOKEN = "test-token"
+AUTHORIZATION = {"Authorization": f"Bearer {TOKEN}"}
+INSTANT = {"latency_ms": 0.0, "per_row_ms": 0.0}  # the emulator's latency model switched off
 
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
-    emu = await start_emulator(EmulatorOptions(seed=7), "127.0.0.1", 0)
+    emu = await start_emulator(EmulatorOptions(seed=7, **INSTANT), "127.0.0.1", 0)
     try:
         yield emu
     finally:
@@ -34,6 +38,14 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """Sends ``Authorization: Bearer test-token`` unless a request gives its own."""
+    async with aiohttp.ClientSession(headers=AUTHORIZATION) as session:
+        yield session
+
+
+@pytest.fixture
+async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
+    """Sends no credentials at all."""
     async with aiohttp.ClientSession() as session:
         yield session
 

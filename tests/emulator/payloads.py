@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from tests.vendor_samples import QLIK as QLIK_SAMPLES
-from tests.vendor_samples import datarobot_json, qlik_json
+from tests.vendor_samples import datarobot_json
 
 CHURN_FEATURES = ["PlanType", "NumberOfPenalties", "HasRenewed", "BaseFee", "ServiceTickets",
                   "AdditionalFeatureSpend", "ServiceRating", "Promotion"]
@@ -17,10 +17,14 @@ SEED_ROWS: list[list[Any]] = [["Standard", 1, True, 50.0, 5, 15.5, 4.2, True],
                               ["Premium", 3, False, 80.0, 2, 25.0, 3.8, False]]
 
 
+def seed_request() -> dict[str, Any]:
+    """The Qlik tutorial's request body for its two customers."""
+    return json.loads((QLIK_SAMPLES / "realtime-request.tutorial.json").read_text(encoding="utf-8"))
+
+
 def seed_response() -> dict[str, Any]:
-    """The tutorial's response example, as the Qlik tutorial shows it."""
-    doc: dict[str, Any] = qlik_json("seed-realtime-response.json")
-    return doc
+    """The Qlik tutorial's response to that request, with SHAP values and reasons."""
+    return json.loads((QLIK_SAMPLES / "realtime-response-shap.tutorial.json").read_text(encoding="utf-8"))
 
 
 def qlik_429_sample() -> tuple[dict[str, str], dict[str, Any]]:

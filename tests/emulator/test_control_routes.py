@@ -47,11 +47,12 @@ async def test_deployments_listing_has_the_product_shape(http, emulator):
     assert status == 200
 
 
-async def test_config_changes_take_effect_live(http, emulator):
+async def test_config_changes_take_effect_live(http, anonymous, emulator):
     status, current = await get(http, emulator.url + "/_emulator/config")
     assert status == 200
     assert current["latency_ms"] == 0 and current["error_rate"] == {} and current["seed"] == 7
     assert current["explanation_algorithm"] == "shap" and current["token"] is None
+    assert current["crash_value"] is None and current["max_concurrent_requests"] is None
 
     status, current = await configure(http, emulator, error_rate={"503": 1.0}, latency_ms=5)
     assert status == 200 and current["error_rate"] == {"503": 1.0} and current["latency_ms"] == 5
@@ -69,6 +70,14 @@ async def test_config_changes_take_effect_live(http, emulator):
     assert (await post(http, qlik_url(emulator), data=body, headers={"Authorization": "Bearer abc"}))[0] == 200
     status, current = await configure(http, emulator, token=None)
     assert current["token"] is None
+    assert (await post(http, qlik_url(emulator), data=body))[0] == 200  # any bearer token again
+    assert (await post(anonymous, qlik_url(emulator), data=body))[0] == 401  # but one is required
+
+    status, current = await configure(http, emulator, crash_value=5, max_concurrent_requests=2)
+    assert status == 200 and current["crash_value"] == "5" and current["max_concurrent_requests"] == 2
+    assert (await post(http, qlik_url(emulator), data=body))[0] == 500  # the first customer has 5 tickets
+    status, current = await configure(http, emulator, crash_value=None, max_concurrent_requests=None)
+    assert current["crash_value"] is None and current["max_concurrent_requests"] is None
     assert (await post(http, qlik_url(emulator), data=body))[0] == 200
 
 
@@ -84,6 +93,12 @@ async def test_invalid_config_is_refused_and_changes_nothing(http, emulator):
         ({"hang_rate": 1.5}, "hang_rate"),
         ({"explanation_algorithm": "lime"}, "explanation_algorithm"),
         ({"rate_limit_per_minute": 0}, "rate_limit_per_minute"),
+        ({"max_concurrent_requests": 0}, "max_concurrent_requests"),
+        ({"max_concurrent_requests": 2.5}, "max_concurrent_requests"),
+        ({"max_concurrent_requests": "4"}, "max_concurrent_requests"),
+        ({"crash_value": ""}, "crash_value"),
+        ({"crash_value": [666]}, "crash_value"),
+        ({"crash_value": {"BaseFee": 666}}, "crash_value"),
         ({"seed": "x"}, "seed"),
         ({"token": ""}, "token"),
         ({"tls_cert": "/tmp/cert.pem"}, "only be set when the emulator starts"),
@@ -108,7 +123,8 @@ async def test_stats_count_requests_rows_and_faults(http, emulator):
     status, stats = await get(http, emulator.url + "/_emulator/stats")
     assert status == 200
     assert stats["requests"] == 5 and stats["rows"] == 2 + 2 + 6
-    assert stats["faults"] == {"error": 1, "hang": 0, "drop": 0, "rate_limited": 0}
+    assert stats["faults"] == {"error": 1, "hang": 0, "drop": 0, "rate_limited": 0, "concurrency_limited": 0,
+                               "crash": 0}
     assert stats["routes"]["qlik"] == {"requests": 3, "rows": 4, "statuses": {"200": 2, "503": 1},
                                        "explanations": {"none": 1, "shap": 1}}
     assert stats["routes"]["datarobot"] == {"requests": 2, "rows": 6, "statuses": {"200": 1, "422": 1},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 
 import orjson
@@ -82,15 +83,40 @@ async def test_unknown_deployment_ids(http, emulator):
         404, {"message": "Bad request"})
 
 
-async def test_authentication_errors(http, emulator):
+async def test_authentication_errors(anonymous, emulator):
     emulator.configure(token="tok-1")
-    assert await predict(http, emulator) == (401, datarobot_sample("error_401_invalid_api_token.json"))
-    assert await predict(http, emulator, headers={**CSV, "Authorization": "Bearer other"}) == (
+    assert await predict(anonymous, emulator) == (401, datarobot_sample("error_401_invalid_api_token.json"))
+    assert await predict(anonymous, emulator, headers={**CSV, "Authorization": "Bearer other"}) == (
         401, datarobot_sample("error_401_invalid_api_token.json"))
-    assert await predict(http, emulator, headers={**CSV, "Authorization": "Basic bm90LWJhc2U2NA"}) == (
+    assert await predict(anonymous, emulator, headers={**CSV, "Authorization": "Basic bm90LWJhc2U2NA"}) == (
         401, datarobot_sample("error_401_invalid_api_token.json"))
-    assert await predict(http, emulator, headers={**CSV, "Authorization": "Bearer"}) == (
+    assert await predict(anonymous, emulator, headers={**CSV, "Authorization": "Bearer"}) == (
         401, datarobot_sample("error_401_no_credentials_provided.json"))
+
+
+BASIC = "Basic " + base64.b64encode(b"user@example.com:any-key").decode()
+
+
+@pytest.mark.parametrize("authorization, sample", [
+    # "Provided an invalid or no API token key": no header, or one that carries nothing usable.
+    (None, "error_401_invalid_api_token.json"),
+    ("", "error_401_invalid_api_token.json"),
+    ("Negotiate abc", "error_401_invalid_api_token.json"),
+    ("Basic bm90LWJhc2U2NA", "error_401_invalid_api_token.json"),
+    ("Basic " + base64.b64encode(b"user@example.com").decode(), "error_401_invalid_api_token.json"),
+    # "Did not provide an API token key (Bearer Token Auth)".
+    ("Bearer", "error_401_no_credentials_provided.json"),
+    ("Token", "error_401_no_credentials_provided.json"),
+])
+async def test_credentials_are_required_without_a_configured_token(anonymous, emulator, authorization, sample):
+    headers = CSV if authorization is None else {**CSV, "Authorization": authorization}
+    assert await predict(anonymous, emulator, headers=headers) == (401, datarobot_sample(sample))
+
+
+@pytest.mark.parametrize("authorization", ["Bearer any-key", "Token any-key", BASIC])
+async def test_any_credentials_are_accepted_without_a_configured_token(anonymous, emulator, authorization):
+    status, body = await predict(anonymous, emulator, headers={**CSV, "Authorization": authorization})
+    assert status == 200 and len(body["data"]) == 2
 
 
 async def test_datarobot_key_errors(http, emulator):

@@ -6,16 +6,16 @@ import base64
 import csv
 import gzip
 import io
-import math
 
 import aiohttp
 import orjson
 import pytest
 
-from gateway.emulator.explain import QUALITATIVE_TABLE
+from gateway.emulator.attribution import base_values
+from gateway.emulator.explain import QUALITATIVE_TABLE, xemp_explanations
 from gateway.emulator.models import DEPLOYMENTS
 from tests.emulator.conftest import datarobot_url, post
-from tests.emulator.payloads import CHURN_FEATURES, SEED_ROWS, csv_text, random_rows
+from tests.emulator.payloads import CHURN_FEATURES, SEED_ROWS, csv_text, datarobot_sample, random_rows
 
 MODELS = {d.name: d.model for d in DEPLOYMENTS}
 SEED_CSV = csv_text(CHURN_FEATURES, SEED_ROWS)
@@ -32,11 +32,6 @@ async def predict_ok(http, emulator, params="", body=SEED_CSV, headers=CSV, depl
     status, _, raw = await predict(http, emulator, params, body, headers, deployment)
     assert status == 200, raw
     return orjson.loads(raw)["data"]
-
-
-def log_odds(row) -> float:
-    values = {v["label"]: v["value"] for v in row["predictionValues"]}
-    return math.log(values["yes"]) - math.log(values["no"])
 
 
 async def test_every_body_format_gives_the_same_predictions(http, emulator):
@@ -116,24 +111,56 @@ async def test_all_three_auth_schemes_are_accepted(http, emulator, authorization
     assert status == 200, raw
 
 
-async def test_shap_explanations_are_exact(http, emulator):
+def positive_value(row) -> float:
+    return next(v["value"] for v in row["predictionValues"] if v["label"] == "yes")
+
+
+def shap_total(row) -> float:
+    meta = row["shapExplanationsMetadata"]
+    return meta["baseValue"] + sum(e["strength"] for e in row["predictionExplanations"]) + meta["remainingTotal"]
+
+
+async def test_shap_explanations_add_up_like_the_seed_example(http, emulator):
+    # The documentation's own example: 0.3964 + 0.0535 − 0.0490 − 0.0897 = 0.3112, the positive
+    # class's value (to the example's 10 decimals).
+    (seed,) = datarobot_sample("binary_shap_response.seed.json")["data"]
+    assert shap_total(seed) == pytest.approx(seed["predictionValues"][0]["value"], abs=1e-7)
+    assert seed["predictionValues"][0]["label"] == seed["predictionExplanations"][0]["label"] == 1
+    # The emulator's answer has the same shape and the same property, exactly.
+    rows = await predict_ok(http, emulator, "maxExplanations=2&explanationAlgorithm=shap")
+    for row in rows:
+        assert set(row) == set(seed)
+        assert set(row["shapExplanationsMetadata"]) == set(seed["shapExplanationsMetadata"])
+        assert [set(e) for e in row["predictionExplanations"]] == [set(e) for e in seed["predictionExplanations"]]
+        assert row["predictionValues"][0]["label"] == "yes"  # the positive class first, as in the example
+        assert shap_total(row) == pytest.approx(row["predictionValues"][0]["value"], abs=1e-9)
+
+
+async def test_shap_explanations_are_exact_for_every_max_explanations(http, emulator):
     model = MODELS["churn"]
     body = csv_text(CHURN_FEATURES, random_rows(model, 50, seed=9))
-    for limit in ("3", "all"):
+    (base,) = base_values(model)
+    shown_by_limit = {}
+    for limit in [*map(str, range(1, 9)), "20", "all"]:
         rows = await predict_ok(http, emulator, f"maxExplanations={limit}&explanationAlgorithm=shap", body)
+        shown_by_limit[limit] = rows
         for row in rows:
             explanations = row["predictionExplanations"]
-            assert len(explanations) == (3 if limit == "3" else 8)
+            assert len(explanations) == (8 if limit in ("20", "all") else int(limit))
             strengths = [e["strength"] for e in explanations]
             assert strengths == sorted(strengths, key=lambda s: -abs(s))
             assert all(e["qualitativeStrength"] is None and e["label"] == "yes" for e in explanations)
             assert all(isinstance(e["featureValue"], str) for e in explanations)
             meta = row["shapExplanationsMetadata"]
-            assert meta["warnings"] is None
-            total = meta["baseValue"] + sum(strengths) + meta["remainingTotal"]
-            assert total == pytest.approx(log_odds(row), abs=1e-9)
-            if limit == "all":
+            assert meta["warnings"] is None and meta["baseValue"] == base
+            assert shap_total(row) == pytest.approx(positive_value(row), abs=1e-9)
+            if limit in ("8", "20", "all"):
                 assert meta["remainingTotal"] == pytest.approx(0.0, abs=1e-12)
+    # The top N are the first N of the full ranking: remainingTotal carries exactly the rest.
+    for top, full in zip(shown_by_limit["3"], shown_by_limit["all"], strict=True):
+        assert top["predictionExplanations"] == full["predictionExplanations"][:3]
+        rest = sum(e["strength"] for e in full["predictionExplanations"][3:])
+        assert top["shapExplanationsMetadata"]["remainingTotal"] == pytest.approx(rest, abs=1e-12)
 
 
 async def test_shap_explanations_for_regression_are_exact(http, emulator):
@@ -141,10 +168,8 @@ async def test_shap_explanations_for_regression_are_exact(http, emulator):
     body = csv_text(list(model.features), random_rows(model, 30, seed=2))
     rows = await predict_ok(http, emulator, "maxExplanations=2", body, deployment="customer_value")
     for row in rows:
-        meta = row["shapExplanationsMetadata"]
         assert all(e["label"] == "LifetimeValue" for e in row["predictionExplanations"])
-        total = meta["baseValue"] + sum(e["strength"] for e in row["predictionExplanations"]) + meta["remainingTotal"]
-        assert total == pytest.approx(row["prediction"], abs=1e-9)
+        assert shap_total(row) == pytest.approx(row["prediction"], abs=1e-9)
 
 
 def expected_symbol(strength: float, normaliser: float) -> str:
@@ -184,6 +209,23 @@ async def test_xemp_explanations_follow_the_qualitative_table(http, emulator):
     values = {e["feature"]: e["featureValue"] for r in limited for e in r["predictionExplanations"]}
     assert all(not isinstance(v, str) for f, v in values.items() if f in ("BaseFee", "ServiceTickets"))
     assert "shapExplanationsMetadata" not in limited[0]
+
+
+async def test_xemp_keeps_its_own_strengths(http, emulator):
+    """XEMP is not SHAP: its strengths are the model's XEMP values (link space), unchanged by the
+    probability-space SHAP, and its rows carry qualitativeStrength but no SHAP metadata."""
+    model = MODELS["churn"]
+    rows = random_rows(model, 20, seed=31)
+    answered = await predict_ok(http, emulator, "maxExplanations=8&explanationAlgorithm=xemp",
+                                csv_text(CHURN_FEATURES, rows))
+    columns = {f: [r[i] for r in rows] for i, f in enumerate(model.features)}
+    expected = xemp_explanations(model, model.score(columns, len(rows)), range(len(rows)), 8)
+    (seed,) = datarobot_sample("binary_xemp_response.seed.json")["data"]
+    for i, row in enumerate(answered):
+        assert "shapExplanationsMetadata" not in row
+        assert all(set(e) == set(seed["predictionExplanations"][0]) for e in row["predictionExplanations"])
+        got = [(e["feature"], e["strength"], e["qualitativeStrength"]) for e in row["predictionExplanations"]]
+        assert got == [(model.terms[t].name, strength, symbol) for t, strength, symbol in expected[i]]
 
 
 async def test_default_algorithm_follows_the_option(http, emulator):

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from gateway.emulator import EmulatorOptions, start_emulator
+from gateway.emulator.faults import FaultDice
 from gateway.emulator.models import DEPLOYMENTS
-from tests.emulator.conftest import datarobot_url, post, qlik_url
+from tests.emulator.conftest import INSTANT, datarobot_url, post, qlik_url
 from tests.emulator.payloads import CHURN_FEATURES, SEED_ROWS, csv_text, qlik_429_sample, qlik_body, random_rows
 
 QLIK_BODY = orjson.dumps(qlik_body(CHURN_FEATURES, SEED_ROWS))
@@ -70,7 +71,7 @@ async def test_hang_holds_until_the_client_gives_up(http, emulator):
 
 
 async def test_stop_releases_hanging_requests_without_leaking_tasks(http):
-    emulator = await start_emulator(EmulatorOptions(hang_rate=1.0), "127.0.0.1", 0)
+    emulator = await start_emulator(EmulatorOptions(hang_rate=1.0, **INSTANT), "127.0.0.1", 0)
     baseline = len(asyncio.all_tasks())
     pending = asyncio.create_task(post(http, qlik_url(emulator), data=QLIK_BODY, headers=JSON,
                                        timeout=aiohttp.ClientTimeout(total=30)))
@@ -149,3 +150,45 @@ async def test_rate_limit_is_per_vendor_route_set(http, emulator):
     assert emulator.stats.snapshot()["faults"]["rate_limited"] == 2
     emulator.configure(rate_limit_per_minute=None)
     assert (await qlik(http, emulator))[0] == 200
+
+
+def test_the_default_latency_model():
+    """A few ms per request plus a per-row cost; SHAP 2× and XEMP 100× the plain latency."""
+    dice, defaults = FaultDice(1), EmulatorOptions()
+    assert (defaults.latency_ms, defaults.per_row_ms, defaults.shap_multiplier, defaults.xemp_multiplier) == (
+        5.0, 0.02, 2.0, 100.0)
+    assert dice.latency_s(defaults, 10, None) == pytest.approx(0.0052)
+    assert dice.latency_s(defaults, 10, "shap") == pytest.approx(0.0104)
+    assert dice.latency_s(defaults, 10, "xemp") == pytest.approx(0.52)
+    assert dice.latency_s(defaults, 500, None) == pytest.approx(0.015)
+    instant = EmulatorOptions(**INSTANT)
+    assert [dice.latency_s(instant, 500, kind) for kind in (None, "shap", "xemp")] == [0.0, 0.0, 0.0]
+
+
+def execution_ms(headers) -> int:
+    return int(headers["X-DataRobot-Execution-Time"])
+
+
+async def test_with_the_defaults_xemp_is_far_slower_than_plain_and_shap(http):
+    body = csv_text(CHURN_FEATURES, random_rows(DEPLOYMENTS[0].model, 10)).encode()
+    async with await start_emulator(EmulatorOptions(seed=1)) as emulator:
+        plain = execution_ms((await datarobot(http, emulator, body=body))[1])
+        shap = execution_ms((await datarobot(http, emulator, "maxExplanations=3&explanationAlgorithm=shap", body))[1])
+        elapsed, (status, headers, _) = await timed(
+            datarobot(http, emulator, "maxExplanations=3&explanationAlgorithm=xemp", body))
+    assert status == 200
+    assert plain >= 5 and shap >= 10  # 5.2 ms and 10.4 ms modelled, rounded to whole ms
+    assert execution_ms(headers) >= 520 and 0.52 <= elapsed < 5.0
+
+
+async def test_zero_latency_must_be_asked_for_and_is_instant(http):
+    body = csv_text(CHURN_FEATURES, random_rows(DEPLOYMENTS[0].model, 10)).encode()
+    async def ten_in_a_row() -> list[tuple]:
+        return [await datarobot(http, emulator, "maxExplanations=3&explanationAlgorithm=xemp", body)
+                for _ in range(10)]
+
+    async with await start_emulator(EmulatorOptions(seed=1, **INSTANT)) as emulator:
+        elapsed, answers = await timed(ten_in_a_row())
+    assert all(status == 200 for status, _, _ in answers)
+    assert elapsed < 2.0  # the default model would take 10 × 520 ms
+    assert max(execution_ms(headers) for _, headers, _ in answers) < 500

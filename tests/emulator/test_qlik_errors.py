@@ -70,24 +70,35 @@ async def test_wrong_method_and_unknown_path_answer_in_qlik_format(http, emulato
     assert_failure(status, raw, 404)
 
 
-async def test_bearer_token_is_checked_when_configured(http, emulator):
+async def test_bearer_token_is_checked_when_configured(anonymous, emulator):
     emulator.configure(token="s3cret")
-    status, _, raw = await post(http, qlik_url(emulator), data=SEED_BODY, headers=JSON)
-    assert_failure(status, raw, 401)
-    status, _, raw = await post(http, qlik_url(emulator), data=SEED_BODY,
+    status, _, raw = await post(anonymous, qlik_url(emulator), data=SEED_BODY, headers=JSON)
+    assert_failure(status, raw, 401, "bearer token is required")
+    status, _, raw = await post(anonymous, qlik_url(emulator), data=SEED_BODY,
                                 headers={**JSON, "Authorization": "Bearer wrong"})
     assert_failure(status, raw, 401, "not valid")
-    status, _, raw = await post(http, qlik_url(emulator), data=SEED_BODY,
+    status, _, raw = await post(anonymous, qlik_url(emulator), data=SEED_BODY,
                                 headers={**JSON, "Authorization": "Token s3cret"})
     assert_failure(status, raw, 401)
-    status, _, _ = await post(http, qlik_url(emulator), data=SEED_BODY,
+    status, _, _ = await post(anonymous, qlik_url(emulator), data=SEED_BODY,
                               headers={**JSON, "Authorization": "Bearer s3cret"})
     assert status == 200
 
 
-async def test_any_token_or_none_is_accepted_by_default(http, emulator):
-    for headers in (JSON, {**JSON, "Authorization": "Bearer anything"}):
-        status, _, _ = await post(http, qlik_url(emulator), data=SEED_BODY, headers=headers)
+@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer   ", "Token abc", "Basic dXNlcjprZXk="])
+async def test_a_request_without_a_bearer_token_is_401_by_default(anonymous, emulator, authorization):
+    """As Qlik Cloud: every real-time request needs an API key or OAuth token as a bearer token."""
+    headers = JSON if authorization is None else {**JSON, "Authorization": authorization}
+    status, _, raw = await post(anonymous, qlik_url(emulator), data=SEED_BODY, headers=headers)
+    error = assert_failure(status, raw, 401, "bearer token is required")
+    assert error["title"] == "Unauthorized"
+    assert emulator.stats.snapshot()["routes"]["qlik"]["statuses"] == {"401": 1}
+
+
+async def test_any_bearer_token_is_accepted_by_default(anonymous, emulator):
+    for token in ("anything", "x", "a.b.c-jwt-like"):
+        status, _, _ = await post(anonymous, qlik_url(emulator), data=SEED_BODY,
+                                  headers={**JSON, "Authorization": f"Bearer {token}"})
         assert status == 200
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 
 import orjson
 import pytest
 
+from gateway.emulator.attribution import base_values
 from gateway.emulator.models import DEPLOYMENTS
 from tests.emulator.conftest import post, qlik_url
-from tests.emulator.payloads import CHURN_FEATURES, SEED_ROWS, qlik_body, random_rows, seed_response
+from tests.emulator.payloads import CHURN_FEATURES, SEED_ROWS, qlik_body, random_rows, seed_request, seed_response
 
 MODELS = {d.name: d.model for d in DEPLOYMENTS}
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -33,10 +33,16 @@ async def run_ok(http, emulator, body, params="", deployment="churn"):
     return attributes, [dict(zip(names, row, strict=False)) for row in attributes["rows"]]
 
 
+def seed_base_values(attributes) -> list[float]:
+    """``Churned_yes − Σ SHAP`` per row of a response: the base value, if SHAP is in probability space."""
+    names = [c["name"] for c in attributes["schema"]]
+    rows = [dict(zip(names, row, strict=True)) for row in attributes["rows"]]
+    return [row["Churned_yes"] - sum(row[f"{f}_SHAP"] for f in CHURN_FEATURES) for row in rows]
+
+
 async def test_seed_request_returns_the_seed_response_shape(http, emulator):
     expected = seed_response()["data"]["attributes"]
-    attributes, _ = await run_ok(http, emulator, qlik_body(CHURN_FEATURES, SEED_ROWS),
-                                    "includeShap=true&includeNotPredictedReason=true")
+    attributes, _ = await run_ok(http, emulator, seed_request(), "includeShap=true&includeNotPredictedReason=true")
     # Same columns, same order, same types as the tutorial's response.
     assert attributes["schema"] == expected["schema"]
     assert len(attributes["rows"]) == len(expected["rows"]) == 2
@@ -49,21 +55,29 @@ async def test_seed_request_returns_the_seed_response_shape(http, emulator):
         assert got[3] == pytest.approx(seed[3], abs=0.01)  # plausible: near the tutorial's P(churn)
 
 
+async def test_shap_is_in_probability_space_with_one_base_as_in_the_seed(http, emulator):
+    # The tutorial's own rows: Churned_yes − Σ SHAP is the same 0.3329 for both customers.
+    seed = seed_base_values(seed_response()["data"]["attributes"])
+    assert seed[0] == pytest.approx(0.3329, abs=1e-4) and seed[1] == pytest.approx(seed[0], abs=1e-12)
+    # The emulator's answer to the same request has the same property, with the deployment's base.
+    attributes, _ = await run_ok(http, emulator, seed_request(), "includeShap=true&includeNotPredictedReason=true")
+    (base,) = base_values(MODELS["churn"])
+    assert seed_base_values(attributes) == pytest.approx([base, base], abs=1e-9)
+
+
 async def test_shap_is_exact_for_the_binary_model(http, emulator):
     model = MODELS["churn"]
     rows = SEED_ROWS + random_rows(model, 200, seed=3)
     _, scored = await run_ok(http, emulator, qlik_body(CHURN_FEATURES, rows), "includeShap=true")
-    base = model.base_values[0]
+    (base,) = base_values(model)
+    assert 0.0 < base < 1.0
     for row in scored:
-        log_odds = math.log(row["Churned_yes"]) - math.log(row["Churned_no"])
         shap = sum(row[f"{f}_SHAP"] for f in CHURN_FEATURES)
-        assert base + shap == pytest.approx(log_odds, abs=1e-9)
-    # Base-free: the SHAP sums of two rows differ exactly by their log-odds difference.
+        assert base + shap == pytest.approx(row["Churned_yes"], abs=1e-9)
+    # Base-free: the SHAP sums of two rows differ exactly by their P(yes) difference.
     first, second = scored[0], scored[1]
     delta_shap = sum(second[f"{f}_SHAP"] - first[f"{f}_SHAP"] for f in CHURN_FEATURES)
-    delta_logit = (math.log(second["Churned_yes"] / second["Churned_no"])
-                   - math.log(first["Churned_yes"] / first["Churned_no"]))
-    assert delta_shap == pytest.approx(delta_logit, abs=1e-9)
+    assert delta_shap == pytest.approx(second["Churned_yes"] - first["Churned_yes"], abs=1e-9)
 
 
 async def test_shap_is_exact_for_the_regression_model(http, emulator):
@@ -71,8 +85,10 @@ async def test_shap_is_exact_for_the_regression_model(http, emulator):
     features = list(model.features)
     _, scored = await run_ok(http, emulator, qlik_body(features, random_rows(model, 100, seed=4)),
                              "includeShap=true", "customer_value")
+    (base,) = base_values(model)
+    assert base == model.base_values[0]  # target units: the link is the prediction
     for row in scored:
-        total = model.base_values[0] + sum(row[f"{f}_SHAP"] for f in features)
+        total = base + sum(row[f"{f}_SHAP"] for f in features)
         assert total == pytest.approx(row["LifetimeValue_predicted"], abs=1e-9)
 
 
@@ -83,15 +99,17 @@ async def test_shap_is_exact_for_the_multiclass_model(http, emulator):
                                       "includeShap=true", "support_priority")
     names = [c["name"] for c in attributes["schema"]]
     assert names[:5] == ["automl_row_index", "Priority_predicted", "Priority_high", "Priority_low", "Priority_medium"]
+    bases = dict(zip(model.classes, base_values(model), strict=True))
+    explained = set()
     for row in scored:
         probabilities = {c: row[f"Priority_{c}"] for c in model.classes}
         predicted = row["Priority_predicted"]
         assert predicted == max(probabilities, key=probabilities.get)
-        # The predicted class's centered log-probability, recovered from the probabilities alone.
-        mean_log = sum(math.log(p) for p in probabilities.values()) / len(probabilities)
-        score = math.log(probabilities[predicted]) - mean_log
-        k = model.classes.index(predicted)
-        assert model.base_values[k] + sum(row[f"{f}_SHAP"] for f in features) == pytest.approx(score, abs=1e-9)
+        # The predicted class's probability = that class's base + Σ SHAP.
+        total = bases[predicted] + sum(row[f"{f}_SHAP"] for f in features)
+        assert total == pytest.approx(probabilities[predicted], abs=1e-9)
+        explained.add(predicted)
+    assert len(explained) >= 2  # more than one class's base was exercised
 
 
 async def test_stringified_cells_score_like_typed_cells(http, emulator):

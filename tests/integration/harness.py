@@ -77,14 +77,18 @@ async def async_wait_until(predicate: Callable[[], Any], timeout_s: float, what:
 # ---- the emulator ---------------------------------------------------------------------------
 
 class EmulatorProcess:
-    """``scoring-gateway emulate`` in its own process, so the gateway talks real HTTP to it."""
+    """``scoring-gateway emulate`` in its own process, so the gateway talks real HTTP to it.
+
+    It starts instant (latency 0, per-row 0: the emulator's default is a real service's latency);
+    ``extra`` flags come after, so a test can ask for its own latency.
+    """
 
     def __init__(self, *extra: str, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "emulate", "--host", "127.0.0.1", "--port", str(self.port),
-             "--seed", "7", *extra],
+             "--seed", "7", "--latency-ms", "0", "--per-row-ms", "0", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         wait_until(self._up, 30, "the emulator to listen")
         self.deployments = {d["name"]: d for d in self.get("/_emulator/deployments")["deployments"]}
@@ -110,7 +114,7 @@ class EmulatorProcess:
 
     def reset(self) -> None:
         self.configure(latency_ms=0, per_row_ms=0, error_rate={}, hang_rate=0, drop_rate=0,
-                       rate_limit_per_minute=None)
+                       rate_limit_per_minute=None, max_concurrent_requests=None, crash_value=None)
 
     def qlik_url(self, name: str = "churn") -> str:
         return f"{self.url}/api/v1/ml/deployments/{self.deployments[name]['qlik_id']}/realtime-predictions/actions/run"

@@ -37,7 +37,8 @@ REJECTED = {DR / "legacy_api_v1_response_fixture_temperatura.json",
             QLIK / "realtime-response.ml.reference-example.json"}
 NOT_PREDICTION_RESPONSES = {  # error bodies (see test_errors), requests, client output, seed excerpts
     *DR.glob("error_*.json"), *DR.glob("batch_scoring_client_output_*.csv"), DR / "SOURCES.md",
-    *DR.glob("seed-*.json"), *QLIK.glob("seed-*.json"), *QLIK.glob("batch-prediction-*"),
+    *DR.glob("seed-*.json"), *DR.glob("*.seed.json"), *QLIK.glob("*.tutorial.json"),
+    *QLIK.glob("batch-prediction-*"),
     *QLIK.glob("openapi-*.json"), QLIK / "error-429-rate-limit.qlik-dev.txt", QLIK / "SOURCES.md",
 }
 
@@ -149,7 +150,7 @@ def seed_json(folder: Path, name: str) -> str:
 
 
 def test_datarobot_seed_xemp_and_shap_examples() -> None:
-    raw = seed_json(DR, "seed-xemp-response.json")
+    raw = seed_json(DR, "binary_xemp_response.seed.json")
     codec = DataRobotCodec(url=DR_URL, token="t", max_bytes=None, max_explanations=3)
     (row,) = codec.decode(codec.encode(None, [{}]), 200, "application/json", raw.encode())
     assert row.prediction == "0" and row.probabilities == {"1": 0.07836511, "0": 0.92163489}
@@ -157,7 +158,7 @@ def test_datarobot_seed_xemp_and_shap_examples() -> None:
         ("Sex", "male", "---"), ("Age", 62, "---"), ("Fare", 9.6875, "--")]
     assert row.explanation_kind == "xemp"
 
-    raw = seed_json(DR, "seed-shap-response.json")
+    raw = seed_json(DR, "binary_shap_response.seed.json")
     codec = DataRobotCodec(url=DR_URL, token="t", max_bytes=None, max_explanations="all", explanation_algorithm="shap")
     source = [{"number_diagnoses": 9, "number_inpatient": 0}]
     (row,) = codec.decode(codec.encode(None, source), 200, "application/json", raw.encode())
@@ -191,7 +192,7 @@ def test_qlik_migration_guide_responses(name: str) -> None:
 
 
 def test_qlik_seed_response() -> None:
-    raw = seed_json(QLIK, "seed-realtime-response.json")
+    raw = seed_json(QLIK, "realtime-response-shap.tutorial.json")
     table = json.loads(raw)["data"]["attributes"]
     sent = [{"PlanType": "Standard", "NumberOfPenalties": 1, "HasRenewed": True, "BaseFee": 50.0, "ServiceTickets": 5,
              "AdditionalFeatureSpend": 15.5, "ServiceRating": 4.2, "Promotion": True},
