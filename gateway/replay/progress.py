@@ -38,13 +38,14 @@ class PlainProgress:
             return
         self._last = now
         if not replayer.joined:
-            line = f"progress: waiting for consumer group {self._group} to assign partitions"
+            line = (f"progress: waiting {now - self._began:.0f}s for consumer group {self._group} "
+                    "to assign partitions")
         else:
             t = replayer.tally
             share = f" ({100.0 * t.read / t.to_read:.0f}%)" if t.to_read else ""
             line = (f"progress: {t.read:,}/{t.to_read:,} read{share}, {t.republished:,} re-published, "
                     f"{t.skipped_stage + t.skipped_time:,} skipped, {t.unreadable:,} unreadable, "
-                    f"{t.read / max(now - self._began, 1e-9):,.0f} records/s")
+                    f"{t.read / max(now - (replayer.joined_at or now), 1e-3):,.0f} records/s")
         print(line, file=self._stream, flush=True)
 
 

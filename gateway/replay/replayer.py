@@ -98,6 +98,7 @@ class Replayer:
         self._counted: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._joined = asyncio.Event()
+        self.joined_at: float | None = None  # by ``clock``: progress counts its rate from here
         self._paced = 0
         self._paced_since: float | None = None
 
@@ -118,6 +119,8 @@ class Replayer:
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         """Runs before any record of the new assignment is fetched, so a seek here holds."""
+        if self.joined_at is None:
+            self.joined_at = self._clock()
         self._joined.set()
         self.tally.partitions = len(partitions)
         if self._rewind:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,8 @@ import pytest
 from aiokafka import TopicPartition
 
 from gateway.records import Rejected, dead_letter_document, dumps
-from gateway.replay.replayer import Plan, Replayer
+from gateway.replay.progress import PlainProgress, Summary, UnreadableWarnings
+from gateway.replay.replayer import Plan, Replayer, Tally
 from gateway.replay.selection import Selection
 from gateway.replay.topics import Layout
 
@@ -169,3 +171,57 @@ async def test_records_of_a_partition_revoked_since_the_fetch_are_dropped() -> N
     fetched = {P0: [dead_letter(P0, 0)], P1: [dead_letter(P1, 0)]}
     assert await replayer._step(fetched, asyncio.Event())
     assert events == [("publish", [f"{DLQ}/0/0"]), ("commit", {P0: 1})]
+
+
+# ---- what the operator sees --------------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_progress_prints_at_most_a_line_a_second() -> None:
+    clock, out = Clock(), io.StringIO()
+    replayer = Replayer(ScriptedConsumer([], [], set()), plan({0: 10}), sink=None, commit=False,
+                        on_unreadable=lambda record, reason: None, clock=clock)  # type: ignore[arg-type]
+    view = PlainProgress(out, "g.replay.churn", clock=clock)
+    view.show(replayer)
+    clock.now += 0.5
+    view.show(replayer)
+    assert out.getvalue().splitlines() == [
+        "progress: waiting 0s for consumer group g.replay.churn to assign partitions"]
+    replayer.assigned({P0})
+    replayer.tally.read, replayer.tally.to_read, replayer.tally.republished, replayer.tally.skipped_time = 4, 10, 3, 1
+    clock.now += 2.0
+    view.show(replayer)
+    assert out.getvalue().splitlines()[-1] == \
+        "progress: 4/10 read (40%), 3 re-published, 1 skipped, 0 unreadable, 2 records/s"
+
+
+def test_unreadable_warnings_stop_at_the_limit_with_one_line_saying_so() -> None:
+    out = io.StringIO()
+    warn = UnreadableWarnings(out, limit=2)
+    for offset in range(5):
+        warn(Record(DLQ, 1, offset, b"x"), "not JSON")
+    assert out.getvalue().splitlines() == [
+        f"replay: unreadable dead-letter record {DLQ}/1/0: not JSON; skipped, not re-published",
+        f"replay: unreadable dead-letter record {DLQ}/1/1: not JSON; skipped, not re-published",
+        "replay: more than 2 unreadable dead-letter records: the rest are counted in the summary, not shown"]
+    assert warn.seen == 5
+
+
+def test_the_summary_says_what_a_dry_run_and_an_interrupted_run_did_not_do() -> None:
+    tally = Tally(read=7, selected=5, skipped_stage=2, partitions=4)
+    dry = Summary("churn", "score", DLQ, "churn-features", "g.replay.churn", "", dry_run=True, finished=False,
+                  tally=tally, duration_s=1.25)
+    text = "\n".join(dry.lines())
+    assert "dry run: nothing published, nothing committed" in text
+    assert "stopped before the end: run the same command again" in text
+    assert dry.machine() | {"duration_s": 0} == {
+        "pipeline": "churn", "stage": "score", "dead_letter_topic": DLQ, "input_topic": "churn-features",
+        "group": "g.replay.churn", "dry_run": True, "finished": False, "read": 7, "selected": 5, "republished": 0,
+        "skipped_stage": 2, "skipped_time": 0, "unreadable": 0, "partitions": 4, "commit_failures": 0,
+        "duration_s": 0}
