@@ -67,9 +67,15 @@ def run_replay(config: Path, *options: str, timeout_s: float = 120, pipeline: st
     return Ran(done.returncode, done.stdout, done.stderr)
 
 
-def start_replay(config: Path, *options: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(replay_argv(config, *options), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+def start_replay(config: Path, *options: str, capture: bool = False) -> subprocess.Popen[str]:
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(replay_argv(config, *options), cwd=ROOT, stdout=output, stderr=output,
+                            stdin=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def finish(proc: subprocess.Popen[str], timeout_s: float = 60) -> Ran:
+    stdout, stderr = proc.communicate(timeout=timeout_s)
+    return Ran(proc.returncode, stdout, stderr)
 
 
 def config_for(tmp_path: Path, topics: Topics, backend: dict[str, Any] | None = None, **pipeline: Any) -> Path:
@@ -301,6 +307,33 @@ async def test_kill_dash_nine_then_rerun_covers_everything_duplicating_only_afte
             assert counts[w.position] == 1, w.position  # committed before the kill: never twice
     third = run_replay(path)
     assert (third.status, third.summary["read"], third.summary["republished"]) == (0, 0, 0)
+
+
+async def test_ctrl_c_commits_what_it_published_so_the_rerun_duplicates_nothing(tmp_path, topics):
+    n = 6000
+    items = [scored(i) for i in range(n)]
+    await write_dead_letters(topics, items)
+    path = config_for(tmp_path, topics)
+    first = start_replay(path, "--rate", "1500", capture=True)
+    try:
+        async def some_committed() -> bool:
+            assert first.poll() is None, "the first run ended before it could be interrupted"
+            return sum(o or 0 for o in (await committed_offsets(topics)).values()) >= n // 5
+        await async_wait_until(some_committed, 90, "a fifth of the dead letters committed", interval_s=0.1)
+        first.send_signal(signal.SIGINT)
+        interrupted = finish(first)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+    assert interrupted.status == 130, interrupted.stderr
+    assert interrupted.summary["finished"] is False
+    committed = sum(o or 0 for o in (await committed_offsets(topics)).values())
+    assert n // 5 <= interrupted.summary["republished"] == committed < n  # published = committed: the step ended
+    second = run_replay(path)
+    assert (second.status, second.summary["read"], second.summary["republished"]) == (0, n - committed, n - committed)
+    counts = Counter(position_of(provenance_of(r) or "", topics) for r in await topics.read_all(topics.input))
+    assert counts == Counter({w.position: 1 for w in items})
 
 
 # ---- 5. unreadable dead-letter records -------------------------------------------------------
