@@ -336,6 +336,32 @@ async def test_ctrl_c_commits_what_it_published_so_the_rerun_duplicates_nothing(
     assert counts == Counter({w.position: 1 for w in items})
 
 
+async def test_two_replays_at_once_share_the_partitions_and_publish_each_record_once(tmp_path, topics):
+    n = 8000  # 20 s at --rate 400: long enough for the second run to join while the first works
+    items = [scored(i) for i in range(n)]
+    await write_dead_letters(topics, items)
+    path = config_for(tmp_path, topics)
+    procs = [start_replay(path, "--rate", "400", capture=True)]
+    try:
+        async def started() -> bool:
+            assert procs[0].poll() is None, "the first run ended before the second joined"
+            return sum(o or 0 for o in (await committed_offsets(topics)).values()) > 0
+        await async_wait_until(started, 90, "the first run under way", interval_s=0.1)
+        procs.append(start_replay(path, "--rate", "400", capture=True))
+        runs = [finish(proc, 120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert [r.status for r in runs] == [0, 0], [r.stderr for r in runs]
+    assert sum(r.summary["republished"] for r in runs) == n
+    assert all(r.summary["republished"] > 0 for r in runs)  # the second run did take partitions over
+    assert all(r.summary["commit_failures"] == 0 for r in runs)
+    counts = Counter(position_of(provenance_of(r) or "", topics) for r in await topics.read_all(topics.input))
+    assert counts == Counter({w.position: 1 for w in items})
+
+
 # ---- 5. unreadable dead-letter records -------------------------------------------------------
 
 async def test_unreadable_dead_letter_records_are_counted_and_skipped(tmp_path, topics):
