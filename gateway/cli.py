@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("gateway.schema", "print the config's JSON Schema, for editors and validators"),
     "emulate": ("gateway.emulator.cli", "run the built-in Qlik/DataRobot scoring emulator"),
     "demo": ("gateway.demo", "run broker, emulator and gateway embedded, with live progress"),
+    "replay": ("gateway.replay", "re-publish a pipeline's dead letters to its input topic"),
 }
 
 

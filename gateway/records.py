@@ -19,6 +19,9 @@ STAGE_VALIDATE = "validate"
 STAGE_SCORE = "score"
 STAGE_NOT_PREDICTED = "not_predicted"
 
+# The reason of a tombstone's dead letter: replay tells it by this text from an empty value.
+TOMBSTONE_REASON = "record has no value (tombstone)"
+
 
 class InputRecord(Protocol):
     """What the gateway needs of a consumed Kafka record (aiokafka's ConsumerRecord has it)."""

@@ -29,8 +29,8 @@ from aiokafka.partitioner import murmur2
 
 log = logging.getLogger("gateway.sink")
 
-# (topic, key, value, headers)
-Message = tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]
+# (topic, key, value, headers); a None value is a tombstone (replay re-publishes those)
+Message = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 
 _KEY_CACHE_LIMIT = 100_000
 
@@ -107,7 +107,8 @@ class KafkaSink:
                     waits.append(self._send_batch(batch, *target))
                     batch, chunk = producer.create_batch(), []
                     if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-                        raise ValueError(f"a single record of {len(value)} bytes exceeds the producer's batch size")
+                        size = len(value or b"")
+                        raise ValueError(f"a single record of {size} bytes exceeds the producer's batch size")
                 chunk.append(message)
             chunks.append((target, chunk))
             waits.append(self._send_batch(batch, *target))

@@ -14,12 +14,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from gateway.records import STAGE_DECODE, Rejected
+from gateway.records import STAGE_DECODE, TOMBSTONE_REASON, Rejected
 
 
 def decode_value(value: bytes | None) -> dict[str, Any] | Rejected:
     if value is None:
-        return Rejected(STAGE_DECODE, "record has no value (tombstone)")
+        return Rejected(STAGE_DECODE, TOMBSTONE_REASON)
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
