@@ -185,3 +185,32 @@ async def test_dead_letter_mode_keeps_the_old_behaviour(topics, emu):
     reasons = {orjson.loads(r.value)["reason"].split(":")[0] for r in dead}
     assert len(set(ids_of(dead))) == n and reasons == {"gave up after 2 attempts"}
     assert 'scoring_gateway_circuit_state{pipeline="churn"} 2.0' in metrics
+
+
+async def test_rows_that_crash_the_model_are_isolated_and_the_breaker_stays_closed(topics, emu):
+    """5 % of rows carry the value the emulator's model crashes on (HTTP 500 for the whole request):
+    only those rows are dead-lettered, at stage score with status 500; the breaker never opens."""
+    n, crash = 2000, "CRASH-ME"
+    values, bad = [], set()
+    for i in range(n):
+        row = churn_features(i)
+        if i % 20 == 7:
+            row["PlanType"] = crash
+            bad.add(i)
+        values.append(orjson.dumps(row))
+    await topics.produce(values, [f"k{i}".encode() for i in range(n)])
+    emu.configure(crash_value=crash)
+    doc = gateway_config(topics, {"type": "qlik", "url": emu.qlik_url(), "token": "test-token"},
+                         batching={"max_rows": 100, "linger_ms": 5},
+                         retry={"max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200})
+    async with InProcessGateway(doc) as gw, aiohttp.ClientSession() as http:
+        dead = await topics.read(topics.dead_letter, lambda r: len(r) >= len(bad), 120)
+        predictions = await topics.read(topics.predictions, lambda r: len(r) >= n - len(bad), 120, settle_s=0.5)
+        async with http.get(gw.admin_url + "/metrics") as response:
+            metrics = await response.text()
+    documents = [orjson.loads(r.value) for r in dead]
+    assert {(d["stage"], d["status"]) for d in documents} == {("score", 500)}
+    crashed_rows = {orjson.loads(d["raw"])["PlanType"] for d in documents}
+    assert crashed_rows == {crash} and len(documents) == len(bad)
+    assert len(set(ids_of(predictions))) == n - len(bad)
+    assert 'scoring_gateway_circuit_transitions_total{pipeline="churn",to="open"} 0.0' in metrics
