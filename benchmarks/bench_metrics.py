@@ -52,7 +52,7 @@ def hot_path(m: PipelineMetrics, calls: int, repeats: int) -> dict[str, float]:
         "request": lambda: m.request("qlik", "shap", "200", 0.0123),
         "slow_explanation": lambda: m.slow_explanation("xemp"),
         "batch": lambda: m.batch(500),
-        "inflight_requests": lambda: m.inflight_requests(8),
+        "requests_in_flight": lambda: m.requests_in_flight(1),
         "inflight_records": lambda: m.inflight_records(4000),
         "paused": lambda: m.paused(False),
         "retry": lambda: m.retry("503"),
@@ -83,7 +83,7 @@ def end_to_end(m: PipelineMetrics, sizes: list[int], values_per_size: int, repea
 
 def per_record_overhead(calls: dict[str, float], e2e: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """What one batch's bookkeeping costs per record, against the 5 % budget at the target rate."""
-    per_batch = ["consumed", "batch", "request", "published", "inflight_requests", "inflight_requests",
+    per_batch = ["consumed", "batch", "request", "published", "requests_in_flight", "requests_in_flight",
                  "inflight_records", "inflight_records", "paused"]
     batch_ns = sum(calls[name] for name in per_batch)
     budget_ns = 1e9 / TARGET_RECORDS_PER_S * BUDGET_SHARE

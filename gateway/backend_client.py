@@ -29,7 +29,7 @@ log = logging.getLogger("gateway.dispatcher")
 class BackendClient:
     def __init__(self, *, pipeline: str, codec: Codec, session: aiohttp.ClientSession, max_in_flight_requests: int,
                  metrics: PipelineMetrics, slow_threshold_s: float, secrets: Sequence[str | None] = (),
-                 adaptive: AdaptiveLimit | None = None) -> None:
+                 adaptive: AdaptiveLimit | None = None, report_limit: bool = True) -> None:
         self.pipeline = pipeline
         self.codec = codec
         self.session = session
@@ -38,7 +38,8 @@ class BackendClient:
         self._redactor = _credentials_redactor(codec, secrets)
         self.adaptive = adaptive
         self.slots = RequestSlots(adaptive.limit if adaptive is not None else max_in_flight_requests)
-        metrics.concurrency_limit(self.slots.limit)
+        if report_limit:  # the prediction lane's limit is the pipeline's
+            metrics.concurrency_limit(self.slots.limit)
         # The explanation kind a request asks for is known up front except for "auto" (the
         # deployment's default), which the first response reveals.
         requested = codec.explanations
@@ -49,7 +50,7 @@ class BackendClient:
         backend, slots = self.codec.backend, self.slots
         await slots.acquire()
         in_flight = slots.in_flight
-        self.metrics.inflight_requests(in_flight)
+        self.metrics.requests_in_flight(1)
         started = time.monotonic()
         try:
             async with self.session.request(request.method, request.url, data=request.body,
@@ -64,7 +65,7 @@ class BackendClient:
             raise error from None
         finally:
             slots.release()
-            self.metrics.inflight_requests(slots.in_flight)
+            self.metrics.requests_in_flight(-1)
         seconds = time.monotonic() - started
         self._adapt(status, seconds, in_flight, request.rows)
         if not 200 <= status < 300:

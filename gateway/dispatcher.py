@@ -35,15 +35,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import aiohttp
-
 from gateway.backend_client import BackendClient
 from gateway.backends.errors import DataError, FatalError, RetryableError, ScoringError
-from gateway.backends.factory import make_ssl_context
 from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
-from gateway.breaker import BreakerSettings, CircuitBreaker, Permit, State, Transition
-from gateway.concurrency import AdaptiveLimit
-from gateway.config import PipelineConfig
+from gateway.breaker import CircuitBreaker, Permit, State, Transition
 from gateway.metrics import PipelineMetrics
 from gateway.ratelimit import RateLimiter
 from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
@@ -283,46 +278,3 @@ def _log_transition(pipeline: str, t: Transition) -> None:
     else:
         log.warning("circuit_closed", extra={"pipeline": pipeline, "reason": t.reason})
 
-
-# ---- built from a pipeline's settings ---------------------------------------------------------------
-
-def scoring_session(pipeline: PipelineConfig) -> aiohttp.ClientSession:
-    """The HTTP session for one pipeline's backend: pooled up to the request concurrency, the
-    backend's CA trusted, one timeout per request."""
-    connector = aiohttp.TCPConnector(limit=request_limit(pipeline),
-                                     ssl=make_ssl_context(pipeline.backend.ca_file) or True)
-    timeout = aiohttp.ClientTimeout(total=pipeline.retry.request_timeout_s)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout)
-
-
-def request_limit(pipeline: PipelineConfig) -> int:
-    """The most requests the pipeline may ever have in flight (the adaptive limit's ceiling)."""
-    wanted = pipeline.concurrency.max_in_flight_requests
-    return pipeline.concurrency.max_in_flight_requests_limit if wanted == "auto" else int(wanted)
-
-
-def make_dispatcher(pipeline: PipelineConfig, codec: Codec, session: aiohttp.ClientSession, *,
-                    metrics: PipelineMetrics, on_circuit: Callable[[Transition], None]) -> Dispatcher:
-    """A dispatcher configured from one pipeline's settings (streaming and batch scoring share it)."""
-    retry, breaker, concurrency = pipeline.retry, pipeline.circuit_breaker, pipeline.concurrency
-    backend = pipeline.backend
-    limit = backend.rate_limit_per_minute
-    most = request_limit(pipeline)
-    adaptive = (AdaptiveLimit(minimum=1, maximum=most, limit=min(4, most))
-                if concurrency.max_in_flight_requests == "auto" else None)
-    client = BackendClient(pipeline=pipeline.name, codec=codec, session=session, max_in_flight_requests=most,
-                           metrics=metrics, slow_threshold_s=pipeline.explanations.slow_threshold_ms / 1000.0,
-                           secrets=(backend.token, getattr(backend, "datarobot_key", None)), adaptive=adaptive)
-    settings = BreakerSettings(
-        failure_threshold=breaker.failure_threshold, failure_ratio=breaker.failure_ratio,
-        window_s=breaker.window_s, min_requests=breaker.min_requests,
-        close_after_successes=breaker.close_after_successes,
-        initial_backoff_s=retry.initial_backoff_ms / 1000.0, max_backoff_s=retry.max_backoff_ms / 1000.0,
-        max_in_flight=most, holds=retry.on_backend_outage == "pause")
-    rng = random.Random()
-    return Dispatcher(
-        pipeline=pipeline.name, codec=codec, client=client, features=pipeline.features,
-        policy=RetryPolicy(retry.max_attempts, retry.initial_backoff_ms / 1000.0,
-                           retry.max_backoff_ms / 1000.0, retry.max_retry_after_s),
-        breaker=CircuitBreaker(settings, rng), limiter=RateLimiter(limit) if limit else None,
-        metrics=metrics, on_circuit=on_circuit, rng=rng)

@@ -292,8 +292,9 @@ class PipelineMetrics:
     def batch(self, rows: int) -> None:
         self._batch.observe(rows)
 
-    def inflight_requests(self, n: int) -> None:
-        self._inflight_requests.set(n)
+    def requests_in_flight(self, delta: int) -> None:
+        """``+1`` when a request goes out, ``-1`` when it ends (every lane of the pipeline adds up)."""
+        self._inflight_requests.inc(delta)
 
     def inflight_records(self, n: int) -> None:
         self._inflight_records.set(n)

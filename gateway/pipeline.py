@@ -1,58 +1,48 @@
 """One pipeline: input topic → batches → scoring → output topics, with offsets committed behind.
 
 The flow, and where each step lives:
-    source.KafkaSource.fetch        records from the input topic (paused under backpressure)
-    source.decode_value             JSON object or ``Rejected`` (stage decode)
-    codec.check_row                 sendable, or ``Rejected`` (stage validate)
+    intake.Intake                   fetch (paused under backpressure), decode, check, batch
     batcher.Batcher                 rows → ``Batch`` by max_rows / max_bytes / linger_ms
     ordering.KeyOrder               which earlier batches a batch must publish after
-    dispatcher.Dispatcher.score     encode → HTTP → decode, with retries, splits, pacing
-    records.*_document              output records of PRODUCT.md §4
-    sink.KafkaSink.publish          batch produce, wait for the broker's acks
-    offsets.OffsetTracker           ack → commit what is contiguous and acknowledged
+    lanes.make_lanes                the prediction lane (and the deferred explanation lane)
+    dispatcher.Dispatcher.score     encode → HTTP → decode, with the breaker, retries, splits, pacing
+    outputs.Outputs                 output records of PRODUCT.md §4, addressed to their topics
+    delivery.AtLeastOnceDelivery    publish, wait for the broker's acks, acknowledge, commit behind
+    offsets.OffsetTracker           commit only what is contiguous and acknowledged
 
-Backpressure: at most ``max_in_flight_records`` records are between fetch and acknowledgement;
-the consumer is paused at that mark and resumed below half of it, and also while the circuit
-breaker holds requests back (the backend is out, or refuses the configuration), so a stalled or
-failing backend never grows memory and never turns the stream into dead letters.
+One asyncio task group per pipeline owns every task: the intake loop, the commit loop and one task
+per batch (or group of rejects). On stop, and before partitions are revoked, the pipeline stops
+fetching, sends its partial batch, gives in-flight work ``shutdown_timeout_s`` to finish, publishes
+and commits what finished and abandons the rest uncommitted (it is redelivered).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
 
-from gateway.backends.factory import make_codec
-from gateway.backends.scoring import Codec
 from gateway.batcher import Batch, Batcher
 from gateway.breaker import State, Transition
 from gateway.config import KafkaConfig, PipelineConfig
-from gateway.dispatcher import Dispatcher, Outcome, make_dispatcher, scoring_session
+from gateway.delivery import AtLeastOnceDelivery
 from gateway.health import Health
+from gateway.intake import Intake, Rejects
 from gateway.kafka import consumer_options, producer_options
+from gateway.lanes import Lanes, make_lanes, scoring_session
 from gateway.metrics import PipelineMetrics
 from gateway.offsets import OffsetTracker
 from gateway.ordering import KeyOrder, NoOrder
-from gateway.records import (
-    STAGE_VALIDATE,
-    Rejected,
-    dead_letter_document,
-    dumps,
-    explanation_document,
-    prediction_document,
-)
-from gateway.sink import KafkaSink, Message
-from gateway.source import KafkaSource, decode_value
+from gateway.outputs import Outputs, Published
+from gateway.records import InputRecord, Rejected
+from gateway.sink import KafkaSink
+from gateway.source import KafkaSource
 
 log = logging.getLogger("gateway.pipeline")
-
-POLL_IDLE_S = 0.1
 
 
 class Pipeline:
@@ -64,32 +54,20 @@ class Pipeline:
         self.metrics = metrics
         self.health = health
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.commit_interval_s = kafka.commit_interval_ms / 1000.0
-        self.max_poll_records = kafka.max_poll_records
-        self.max_in_flight = int(config.concurrency.max_in_flight_records)
-        self.low_water = self.max_in_flight // 2
-        outputs = config.outputs
-        self.predictions_topic: str = outputs.predictions
-        self.explanations_topic: str | None = outputs.explanations
-        self.dead_letter_topic: str = outputs.dead_letter
-        self.codec: Codec = make_codec(config)
         self.tracker = OffsetTracker()
-        self.batcher = Batcher(config.batching.max_rows, config.batching.max_bytes,
-                               config.batching.linger_ms)
+        batching = config.batching
+        self.batcher = Batcher(batching.max_rows, batching.max_bytes, batching.linger_ms)
+        self.fixed_linger = batching.fixed_linger
         self.order = KeyOrder() if config.ordering == "key" else NoOrder()
-        self._inflight = 0
         self._generation = 0
-        self._scoring = 0  # batches handed to the dispatcher and not yet scored
-        self.fixed_linger = config.batching.fixed_linger
+        self._scoring = 0  # batches handed to the prediction lane and not yet scored
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
+        self._lanes: Lanes | None = None
+        self._outputs: Outputs | None = None
+        self._intake: Intake | None = None
+        self._delivery: AtLeastOnceDelivery | None = None
         self._source: KafkaSource | None = None
-        self._sink: KafkaSink | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._commit_lock = asyncio.Lock()
-        # Set when a paused consumer may resume (in-flight fell to the low-water mark, or the
-        # backend accepts again), so the fetch loop wakes at once instead of at its next poll.
-        self._may_resume = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -97,42 +75,54 @@ class Pipeline:
         """Run until ``stop`` is set, then drain: finish in-flight work, publish, commit."""
         cfg = self.config
         async with scoring_session(cfg) as session:
+            lanes = self._lanes = make_lanes(cfg, session, metrics=self.metrics, on_circuit=self._on_circuit)
+            codec, outputs = lanes.predict.codec, cfg.outputs
+            self._outputs = Outputs(pipeline=self.name, backend=codec.backend, deployment=codec.deployment,
+                                    predictions=outputs.predictions, dead_letter=outputs.dead_letter,
+                                    explanations=outputs.explanations,
+                                    explanations_with_predictions=lanes.explain is None)
             producer = AIOKafkaProducer(**producer_options(self.kafka))
             try:  # stop() also after a failed start(): it owns connections and tasks either way
                 await producer.start()
-                self._sink = KafkaSink(producer)
-                await self._sink.prepare([t for t in (self.predictions_topic, self.explanations_topic,
-                                                      self.dead_letter_topic) if t])
-                self._dispatcher = make_dispatcher(cfg, self.codec, session, metrics=self.metrics,
-                                                   on_circuit=self._on_circuit)
-                self._source = KafkaSource(AIOKafkaConsumer(**consumer_options(self.kafka)), cfg.input_topic)
+                sink = KafkaSink(producer)
+                await sink.prepare([t for t in (outputs.predictions, outputs.explanations, outputs.dead_letter) if t])
+                source = self._source = KafkaSource(AIOKafkaConsumer(**consumer_options(self.kafka)),
+                                                    cfg.input_topic)
+                self._delivery = AtLeastOnceDelivery(pipeline=self.name, sink=sink, source=source,
+                                                     tracker=self.tracker, metrics=self.metrics,
+                                                     commit_interval_s=self.kafka.commit_interval_ms / 1000.0)
+                self._intake = Intake(source=source, batcher=self.batcher, codec=codec, tracker=self.tracker,
+                                      metrics=self.metrics, max_in_flight=cfg.concurrency.max_in_flight_records,
+                                      max_poll_records=self.kafka.max_poll_records, holding=self._holding,
+                                      slot_free=self._slot_free, dispatch=self._dispatch, reject=self._reject)
                 try:
-                    await self._source.start(self._on_revoked, self._on_assigned)
+                    await source.start(self._on_revoked, self._on_assigned)
                     await self._run_tasks(stop)
                 finally:
-                    await self._source.stop()
+                    await source.stop()
             finally:
                 await producer.stop()
         log.info("pipeline_stopped", extra={"pipeline": self.name})
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
+        intake, delivery = self._intake, self._delivery
+        assert intake is not None and delivery is not None
         committer_stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             self._group = group
-            group.create_task(self._commit_loop(committer_stop))
+            group.create_task(delivery.run(committer_stop))
             try:
-                await self._fetch_loop(stop)
+                await intake.run(stop)
                 await self._drain(self.shutdown_timeout_s)
             finally:
                 committer_stop.set()
         self._group = None
-        await self._commit()
+        await delivery.commit()
 
     async def _drain(self, timeout_s: float) -> None:
         """Send the partial batch, give in-flight work ``timeout_s`` to finish, abandon the rest."""
-        batch = self.batcher.take()
-        if batch is not None:
-            self._dispatch(batch)
+        assert self._intake is not None and self._delivery is not None
+        self._intake.send_pending()
         pending = set(self._tasks)
         if pending:
             _, still = await asyncio.wait(pending, timeout=timeout_s)
@@ -141,91 +131,21 @@ class Pipeline:
             if still:
                 log.warning("drain_timeout", extra={"pipeline": self.name, "abandoned_tasks": len(still)})
                 await asyncio.wait(still)
-        await self._commit()
+        await self._delivery.commit()
 
-    # ---- fetch → batch ---------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._group is not None
+        task = self._group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _fetch_loop(self, stop: asyncio.Event) -> None:
-        source = self._source
-        assert source is not None
-        batcher = self.batcher
-        check_row = self.codec.check_row
-        while not stop.is_set():
-            room = self._backpressure()
-            if source.paused:
-                await self._wait_for_room()
-                continue
-            deadline = batcher.deadline()
-            wait = POLL_IDLE_S if deadline is None else max(0.0, min(POLL_IDLE_S, deadline - time.monotonic()))
-            data = await source.fetch(wait, max(1, min(self.max_poll_records, room)))
-            if stop.is_set() and not data:
-                break
-            rejects: list[tuple[Any, Rejected]] = []
-            count = 0
-            for tp, records in data.items():
-                self.tracker.track(tp, [r.offset for r in records])
-                count += len(records)
-                for record in records:
-                    row = decode_value(record.value)
-                    if type(row) is dict:
-                        reason = check_row(row)
-                        if reason is None:
-                            batch = batcher.add(record, row)
-                            if batch is not None:
-                                self._dispatch(batch)
-                            continue
-                        rejects.append((record, Rejected(STAGE_VALIDATE, reason)))
-                    else:
-                        rejects.append((record, row))  # type: ignore[arg-type]
-            if count:
-                self._inflight += count
-                self.metrics.consumed(count)
-                self.metrics.inflight_records(self._inflight)
-            if rejects:
-                self._spawn(self._publish_rejects(rejects, self._generation))
-            if len(batcher) and (batcher.due() or self._slot_free()):
-                self._dispatch_pending()
-
-    async def _wait_for_room(self) -> None:
-        """While paused: send a lingering partial batch when due, else sleep until woken."""
-        deadline = self.batcher.deadline()
-        if deadline is not None and time.monotonic() >= deadline:
-            batch = self.batcher.take()
-            if batch is not None:
-                self._dispatch(batch)
-            return
-        timeout = POLL_IDLE_S if deadline is None else max(0.0, min(POLL_IDLE_S, deadline - time.monotonic()))
-        self._may_resume.clear()
-        if not self._holding() and self._inflight <= self.low_water:
-            return  # room was made just before the clear
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._may_resume.wait(), timeout)
-
-    def _backpressure(self) -> int:
-        """Pause or resume the consumer; returns how many more records may be fetched now."""
-        source = self._source
-        assert source is not None
-        room = self.max_in_flight - self._inflight
-        if self._holding() or room <= 0:
-            if not source.paused:
-                source.pause()
-                self.metrics.paused(True)
-        elif source.paused and self._inflight <= self.low_water:
-            source.resume()
-            self.metrics.paused(False)
-        return room
+    # ---- batch → score → publish → acknowledge -----------------------------------------------
 
     def _slot_free(self) -> bool:
         """Adaptive batching: a partial batch goes out at once while a request slot is free (rows
         accumulate only while every slot is busy); with ``fixed_linger`` it waits ``linger_ms``."""
-        dispatcher = self._dispatcher
-        return (not self.fixed_linger and dispatcher is not None
-                and dispatcher.has_capacity(self._scoring))
-
-    def _dispatch_pending(self) -> None:
-        batch = self.batcher.take()
-        if batch is not None:
-            self._dispatch(batch)
+        lanes = self._lanes
+        return not self.fixed_linger and lanes is not None and lanes.predict.has_capacity(self._scoring)
 
     def _dispatch(self, batch: Batch) -> None:
         self._scoring += 1
@@ -234,147 +154,84 @@ class Pipeline:
         self.metrics.batch(len(batch.records))
         self._spawn(self._process(batch, self._generation))
 
-    def _spawn(self, coro: Any) -> None:
-        assert self._group is not None
-        task = self._group.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # ---- score → publish → ack -------------------------------------------------------------
+    def _reject(self, rejects: Rejects) -> None:
+        self._spawn(self._publish_rejects(rejects, self._generation))
 
     async def _process(self, batch: Batch, generation: int) -> None:
-        dispatcher = self._dispatcher
-        assert dispatcher is not None and self._sink is not None
+        lanes, outputs, delivery, intake = self._lanes, self._outputs, self._delivery, self._intake
+        assert lanes is not None and outputs is not None and delivery is not None and intake is not None
+        records = batch.records
         try:
             try:
-                outcomes, latency_ms = await dispatcher.score(batch.rows)
+                outcomes, latency_ms = await lanes.predict.score(batch.rows)
             finally:
                 self._scoring -= 1
             if len(self.batcher) and self._slot_free():
-                self._dispatch_pending()  # a slot just freed: what waited for one goes now
-            messages, predicted, dead = self._messages(batch.records, outcomes, latency_ms)
+                intake.send_pending()  # a slot just freed: what waited for one goes now
+            published = outputs.batch(records, outcomes, latency_ms)
             for earlier in batch.after:
                 await earlier
-            await self._sink.publish(messages)
-            self._acknowledge(batch.records, generation, predicted, dead)
+            await delivery.publish(published.messages)
+            self._published(records, published, generation)
+            self._release(batch)
+            if lanes.explain is not None:
+                await self._explain(batch, outcomes)
+            if generation == self._generation:
+                delivery.acknowledge(records)
         finally:
-            self.order.release(batch)
-            if batch.published is not None and not batch.published.done():
-                batch.published.set_result(None)
-            self._leave(len(batch.records), generation)
+            self._release(batch)
+            self._leave(len(records), generation)
 
-    async def _publish_rejects(self, rejects: list[tuple[Any, Rejected]], generation: int) -> None:
-        assert self._sink is not None
+    async def _explain(self, batch: Batch, outcomes: Sequence[object]) -> None:
+        """The deferred lane: explain the batch's predicted (and sampled) rows, publish the records."""
+        lanes, outputs, delivery = self._lanes, self._outputs, self._delivery
+        assert lanes is not None and lanes.explain is not None and outputs is not None and delivery is not None
+        lane = lanes.explain
+        chosen = [i for i, outcome in enumerate(outcomes)
+                  if not isinstance(outcome, Rejected) and lane.sampled(batch.records[i])]
+        if not chosen:
+            return
+        explained = await lane.explain([batch.rows[i] for i in chosen])
+        await delivery.publish(outputs.explained([batch.records[i] for i in chosen], explained))
+
+    async def _publish_rejects(self, rejects: Rejects, generation: int) -> None:
+        outputs, delivery = self._outputs, self._delivery
+        assert outputs is not None and delivery is not None
+        records = [record for record, _ in rejects]
         try:
-            topic, name = self.dead_letter_topic, self.name
-            messages: list[Message] = [
-                (topic, record.key, dumps(dead_letter_document(record, rejected, pipeline=name)),
-                 record.headers) for record, rejected in rejects]
-            await self._sink.publish(messages)
-            records = [record for record, _ in rejects]
-            self._acknowledge(records, generation, 0, len(records))
-            self._count_dead_letters(r for _, r in rejects)
+            published = outputs.rejects(rejects)
+            await delivery.publish(published.messages)
+            self._published(records, published, generation)
+            if generation == self._generation:
+                delivery.acknowledge(records)
         finally:
             self._leave(len(rejects), generation)
 
-    def _messages(self, records: list[Any], outcomes: list[Outcome],
-                  latency_ms: float) -> tuple[list[Message], int, int]:
-        name, codec = self.name, self.codec
-        backend, deployment = codec.backend, codec.deployment
-        predictions, explanations, dead_letter = (self.predictions_topic, self.explanations_topic,
-                                                  self.dead_letter_topic)
-        embed = explanations is None
-        latency_ms = round(latency_ms, 3)
-        messages: list[Message] = []
-        append = messages.append
-        dead: list[Rejected] = []
-        for record, outcome in zip(records, outcomes, strict=False):
-            key, headers = record.key, record.headers
-            if isinstance(outcome, Rejected):
-                dead.append(outcome)
-                append((dead_letter, key, dumps(dead_letter_document(record, outcome, pipeline=name)),
-                        headers))
-                continue
-            append((predictions, key, dumps(prediction_document(
-                record, outcome, pipeline=name, backend=backend, deployment=deployment,
-                latency_ms=latency_ms, embed_explanations=embed)), headers))
-            if explanations is not None and outcome.explanations:
-                append((explanations, key, dumps(explanation_document(record, outcome, pipeline=name)),
-                        headers))
-        if dead:
-            self._count_dead_letters(dead)
-        return messages, len(records) - len(dead), len(dead)
-
-    def _count_dead_letters(self, rejected: Any) -> None:
-        stages: dict[str, int] = {}
-        for r in rejected:
-            stages[r.stage] = stages.get(r.stage, 0) + 1
-        for stage, n in stages.items():
-            self.metrics.dead_letters(stage, n)
-
-    def _acknowledge(self, records: list[Any], generation: int, predicted: int, dead: int) -> None:
+    def _published(self, records: Sequence[InputRecord], published: Published, generation: int) -> None:
+        """Counters and end-to-end latency once the broker has the batch's records."""
         if generation != self._generation:
             return  # the partitions were revoked meanwhile; their records are someone else's now
-        by_partition: dict[tuple[str, int], list[int]] = {}
+        metrics = self.metrics
+        if published.predicted:
+            metrics.published("predicted", published.predicted)
+        for stage, n in published.dead_by_stage.items():
+            metrics.dead_letters(stage, n)
+        if published.dead:
+            metrics.published("dead_letter", published.dead)
         now_ms = time.time() * 1000.0
-        latencies = []
-        for record in records:
-            tp = (record.topic, record.partition)
-            offsets = by_partition.get(tp)
-            if offsets is None:
-                by_partition[tp] = [record.offset]
-            else:
-                offsets.append(record.offset)
-            latencies.append(max(0.0, (now_ms - record.timestamp) / 1000.0))
-        for tp, offsets in by_partition.items():
-            self.tracker.ack(TopicPartition(*tp), offsets)
-        if predicted:
-            self.metrics.published("predicted", predicted)
-        if dead:
-            self.metrics.published("dead_letter", dead)
-        self.metrics.end_to_end(latencies)
+        metrics.end_to_end([max(0.0, (now_ms - record.timestamp) / 1000.0) for record in records])
+
+    def _release(self, batch: Batch) -> None:
+        """Later batches sharing a key may publish now."""
+        if batch.published is not None and not batch.published.done():
+            self.order.release(batch)
+            batch.published.set_result(None)
 
     def _leave(self, n: int, generation: int) -> None:
-        if generation == self._generation:
-            self._inflight -= n
-            self.metrics.inflight_records(self._inflight)
-            if self._inflight <= self.low_water and not self._holding():
-                self._may_resume.set()
+        if generation == self._generation and self._intake is not None:
+            self._intake.leave(n)
 
-    # ---- commits, rebalances, halts -------------------------------------------------------
-
-    async def _commit_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.commit_interval_s)
-            await self._commit()
-            await self._report_lag()
-
-    async def _commit(self) -> None:
-        source = self._source
-        if source is None:
-            return
-        async with self._commit_lock:
-            offsets = self.tracker.committable()
-            if not offsets:
-                return
-            try:
-                await source.commit(offsets)
-            except (CommitFailedError, KafkaError) as exc:
-                # A rebalance is under way or the coordinator moved: the next commit (or the
-                # revocation handler) retries; the records stay uncommitted, never lost.
-                log.warning("commit_failed", extra={"pipeline": self.name, "error": repr(exc)})
-                return
-            self.tracker.committed(offsets)
-
-    async def _report_lag(self) -> None:
-        source = self._source
-        if source is None:
-            return
-        for tp in source.assignment():
-            lag = await source.lag(tp)
-            if lag is not None:
-                self.metrics.lag(tp.topic, tp.partition, lag)
+    # ---- rebalances and the circuit ----------------------------------------------------------
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Before partitions go: finish (or abandon) in-flight work, commit, forget them."""
@@ -382,8 +239,8 @@ class Pipeline:
             await self._drain(self.shutdown_timeout_s)
         self.tracker.forget(self.tracker.partitions())
         self._generation += 1
-        self._inflight = 0
-        self.metrics.inflight_records(0)
+        if self._intake is not None:
+            self._intake.forget()
         for tp in revoked:
             self.metrics.forget_partition(tp.topic, tp.partition)
         self.health.set_assigned(self.name, False)
@@ -396,7 +253,7 @@ class Pipeline:
                                                "partitions": sorted(tp.partition for tp in assigned)})
 
     def _holding(self) -> bool:
-        return self._dispatcher is not None and self._dispatcher.holding
+        return self._lanes is not None and self._lanes.predict.holding
 
     def _on_circuit(self, change: Transition) -> None:
         """The breaker moved: readiness says why, and consumption pauses while it holds requests."""
@@ -409,7 +266,10 @@ class Pipeline:
             self.health.set_circuit(self.name, f"circuit open: {change.reason}")
         else:
             self.health.set_circuit(self.name, "circuit half-open: traffic ramping back after a successful probe")
+        intake = self._intake
+        if intake is None:
+            return
         if self._holding():
-            self._backpressure()  # pause now, not at the fetch loop's next turn
+            intake.backpressure()  # pause now, not at the fetch loop's next turn
         else:
-            self._may_resume.set()
+            intake.wake()

@@ -79,7 +79,12 @@ def prediction_document(record: InputRecord, row: ScoredRow, *, pipeline: str, b
     return doc
 
 
-def explanation_document(record: InputRecord, row: ScoredRow, *, pipeline: str) -> dict[str, Any]:
+def explanation_document(record: InputRecord, row: ScoredRow | None, *, pipeline: str,
+                         error: str | None = None) -> dict[str, Any]:
+    """``row`` None with ``error``: the deferred explanation request for this record failed."""
+    if row is None:
+        return {"id": record_id(record), "pipeline": pipeline, "kind": None, "explanations": [],
+                "base_value": None, "remaining_total": None, "error": error}
     return {"id": record_id(record), "pipeline": pipeline, "kind": row.explanation_kind,
             "explanations": [e.as_dict() for e in row.explanations],
             "base_value": row.base_value, "remaining_total": row.remaining_total}

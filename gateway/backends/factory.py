@@ -16,8 +16,9 @@ from .qlik import QlikCodec
 from .scoring import Codec
 
 
-def make_codec(pipeline: Any) -> Codec:
-    """The codec for ``pipeline.backend``, with ``pipeline.batching.max_bytes`` as the body cap."""
+def make_codec(pipeline: Any, *, explain: bool = True) -> Codec:
+    """The codec for ``pipeline.backend``, with ``pipeline.batching.max_bytes`` as the body cap;
+    ``explain=False`` asks for predictions only, whatever the backend's explanation settings."""
     backend = pipeline.backend
     kind = getattr(backend, "type", None)
     batching = getattr(pipeline, "batching", None)
@@ -30,7 +31,7 @@ def make_codec(pipeline: Any) -> Codec:
     if kind == "qlik":
         return QlikCodec(
             **common,
-            include_shap=bool(getattr(backend, "include_shap", False)),
+            include_shap=explain and bool(getattr(backend, "include_shap", False)),
             include_source=bool(getattr(backend, "include_source", False)),
             include_not_predicted_reason=bool(getattr(backend, "include_not_predicted_reason", False)),
             index_column=getattr(backend, "index_column", None),
@@ -45,7 +46,7 @@ def make_codec(pipeline: Any) -> Codec:
             username=getattr(backend, "username", None),
             body_format=getattr(backend, "body_format", None) or "csv",
             gzip=bool(getattr(backend, "gzip", False)),
-            max_explanations=getattr(backend, "max_explanations", 0) or 0,
+            max_explanations=(getattr(backend, "max_explanations", 0) or 0) if explain else 0,
             explanation_algorithm=getattr(backend, "explanation_algorithm", None),
             threshold_low=getattr(backend, "threshold_low", None),
             threshold_high=getattr(backend, "threshold_high", None),

@@ -183,9 +183,26 @@ class CircuitBreakerConfig(Section):
     close_after_successes: PositiveInt = Field(3, description="successes in a row that close a half-open breaker")
 
 
+def _sampling_needs_deferred(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("mode", "sample_rate") and keys["sample_rate"] < 1 and keys["mode"] != "deferred":
+        yield ("sample_rate",), "needs mode deferred (inline explanations come with every prediction)"
+
+
 class ExplanationsConfig(Section):
     slow_threshold_ms: PositiveInt = Field(
         2000, description="explanation calls slower than this are counted (slow XEMP calls are also logged)")
+    mode: Literal["inline", "deferred"] = Field(
+        "inline", description="`inline`: explanations come with the predictions; `deferred`: predictions are "
+                              "published first, explanations follow from a lane of their own to "
+                              "`outputs.explanations`")
+    max_in_flight_requests: PositiveInt = Field(4, description="deferred: concurrent explanation requests")
+    max_rows: PositiveInt = Field(100, description="deferred: rows per explanation request")
+    sample_rate: Fraction = Field(
+        1.0, description="deferred: the share of records explained, a deterministic sample by `id`")
+
+    rules = (Rule(_sampling_needs_deferred, schema={
+        "if": {"properties": {"sample_rate": {"type": "number", "exclusiveMaximum": 1}}, "required": ["sample_rate"]},
+        "then": {"properties": {"mode": {"const": "deferred"}}, "required": ["mode"]}}),)
 
 
 _OUTPUTS = ("predictions", "explanations", "dead_letter")
@@ -255,6 +272,20 @@ def _columns_fit_the_backend(keys: Keys) -> Iterator[Problem]:
                 yield ("backend", "passthrough_columns", i), f"{name!r} is not one of features"
 
 
+def _explains(backend: Any) -> bool:
+    return bool(backend.include_shap) if backend.type == QLIK else bool(backend.max_explanations)
+
+
+def _deferred_explanations_have_a_topic(keys: Keys) -> Iterator[Problem]:
+    if not keys.ok("explanations", "outputs", "backend") or keys["explanations"].mode != "deferred":
+        return
+    if keys["outputs"].explanations is None:
+        yield ("outputs", "explanations"), "required with explanations.mode deferred (the explanation records' topic)"
+    if not _explains(keys["backend"]):
+        what = "include_shap" if keys["backend"].type == QLIK else "max_explanations"
+        yield ("explanations", "mode"), f"deferred needs explanations turned on (backend.{what})"
+
+
 def _when_backend(kind: str, then: Mapping[str, Any]) -> dict[str, Any]:
     return {"if": {"required": ["backend"],
                    "properties": {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}},
@@ -283,6 +314,11 @@ class PipelineConfig(Section):
             "properties": {"batching": {"properties": {"max_bytes": {"maximum": DATAROBOT_MAX_BODY_BYTES}}}}})),
         Rule(_full_batch_fits_in_flight),  # JSON Schema cannot compare two values
         Rule(_outputs_differ_from_input),  # JSON Schema cannot compare two values
+        Rule(_deferred_explanations_have_a_topic, schema={
+            "if": {"required": ["explanations"], "properties": {"explanations": {
+                "required": ["mode"], "properties": {"mode": {"const": "deferred"}}}}},
+            "then": {"properties": {"outputs": {"required": ["explanations"],
+                                                "properties": {"explanations": {"type": "string"}}}}}}),
         # The Qlik column cap is in the schema; "passthrough columns among features" compares values.
         Rule(_columns_fit_the_backend, schema=_when_backend(QLIK, {
             "properties": {"features": {"maxItems": QLIK_MAX_COLUMNS}}})),

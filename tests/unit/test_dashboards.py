@@ -45,7 +45,7 @@ def exported() -> dict[str, set[str]]:
     m.request("qlik", "xemp", "200", 0.5)
     m.slow_explanation("xemp")
     m.batch(100)
-    m.inflight_requests(1)
+    m.requests_in_flight(1)
     m.inflight_records(100)
     m.paused(True)
     m.retry("503")

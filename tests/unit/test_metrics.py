@@ -45,7 +45,7 @@ def touch_everything(m: PipelineMetrics) -> None:
     m.request("qlik", "shap", "200", 0.01)
     m.slow_explanation("xemp")
     m.batch(10)
-    m.inflight_requests(1)
+    m.requests_in_flight(1)
     m.inflight_records(1)
     m.paused(False)
     m.retry("429")
@@ -151,7 +151,7 @@ def test_status_and_retry_labels_stay_bounded(registry: CollectorRegistry, churn
 
 
 def test_gauges_set_the_latest_value(registry: CollectorRegistry, churn: PipelineMetrics) -> None:
-    churn.inflight_requests(16)
+    churn.requests_in_flight(16)
     churn.inflight_records(20000)
     churn.inflight_records(1200)
     churn.paused(True)

@@ -1,0 +1,90 @@
+"""Delivery at least once: publish a batch's outputs, then acknowledge its input offsets; commit behind.
+
+The protocol, in the order the pipeline runs it (the offset tracker states the invariant):
+    1. ``publish`` the batch's output records and wait until the broker acknowledged every one;
+    2. ``acknowledge`` the batch's input records: the tracker marks their offsets done;
+    3. every ``kafka.commit_interval_ms`` (and on revocation and shutdown) ``commit`` what the
+       tracker says is contiguous and done, per partition.
+A crash between 1 and 3 republishes outputs on restart (duplicates recognisable by ``id``), never
+loses one. ``gateway.transactions`` is the exactly-once alternative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from gateway.metrics import PipelineMetrics
+from gateway.offsets import OffsetTracker
+from gateway.records import InputRecord
+from gateway.sink import KafkaSink, Message
+from gateway.source import KafkaSource
+
+log = logging.getLogger("gateway.pipeline")
+
+
+def offsets_by_partition(records: Iterable[InputRecord]) -> dict[tuple[str, int], list[int]]:
+    found: dict[tuple[str, int], list[int]] = {}
+    for record in records:
+        tp = (record.topic, record.partition)
+        offsets = found.get(tp)
+        if offsets is None:
+            found[tp] = [record.offset]
+        else:
+            offsets.append(record.offset)
+    return found
+
+
+class AtLeastOnceDelivery:
+    def __init__(self, *, pipeline: str, sink: KafkaSink, source: KafkaSource, tracker: OffsetTracker,
+                 metrics: PipelineMetrics, commit_interval_s: float) -> None:
+        self.pipeline = pipeline
+        self.sink = sink
+        self.source = source
+        self.tracker = tracker
+        self.metrics = metrics
+        self.commit_interval_s = commit_interval_s
+        self._commit_lock = asyncio.Lock()
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Step 1: returns once the broker acknowledged every message."""
+        await self.sink.publish(messages)
+
+    def acknowledge(self, records: Iterable[InputRecord]) -> None:
+        """Step 2: these records' outputs are all acknowledged."""
+        for (topic, partition), offsets in offsets_by_partition(records).items():
+            self.tracker.ack(TopicPartition(topic, partition), offsets)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step 3 on an interval, with the consumer lag reported alongside."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.commit_interval_s)
+            await self.commit()
+            await self._report_lag()
+
+    async def commit(self) -> None:
+        async with self._commit_lock:
+            offsets = self.tracker.committable()
+            if not offsets:
+                return
+            try:
+                await self.source.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                # A rebalance is under way or the coordinator moved: the next commit (or the
+                # revocation handler) retries; the records stay uncommitted, never lost.
+                log.warning("commit_failed", extra={"pipeline": self.pipeline, "error": repr(exc)})
+                return
+            self.tracker.committed(offsets)
+
+    async def _report_lag(self) -> None:
+        source = self.source
+        for tp in source.assignment():
+            lag = await source.lag(tp)
+            if lag is not None:
+                self.metrics.lag(tp.topic, tp.partition, lag)
