@@ -248,9 +248,23 @@ class Pipeline:
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         assert self._source is not None
         self._source.reapply_pause(assigned)
+        self._share_the_rate(len(assigned))
         self.health.set_assigned(self.name, True, partitions=len(assigned))
         log.info("partitions_assigned", extra={"pipeline": self.name,
                                                "partitions": sorted(tp.partition for tp in assigned)})
+
+    def _share_the_rate(self, assigned: int) -> None:
+        """``rate_limit_scope: group``: this replica's share of the group's budget is its share of the
+        input partitions (no coordination service: fair when partitions carry similar traffic)."""
+        backend, lanes, source = self.config.backend, self._lanes, self._source
+        if backend.rate_limit_scope != "group" or lanes is None or source is None or not assigned:
+            return
+        limiter, total, budget = lanes.predict.limiter, source.partition_count(), backend.rate_limit_per_minute
+        if limiter is None or not total or budget is None:
+            return
+        limiter.set_rate(budget * min(1.0, assigned / total))
+        log.info("rate_limit_shared", extra={"pipeline": self.name, "partitions": assigned, "of": total,
+                                             "per_minute": round(limiter.per_minute, 3)})
 
     def _holding(self) -> bool:
         return self._lanes is not None and self._lanes.predict.holding

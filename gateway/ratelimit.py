@@ -13,12 +13,21 @@ from collections.abc import Callable
 
 class RateLimiter:
     def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._next = 0.0
+        self.interval = 0.0
+        self.set_rate(per_minute)
+
+    def set_rate(self, per_minute: float) -> None:
+        """A new budget (``backend.rate_limit_scope: group`` after a rebalance); the next request
+        already waits for its slot under the new spacing."""
         if per_minute <= 0:
             raise ValueError("per_minute must be > 0")
         # A hair over the exact spacing keeps a sliding 60 s window on the server at the limit.
-        self.interval = 60.0 / per_minute * 1.002
-        self._clock = clock
-        self._next = 0.0
+        interval = 60.0 / per_minute * 1.002
+        self._next += interval - self.interval if self._next > self._clock() else 0.0
+        self.interval = interval
+        self.per_minute = per_minute
 
     def ready(self) -> bool:
         """Whether a request could start now without waiting for its slot."""

@@ -67,6 +67,11 @@ class KafkaSource:
             timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return batches
 
+    def partition_count(self) -> int | None:
+        """Partitions of the input topic, from the consumer's metadata (None before it knows)."""
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        return len(partitions) if partitions else None
+
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())
 

@@ -49,6 +49,9 @@ class _Backend(Section):
     ca_file: Text | None = Field(None, description="CA bundle to trust for the API's TLS; null = the system store")
     rate_limit_per_minute: PositiveNumber | None = Field(
         None, description="client-side request cap (Qlik's real-time tier: 100/min); null = none")
+    rate_limit_scope: Literal["replica", "group"] = Field(
+        "replica", description="`replica`: the cap is each replica's; `group`: the cap is the whole consumer "
+                               "group's, and each replica takes the share of its input partitions")
     response_format: Literal["json", "csv"] = Field("json", description="`json` or `csv`: the `Accept` header sent")
 
     def applies(self, key: str) -> bool:

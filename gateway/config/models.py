@@ -286,6 +286,13 @@ def _deferred_explanations_have_a_topic(keys: Keys) -> Iterator[Problem]:
         yield ("explanations", "mode"), f"deferred needs explanations turned on (backend.{what})"
 
 
+def _group_scope_needs_a_rate(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("backend"):
+        backend = keys["backend"]
+        if backend.rate_limit_scope == "group" and backend.rate_limit_per_minute is None:
+            yield ("backend", "rate_limit_scope"), "group needs rate_limit_per_minute (the group's budget)"
+
+
 def _when_backend(kind: str, then: Mapping[str, Any]) -> dict[str, Any]:
     return {"if": {"required": ["backend"],
                    "properties": {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}},
@@ -314,6 +321,11 @@ class PipelineConfig(Section):
             "properties": {"batching": {"properties": {"max_bytes": {"maximum": DATAROBOT_MAX_BODY_BYTES}}}}})),
         Rule(_full_batch_fits_in_flight),  # JSON Schema cannot compare two values
         Rule(_outputs_differ_from_input),  # JSON Schema cannot compare two values
+        Rule(_group_scope_needs_a_rate, schema={
+            "if": {"required": ["backend"], "properties": {"backend": {
+                "required": ["rate_limit_scope"], "properties": {"rate_limit_scope": {"const": "group"}}}}},
+            "then": {"properties": {"backend": {"required": ["rate_limit_per_minute"],
+                                                "properties": {"rate_limit_per_minute": {"not": {"type": "null"}}}}}}}),
         Rule(_deferred_explanations_have_a_topic, schema={
             "if": {"required": ["explanations"], "properties": {"explanations": {
                 "required": ["mode"], "properties": {"mode": {"const": "deferred"}}}}},
