@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("gateway.check", "validate a config and print it resolved, secrets redacted"),
     "emulate": ("gateway.emulator.cli", "run the built-in Qlik/DataRobot scoring emulator"),
     "demo": ("gateway.demo", "run broker, emulator and gateway embedded, with live progress"),
+    "batch": ("gateway.batch.cli", "score a CSV/Parquet file or a topic range into prediction files"),
 }
 
 
