@@ -3,7 +3,7 @@
 The topic is read with ``assign()`` by a consumer without a group: it never joins the pipeline's
 consumer group and never commits its offsets, so a running gateway is not disturbed. Each of
 ``--start`` and ``--end`` is ``earliest``, ``latest`` (the end of each partition when the run
-began), an offset (the same on every partition, or ``P:N,P:N`` per partition) or an ISO-8601 time
+began, as a fetch reports it), an offset (the same on every partition, or ``P:N,P:N`` per partition) or an ISO-8601 time
 (a time without a zone is UTC): the first offset whose record timestamp is at or after it, as
 Kafka's ``offsets_for_times`` defines it. The range is ``[start, end)`` on each partition. A
 broker whose time index answers an offset whose record is older than asked (the embedded tansu
@@ -133,10 +133,20 @@ class TopicInput:
         starts = parse_bound(self.bounds.start, partitions)
         ends = parse_bound(self.bounds.end, partitions)
         for tp in tps:
-            begin, end = first[tp], last[tp]
+            begin, end = first[tp], await self._high_watermark(consumer, tp, first[tp], last[tp])
             start = await self._offset(consumer, tp, starts[tp.partition], begin, end)
             stop = await self._offset(consumer, tp, ends[tp.partition], begin, end)
             self.ranges[tp.partition] = (start, max(start, stop))
+
+    async def _high_watermark(self, consumer: AIOKafkaConsumer, tp: TopicPartition, begin: int,
+                              reported: int) -> int:
+        """The partition's end as a fetch reports it: the embedded tansu broker's offset listing
+        answers less than the end, its fetch responses the true high watermark."""
+        consumer.assign([tp])
+        consumer.seek(tp, max(begin, reported - 1))
+        await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS, max_records=1)
+        high = consumer.highwater(tp)
+        return max(reported, int(high)) if high is not None else reported
 
     async def _offset(self, consumer: AIOKafkaConsumer, tp: TopicPartition, bound: int | str | dt.datetime,
                       begin: int, end: int) -> int:
@@ -182,7 +192,9 @@ class TopicInput:
             records = batch.get(tp, [])
             if not records:
                 idle += 1
-                high = (await consumer.end_offsets([tp]))[tp]
+                high = consumer.highwater(tp)  # from the fetch: offset listings may be wrong (tansu)
+                if high is None:
+                    high = (await consumer.end_offsets([tp]))[tp]
                 if await consumer.position(tp) >= min(end, high) or idle >= MAX_IDLE_FETCHES:
                     return
                 continue

@@ -57,8 +57,8 @@ def write_input(directory: Path, rows: int, fmt: str, **kwargs: Any) -> ChurnInp
 
 def batch_config(directory: Path, backend: dict[str, Any], *, bootstrap: str = "127.0.0.1:9",
                  input_topic: str = "churn-features", features: Sequence[str] | None = CHURN_FEATURES,
-                 name: str = "churn", **pipeline: Any) -> Path:
-    doc = {"kafka": {"bootstrap_servers": bootstrap},
+                 name: str = "churn", kafka: dict[str, Any] | None = None, **pipeline: Any) -> Path:
+    doc = {"kafka": kafka or {"bootstrap_servers": bootstrap},
            "pipelines": [{"name": name, "input_topic": input_topic,
                           "features": list(features) if features is not None else None,
                           "backend": backend,
