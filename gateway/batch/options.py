@@ -10,6 +10,7 @@ without the format's extension gets it, as Qlik does with ``dstName``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class BatchOptions:
                 "target": self.target}
 
 
-def file_names(fmt: str, name: str, given: dict[str, str | None]) -> dict[str, str]:
+def file_names(fmt: str, name: str, given: Mapping[str, str | None]) -> dict[str, str]:
     """The five output file names: given ones completed with the extension, the rest from ``name``."""
     extension = EXTENSIONS[fmt]
     names: dict[str, str] = {}
@@ -87,6 +88,19 @@ def file_names(fmt: str, name: str, given: dict[str, str | None]) -> dict[str, s
             raise BatchInputError(f"output files for {taken[chosen]} and {kind} would both be {chosen!r}")
         taken[chosen] = kind
     return names
+
+
+# Qlik's writeback fields, by the file kind each names.
+WRITEBACK_FIELDS = {PREDICTIONS: "dstName", SHAP: "dstShapName", SOURCE: "dstSourceName",
+                    COORD_SHAP: "dstCoordShapName", NOT_PREDICTED: "dstNotPredictedName"}
+
+
+def writeback_names(writeback: dict[str, object]) -> dict[str, str]:
+    """File kind -> file name for the fields a Qlik ``writeback`` object names, extensions added."""
+    given = {kind: str(writeback[key]) for kind, key in WRITEBACK_FIELDS.items() if writeback.get(key)}
+    every = file_names(str(writeback.get("format", "parquet")), given.get(PREDICTIONS, "predictions"),
+                       dict(given))
+    return {kind: name for kind, name in every.items() if kind in given}
 
 
 def input_format(path: Path, declared: str | None) -> str:

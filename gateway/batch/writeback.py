@@ -52,6 +52,8 @@ def assemble(parts: Path, writeback: Path, names: dict[str, str], fmt: str, segm
     numbers = sorted(segments)
     written = []
     for kind in KINDS:
+        if kind not in names:  # a file the job does not ask for (the emulator's batch predictions)
+            continue
         paths = [p for p in (part_path(parts, kind, n) for n in numbers) if p.exists()]
         if not paths:
             continue
