@@ -20,12 +20,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from gateway.batch.arrow_rows import rows_of
+from gateway.batch.arrow_rows import row_problems, rows_of
 from gateway.batch.options import BatchInputError
 from gateway.batch.segments import InputInfo, Segment, cut, first_duplicate, generated_index
 
 CSV_BLOCK_BYTES = 1 << 20
 PARQUET_BATCH_ROWS = 65536
+CAST_SAMPLE = 64
 _CANDIDATES = (pa.int64(), pa.float64(), pa.bool_())
 
 
@@ -111,7 +112,7 @@ class FileInput:
             index = (table.column(self.index_column).combine_chunks() if self.index_column is not None
                      else generated_index(first, table.num_rows))
             rows: list[Any] = rows_of(table, self._send)
-            return Segment(number, first, table, rows, index)
+            return Segment(number, first, table, rows, index, problems=row_problems(table, self._send))
         return None
 
     def _csv_tables(self) -> Iterator[pa.Table]:
@@ -154,8 +155,12 @@ def _csv_text_batches(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
 
 
 def _casts(data: pa.Array, target: pa.DataType) -> bool:
+    """Whether every value of ``data`` reads as ``target``. A failing cast costs time in proportion
+    to the array's length, so a small sample of values is tried first."""
+    values = data.drop_null()
     try:
-        pc.cast(data, target)
+        pc.cast(values.slice(0, CAST_SAMPLE), target)
+        pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
     return True

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -61,11 +62,19 @@ class Layout:
     def target(self) -> str:
         return self.target_override or self.facts.target or DEFAULT_TARGET
 
-    def tables(self, segment: Segment, outcomes: Sequence[ScoredRow | Rejected]) -> dict[str, pa.Table]:
-        """The segment's part of each output file that has content, by file kind."""
-        predicted = [i for i, o in enumerate(outcomes) if isinstance(o, ScoredRow)]
-        refused = [i for i, o in enumerate(outcomes) if isinstance(o, Rejected)]
-        rows: list[ScoredRow] = [outcomes[i] for i in predicted]  # type: ignore[misc]
+    def tables(self, segment: Segment, outcomes: Sequence[ScoredRow | Rejected],
+               refused: list[int] | None = None) -> dict[str, pa.Table]:
+        """The segment's part of each output file that has content, by file kind (``refused``: the
+        positions of the Rejected outcomes, when the caller knows them)."""
+        if refused is None:
+            refused = [i for i, o in enumerate(outcomes) if type(o) is Rejected]
+        if refused:
+            skip = set(refused)
+            predicted = [i for i in range(len(outcomes)) if i not in skip]
+            rows: list[ScoredRow] = [outcomes[i] for i in predicted]  # type: ignore[misc]
+        else:
+            predicted = list(range(len(outcomes)))
+            rows = list(outcomes)  # type: ignore[arg-type]
         out: dict[str, pa.Table] = {SOURCE: self._source(segment)}
         if self.name == "datarobot":
             keys = self._datarobot_keys(segment)
@@ -108,10 +117,8 @@ class Layout:
 
     def _qlik_predictions(self, rows: list[ScoredRow]) -> dict[str, pa.Array]:
         target = self.target
-        columns = {f"{target}_predicted": column([r.prediction for r in rows])}
-        for label in _classes(rows):
-            columns[f"{target}_{label}"] = pa.array(
-                [r.probabilities.get(label) if r.probabilities else None for r in rows], pa.float64())
+        columns = {f"{target}_predicted": column(list(map(_PREDICTION, rows)))}
+        columns.update((f"{target}_{label}", values) for label, values in _probabilities(rows).items())
         return columns
 
     def _explained_features(self, rows: list[ScoredRow]) -> list[str]:
@@ -154,14 +161,9 @@ class Layout:
         return keys
 
     def _datarobot_predictions(self, rows: list[ScoredRow]) -> dict[str, pa.Array]:
-        columns: dict[str, pa.Array] = {}
-        labels = _classes(rows)
-        if labels:
-            for label in labels:
-                columns[label] = pa.array([r.probabilities.get(label) if r.probabilities else None
-                                           for r in rows], pa.float64())
-        else:
-            columns[self.target] = column([r.prediction for r in rows])
+        columns: dict[str, pa.Array] = _probabilities(rows)
+        if not columns:
+            columns[self.target] = column(list(map(_PREDICTION, rows)))
         slots = max((len(r.explanations) for r in rows), default=0)
         xemp = _is_xemp(rows)
         for n in range(slots):
@@ -184,12 +186,22 @@ def vendor_message(rejected: Rejected) -> str | None:
     return rest if sep and head.startswith("gave up after") else rejected.reason
 
 
-def _classes(rows: list[ScoredRow]) -> list[str]:
-    labels: dict[str, None] = {}
-    for row in rows:
-        if row.probabilities:
-            labels.update(dict.fromkeys(row.probabilities))
-    return sorted(labels)
+_PREDICTION = attrgetter("prediction")
+_PROBABILITIES = attrgetter("probabilities")
+
+
+def _probabilities(rows: list[ScoredRow]) -> dict[str, pa.Array]:
+    """One probability column per class label, labels in ascending order; {} for a regression."""
+    tables = list(map(_PROBABILITIES, rows))
+    shapes = {tuple(table) for table in tables if table}
+    columns = {}
+    for label in sorted({label for shape in shapes for label in shape}):
+        try:
+            values = list(map(itemgetter(label), tables))  # every row has every class: the usual case
+        except (KeyError, TypeError):
+            values = [table.get(label) if table else None for table in tables]
+        columns[label] = pa.array(values, pa.float64())
+    return columns
 
 
 def _is_xemp(rows: list[ScoredRow]) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,41 +107,57 @@ class ScoringLoop:
                 task.add_done_callback(lambda _: slots.release())
 
     async def _segment(self, segment: Segment) -> None:
-        outcomes: list[Outcome | None] = [None] * segment.size
-        sendable: list[int] = []
+        outcomes = self._unsendable(segment)
+        rows: list[Any] = segment.rows
+        step = self.max_rows
+        chunks: list[Sequence[int]]
+        if len(outcomes) == 0:  # every row can be sent: batches are plain slices
+            chunks = [range(at, min(at + step, segment.size)) for at in range(0, segment.size, step)]
+            batches = [rows[chunk[0]:chunk[-1] + 1] for chunk in chunks]
+        else:
+            sendable = [p for p in range(segment.size) if p not in outcomes]
+            chunks = [sendable[at:at + step] for at in range(0, len(sendable), step)]
+            batches = [[rows[i] for i in chunk] for chunk in chunks]
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self.scorer.score(batch)) for batch in batches]
+        done: list[Outcome] = [None] * segment.size  # type: ignore[list-item]  # every position is filled below
+        for position, outcome in outcomes.items():
+            done[position] = outcome
+        for chunk, task in zip(chunks, tasks, strict=True):
+            scored, _ = task.result()
+            if isinstance(chunk, range):
+                done[chunk.start:chunk.stop] = scored
+            else:
+                for position, outcome in zip(chunk, scored, strict=True):
+                    done[position] = outcome
+        refused = [i for i, o in enumerate(done) if o.__class__ is Rejected]
+        failed = next((done[i] for i in refused if is_transient(done[i])), None)
+        if failed is not None:
+            assert isinstance(failed, Rejected)
+            raise BatchStopped(f"the scoring API kept failing: {failed.reason}")
+        tables = self.layout.tables(segment, done, refused)
+        counts = {"rows": segment.size, "predicted": segment.size - len(refused), "not_predicted": len(refused)}
+        async with self._persist_lock:
+            await asyncio.to_thread(write_parts, self.state.parts, segment.number, tables)
+            if self.layout.facts.target is not None:
+                self.state.target = self.layout.facts.target
+            await asyncio.to_thread(self.state.record, segment.number, counts)
+        self.progress.add(segment.size, counts["predicted"], len(refused))
+
+    def _unsendable(self, segment: Segment) -> dict[int, Outcome]:
+        """Rows that cannot be sent, by position: unreadable records and values the check refuses."""
+        if segment.problems is not None:  # the reader checked typed columns: nothing left per row
+            return {position: Rejected(STAGE_VALIDATE, problem) for position, problem in segment.problems.items()}
+        outcomes: dict[int, Outcome] = {}
         check_row = self.check_row
         for position, row in enumerate(segment.rows):
             if isinstance(row, Rejected):
                 outcomes[position] = row
                 continue
             reason = check_row(row)
-            if reason is None:
-                sendable.append(position)
-            else:
+            if reason is not None:
                 outcomes[position] = Rejected(STAGE_VALIDATE, reason)
-        chunks = [sendable[at:at + self.max_rows] for at in range(0, len(sendable), self.max_rows)]
-        rows = segment.rows
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self.scorer.score([rows[i] for i in chunk]))  # type: ignore[misc]
-                     for chunk in chunks]
-        for chunk, task in zip(chunks, tasks, strict=True):
-            scored, _ = task.result()
-            for position, outcome in zip(chunk, scored, strict=True):
-                outcomes[position] = outcome
-        failed = next((o for o in outcomes if o is not None and is_transient(o)), None)
-        if failed is not None:
-            assert isinstance(failed, Rejected)
-            raise BatchStopped(f"the scoring API kept failing: {failed.reason}")
-        done: list[Outcome] = outcomes  # type: ignore[assignment]  # every position is filled
-        tables = self.layout.tables(segment, done)
-        refused = sum(1 for o in done if isinstance(o, Rejected))
-        counts = {"rows": segment.size, "predicted": segment.size - refused, "not_predicted": refused}
-        async with self._persist_lock:
-            await asyncio.to_thread(write_parts, self.state.parts, segment.number, tables)
-            if self.layout.facts.target is not None:
-                self.state.target = self.layout.facts.target
-            await asyncio.to_thread(self.state.record, segment.number, counts)
-        self.progress.add(segment.size, counts["predicted"], refused)
+        return outcomes
 
     async def _finish(self) -> list[str]:
         if self.state.rows_done != self.info.rows:

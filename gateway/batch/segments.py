@@ -23,6 +23,9 @@ class Segment:
     source: pa.Table  # the input columns as read (plus, for a topic, where each record came from)
     rows: list[dict[str, Any] | Rejected]  # what is sent per row, or why a row cannot be read
     index: pa.Array  # the index column's values, one per row
+    # Rows whose values cannot be sent, and why, when the reader could tell from typed columns
+    # (files); None: the codec checks each row (records of a topic).
+    problems: dict[int, str] | None = None
 
     @property
     def size(self) -> int:
