@@ -70,7 +70,7 @@ async def run_job(spec: JobSpec, source: BatchInput, scorer: Scorer,
                   stop: StopRequest, *, counters: Counters | None = None, stream: IO[str] | None = None,
                   terminal: bool | None = None, feature_order: list[str] | None = None) -> Summary:
     """Run the job to its end; raises BatchInputError (nothing sent) or BatchStopped (resumable)."""
-    started = time.monotonic()
+    started = time.monotonic(), time.process_time()
     state = open_state(spec)
     if state.complete:
         missing = [name for name in state.files if not (spec.writeback / name).exists()]
@@ -110,10 +110,11 @@ async def run_job(spec: JobSpec, source: BatchInput, scorer: Scorer,
     return _summary(state, summary, started)
 
 
-def _summary(state: RunState, summary: Summary, started: float) -> Summary:
+def _summary(state: RunState, summary: Summary, started: tuple[float, float]) -> Summary:
     totals = state.totals()
     summary.rows = totals.get("rows", 0)
     summary.predicted = totals.get("predicted", 0)
     summary.not_predicted = totals.get(NOT_PREDICTED, 0)
-    summary.elapsed_s = time.monotonic() - started
+    summary.elapsed_s = time.monotonic() - started[0]
+    summary.cpu_s = time.process_time() - started[1]
     return summary

@@ -193,15 +193,18 @@ _PROBABILITIES = attrgetter("probabilities")
 def _probabilities(rows: list[ScoredRow]) -> dict[str, pa.Array]:
     """One probability column per class label, labels in ascending order; {} for a regression."""
     tables = list(map(_PROBABILITIES, rows))
-    shapes = {tuple(table) for table in tables if table}
-    columns = {}
-    for label in sorted({label for shape in shapes for label in shape}):
+    first = next((table for table in tables if table), None)
+    if first is None:
+        return {}
+    labels = sorted(first)
+    if set(map(len, tables)) == {len(first)}:  # equal sizes, and itemgetter finds each label: equal keys
         try:
-            values = list(map(itemgetter(label), tables))  # every row has every class: the usual case
-        except (KeyError, TypeError):
-            values = [table.get(label) if table else None for table in tables]
-        columns[label] = pa.array(values, pa.float64())
-    return columns
+            return {label: pa.array(list(map(itemgetter(label), tables)), pa.float64()) for label in labels}
+        except KeyError:
+            pass
+    labels = sorted({label for table in tables if table for label in table})
+    return {label: pa.array([table.get(label) if table else None for table in tables], pa.float64())
+            for label in labels}
 
 
 def _is_xemp(rows: list[ScoredRow]) -> bool:

@@ -50,6 +50,7 @@ class Summary:
     requests: int = 0
     retries: int = 0
     elapsed_s: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the process during the run, every thread
     files: list[str] = field(default_factory=list)
     resumed_rows: int = 0  # rows a previous run had finished
     status: str = "complete"  # complete | already complete | stopped
@@ -58,6 +59,7 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "predicted": self.predicted, "not_predicted": self.not_predicted,
                 "requests": self.requests, "retries": self.retries, "elapsed_s": round(self.elapsed_s, 3),
+                "cpu_s": round(self.cpu_s, 3),
                 "files": self.files, "resumed_rows": self.resumed_rows, "status": self.status,
                 "reason": self.reason}
 
