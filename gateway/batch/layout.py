@@ -30,6 +30,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gateway.backends.scoring import ScoredRow
 from gateway.batch.arrow_rows import column
@@ -90,8 +91,9 @@ class Layout:
             if explained:
                 chosen = [rows[n] for n in explained]
                 explained_keys = _take(keys, [predicted[n] for n in explained])
-                out[SHAP] = _join(explained_keys, self._wide_explanations(chosen))
-                out[COORD_SHAP] = self._coordinate_explanations(explained_keys.column(0), chosen)
+                columns = self._explanation_columns(chosen)
+                out[SHAP] = _join(explained_keys, self._wide_explanations(columns))
+                out[COORD_SHAP] = self._coordinate_explanations(explained_keys.column(0), columns)
         if refused:
             out[NOT_PREDICTED] = _join(_take(keys, refused), self._refusals(outcomes, refused))
         return out
@@ -121,35 +123,43 @@ class Layout:
         columns.update((f"{target}_{label}", values) for label, values in _probabilities(rows).items())
         return columns
 
-    def _explained_features(self, rows: list[ScoredRow]) -> list[str]:
-        seen = dict.fromkeys(e.feature for r in rows for e in r.explanations)
-        rank = {name: i for i, name in enumerate(self.feature_order)}
-        return sorted(seen, key=lambda name: (rank.get(name, len(rank)), name))
-
-    def _wide_explanations(self, rows: list[ScoredRow]) -> dict[str, pa.Array]:
-        suffix = "_XEMP" if _is_xemp(rows) else "_SHAP"
+    def _explanation_columns(self, rows: list[ScoredRow]) -> tuple[list[str], list[pa.Array], list[pa.Array]]:
+        """The features explained (in the order sent), one strength column per feature and, for XEMP,
+        one qualitative-strength column per feature (a row's cell is null where it was not explained)."""
         strengths = [{e.feature: e.strength for e in r.explanations} for r in rows]
-        return {f"{name}{suffix}": pa.array([s.get(name) for s in strengths], pa.float64())
-                for name in self._explained_features(rows)}
-
-    def _coordinate_explanations(self, index: pa.ChunkedArray, rows: list[ScoredRow]) -> pa.Table:
-        rank = {name: i for i, name in enumerate(self._explained_features(rows))}
-        take: list[int] = []
-        features: list[str] = []
-        values: list[float] = []
-        qualitative: list[str | None] = []
-        for n, row in enumerate(rows):
-            for e in sorted(row.explanations, key=lambda e: rank[e.feature]):
-                take.append(n)
-                features.append(e.feature)
-                values.append(e.strength)
-                qualitative.append(e.qualitative)
-        table = pa.table({self.index_name: index.take(pa.array(take, pa.int64())),
-                          "automl_feature": pa.array(features, pa.string())})
+        rank = {name: i for i, name in enumerate(self.feature_order)}
+        names = sorted(set().union(*strengths), key=lambda name: (rank.get(name, len(rank)), name))
+        values = [pa.array([s.get(name) for s in strengths], pa.float64()) for name in names]
+        qualitative: list[pa.Array] = []
         if _is_xemp(rows):
-            table = table.append_column("XEMP_value", pa.array(values, pa.float64()))
-            return table.append_column("qualitative_strength", pa.array(qualitative, pa.string()))
-        return table.append_column("SHAP_value", pa.array(values, pa.float64()))
+            symbols = [{e.feature: e.qualitative for e in r.explanations} for r in rows]
+            qualitative = [pa.array([q.get(name) for q in symbols], pa.string()) for name in names]
+        return names, values, qualitative
+
+    def _wide_explanations(self, explained: tuple[list[str], list[pa.Array], list[pa.Array]]) -> dict[str, pa.Array]:
+        names, values, qualitative = explained
+        suffix = "_XEMP" if qualitative else "_SHAP"
+        return {f"{name}{suffix}": column for name, column in zip(names, values, strict=True)}
+
+    def _coordinate_explanations(self, index: pa.ChunkedArray,
+                                 explained: tuple[list[str], list[pa.Array], list[pa.Array]]) -> pa.Table:
+        """One row per explained (row, feature), rows in order and features in the order sent: the
+        wide columns stacked, the empty cells dropped, sorted by row then feature (all in Arrow)."""
+        names, values, qualitative = explained
+        count = len(index)
+        rows = pa.concat_arrays([pa.array(range(count), pa.int64())] * len(names))
+        ranks = pa.concat_arrays([pa.array([k] * count, pa.int32()) for k in range(len(names))])
+        stacked = pa.table({"row": rows, "rank": ranks, "value": pa.concat_arrays(values)})
+        if qualitative:
+            stacked = stacked.append_column("qualitative", pa.concat_arrays(qualitative))
+        stacked = stacked.filter(pc.is_valid(stacked.column("value")))
+        stacked = stacked.take(pc.sort_indices(stacked, sort_keys=[("row", "ascending"), ("rank", "ascending")]))
+        table = pa.table({self.index_name: index.take(stacked.column("row")),
+                          "automl_feature": pa.array(names, pa.string()).take(stacked.column("rank"))})
+        if qualitative:
+            table = table.append_column("XEMP_value", stacked.column("value"))
+            return table.append_column("qualitative_strength", stacked.column("qualitative"))
+        return table.append_column("SHAP_value", stacked.column("value"))
 
     # -- datarobot layout -----------------------------------------------------------------
 
