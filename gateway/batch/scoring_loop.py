@@ -19,7 +19,6 @@ cancels the work in flight and leaves the recorded segments for the next run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,9 +84,7 @@ class ScoringLoop:
             for task in (work, stopper):
                 if not task.done():
                     task.cancel()
-            for task in (work, stopper):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.wait({work, stopper})  # both end here; their outcomes are read below
         if not work.cancelled() and work.exception() is not None:
             raise _first(work.exception())  # type: ignore[arg-type]
         if stop.event.is_set() and (work.cancelled() or not self._all_done()):
