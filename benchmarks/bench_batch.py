@@ -76,10 +76,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(args: list[str], emulator_pid: int, timeout_s: float) -> dict[str, Any]:
+def run(args: list[str], emulator_pid: int, timeout_s: float, cwd: Path | None = None) -> dict[str, Any]:
     before = cpu_seconds(emulator_pid)
     started = time.monotonic()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            cwd=cwd)
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -90,12 +91,12 @@ def run(args: list[str], emulator_pid: int, timeout_s: float) -> dict[str, Any]:
             "wall_s": wall, "emulator_cpu_s": cpu_seconds(emulator_pid) - before}
 
 
-def timed_child(args: list[str], emulator_pid: int, timeout_s: float) -> dict[str, Any]:
+def timed_child(args: list[str], emulator_pid: int, timeout_s: float, cwd: Path | None = None) -> dict[str, Any]:
     """``run`` plus the child's own CPU time (the difference in the children's resource usage)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = run(args, emulator_pid, timeout_s)
+    result = run(args, emulator_pid, timeout_s, cwd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
@@ -209,7 +210,7 @@ def _datarobot_client(args: argparse.Namespace, workdir: Path, data: Path, url: 
     out = workdir / "client.csv"
     command = [str(script), "--host", url, "--user", "bench", "--api_token", "bench-token", "--out", str(out), "-y",
                "--no-resume", "--n_concurrent", "16", DATAROBOT_CHURN, str(data)]
-    result = timed_child(command, emulator_pid, args.timeout_s)
+    result = timed_child(command, emulator_pid, args.timeout_s, cwd=workdir)  # it writes a log file in its cwd
     written = max(0, sum(1 for _ in out.open()) - 1) if out.exists() else 0
     if written != args.rows:
         notes.append(f"{CLIENT}: wrote {written} of {args.rows} rows (exit {result['status']})")
