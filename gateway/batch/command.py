@@ -93,8 +93,9 @@ async def run_command(config: Any, pipeline: Any, options: BatchOptions,
     except BatchStopped as stopped:
         print(f"scoring-gateway batch: stopped: {stopped.reason}; {stopped.rows_done:,} of "
               f"{stopped.rows_total:,} rows are done and kept, the same command continues", file=sys.stderr)
-        partial = Summary(rows=stopped.rows_done, requests=counters.requests, retries=counters.retries,
-                          status="stopped", reason=stopped.reason)
+        partial = Summary(rows=stopped.rows_done, predicted=stopped.totals.get("predicted", 0),
+                          not_predicted=stopped.totals.get("not_predicted", 0), requests=counters.requests,
+                          retries=counters.retries, status="stopped", reason=stopped.reason)
         print(f"summary: {orjson.dumps(partial.as_dict()).decode()}", flush=True)
         return 128 + stopped.signal if stopped.signal else 1
     except (OSError, ValueError) as exc:

@@ -99,6 +99,7 @@ async def run_job(spec: JobSpec, source: BatchInput, scorer: Scorer,
             files = await loop.run(stop)
         except BatchStopped as stopped:
             stopped.rows_done, stopped.rows_total = state.rows_done, info.rows
+            stopped.totals = state.totals()
             raise
         finally:
             progress.close()

@@ -42,6 +42,7 @@ class BatchStopped(Exception):
         self.signal = signal
         self.rows_done = 0
         self.rows_total = 0
+        self.totals: dict[str, int] = {}  # the finished segments' counts
 
 
 @dataclass
