@@ -105,7 +105,7 @@ async def run_job(spec: JobSpec, source: BatchInput, scorer: Scorer,
             progress.close()
     finally:
         await source.close()
-    summary = Summary(files=files, resumed_rows=resumed)
+    summary = Summary(files=files, resumed_rows=resumed, input=info.description)
     if counters is not None:
         summary.requests, summary.retries = counters.requests, counters.retries
     return _summary(state, summary, started)

@@ -55,13 +55,14 @@ class Summary:
     resumed_rows: int = 0  # rows a previous run had finished
     status: str = "complete"  # complete | already complete | stopped
     reason: str | None = None
+    input: str = ""  # what was read, as the input described itself
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "predicted": self.predicted, "not_predicted": self.not_predicted,
                 "requests": self.requests, "retries": self.retries, "elapsed_s": round(self.elapsed_s, 3),
                 "cpu_s": round(self.cpu_s, 3),
                 "files": self.files, "resumed_rows": self.resumed_rows, "status": self.status,
-                "reason": self.reason}
+                "reason": self.reason, "input": self.input}
 
 
 class Progress:
@@ -124,6 +125,7 @@ class Progress:
 
 def summary_text(summary: Summary, writeback: str) -> str:
     lines = [f"Summary: {summary.status}" + (f" ({summary.reason})" if summary.reason else ""),
+             *([f"  input               {summary.input}"] if summary.input else []),
              f"  rows in             {summary.rows:>12,}",
              f"  predicted           {summary.predicted:>12,}",
              f"  not predicted       {summary.not_predicted:>12,}",

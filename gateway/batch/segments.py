@@ -40,7 +40,7 @@ class InputInfo:
     columns: list[str]  # the input's columns, as read
     send: list[str] | None  # the columns sent for each row; None: every key of the row
     index_type: pa.DataType
-    description: str  # for messages and the summary
+    description: str  # for the summary
     extra: dict[str, Any] = field(default_factory=dict)  # what a resumed run must reuse (topic offsets)
 
 

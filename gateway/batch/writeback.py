@@ -108,13 +108,6 @@ def _write_csv(path: Path, schema: pa.Schema, paths: list[Path]) -> None:
                 pa_csv.write_csv(text_only(table), sink, options)
 
 
-def read_output(path: Path) -> pa.Table:
-    """An output file read back with its types (Parquet) or as written (CSV): for tests and tools."""
-    if path.suffix == ".parquet":
-        return pq.read_table(path)
-    return pa_csv.read_csv(path)
-
-
 def existing(writeback: Path, names: dict[str, str]) -> list[str]:
     return [name for name in names.values() if (writeback / name).exists()]
 
