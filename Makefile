@@ -32,6 +32,7 @@ bench-quick: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m benchmarks.chaos
+	$(BIN)/python -m benchmarks.batch_resume
 
 chaos-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.chaos --quick

@@ -21,14 +21,14 @@ from gateway.backends.errors import ResponseDecodeError, RetryableError, Scoring
 from gateway.backends.scoring import Codec, ScoredRow, ScoringRequest
 from gateway.concurrency import AdaptiveLimit, RequestSlots
 from gateway.logs import Redactor
-from gateway.metrics import PipelineMetrics
+from gateway.metrics import ScoringMetrics
 
 log = logging.getLogger("gateway.dispatcher")
 
 
 class BackendClient:
     def __init__(self, *, pipeline: str, codec: Codec, session: aiohttp.ClientSession, max_in_flight_requests: int,
-                 metrics: PipelineMetrics, slow_threshold_s: float, secrets: Sequence[str | None] = (),
+                 metrics: ScoringMetrics, slow_threshold_s: float, secrets: Sequence[str | None] = (),
                  adaptive: AdaptiveLimit | None = None, report_limit: bool = True) -> None:
         self.pipeline = pipeline
         self.codec = codec

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulate": ("gateway.emulator.cli", "run the built-in Qlik/DataRobot scoring emulator"),
     "demo": ("gateway.demo", "run broker, emulator and gateway embedded, with live progress"),
     "replay": ("gateway.replay", "re-publish a pipeline's dead letters to its input topic"),
+    "batch": ("gateway.batch.cli", "score a CSV/Parquet file or a topic range into prediction files"),
 }
 
 

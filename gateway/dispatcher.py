@@ -39,7 +39,7 @@ from gateway.backend_client import BackendClient
 from gateway.backends.errors import DataError, FatalError, RetryableError, ScoringError
 from gateway.backends.scoring import BodyTooLarge, Codec, ScoredRow, ScoringRequest
 from gateway.breaker import CircuitBreaker, Permit, State, Transition
-from gateway.metrics import PipelineMetrics
+from gateway.metrics import ScoringMetrics
 from gateway.ratelimit import RateLimiter
 from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 from gateway.retry import RetryPolicy
@@ -71,7 +71,7 @@ class FailedOnRows(Exception):
 class Dispatcher:
     def __init__(self, *, pipeline: str, codec: Codec, client: BackendClient, features: Sequence[str] | None,
                  policy: RetryPolicy, breaker: CircuitBreaker, limiter: RateLimiter | None,
-                 metrics: PipelineMetrics, on_circuit: Callable[[Transition], None],
+                 metrics: ScoringMetrics, on_circuit: Callable[[Transition], None],
                  rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.pipeline = pipeline
         self.codec = codec

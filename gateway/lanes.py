@@ -23,7 +23,7 @@ from gateway.concurrency import AdaptiveLimit
 from gateway.config import PipelineConfig
 from gateway.dispatcher import Dispatcher
 from gateway.explainer import ExplanationLane
-from gateway.metrics import PipelineMetrics
+from gateway.metrics import ScoringMetrics
 from gateway.ratelimit import RateLimiter
 from gateway.retry import RetryPolicy
 
@@ -53,7 +53,7 @@ class Lanes:
     explain: ExplanationLane | None  # None: explanations come inline with the predictions
 
 
-def make_lanes(pipeline: PipelineConfig, session: aiohttp.ClientSession, *, metrics: PipelineMetrics,
+def make_lanes(pipeline: PipelineConfig, session: aiohttp.ClientSession, *, metrics: ScoringMetrics,
                on_circuit: Callable[[Transition], None]) -> Lanes:
     codec = make_codec(pipeline, explain=not deferred(pipeline))
     predict = make_dispatcher(pipeline, codec, session, metrics=metrics, on_circuit=on_circuit)
@@ -67,7 +67,7 @@ def make_lanes(pipeline: PipelineConfig, session: aiohttp.ClientSession, *, metr
 
 
 def make_dispatcher(pipeline: PipelineConfig, codec: Codec, session: aiohttp.ClientSession, *,
-                    metrics: PipelineMetrics, on_circuit: Callable[[Transition], None],
+                    metrics: ScoringMetrics, on_circuit: Callable[[Transition], None],
                     share: Dispatcher | None = None, max_in_flight_requests: int | None = None) -> Dispatcher:
     """A dispatcher configured from one pipeline's settings (streaming and batch scoring share it).
 

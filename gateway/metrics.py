@@ -17,6 +17,7 @@ import bisect
 import math
 import platform
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
@@ -142,6 +143,17 @@ class BatchHistogramChild:
             counts[-1] += len(ordered) - done
         if total > 0.0 and math.isfinite(total):
             self.total += total
+
+
+class ScoringMetrics(Protocol):
+    """What the scoring lanes report (:class:`PipelineMetrics` for a pipeline; ``batch`` counts its own)."""
+
+    def request(self, backend: str, explanations: str, status: str, seconds: float) -> None: ...
+    def retry(self, reason: str) -> None: ...
+    def requests_in_flight(self, delta: int) -> None: ...
+    def slow_explanation(self, kind: str) -> None: ...
+    def concurrency_limit(self, limit: int) -> None: ...
+    def circuit(self, state: str, changed: bool = True) -> None: ...
 
 
 class Metrics:

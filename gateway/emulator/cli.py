@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible faults and jitter")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    parser.add_argument("--datasets", help="Qlik batch predictions: folder of apply datasets (<dataSetId>.parquet|csv)")
+    parser.add_argument("--spaces", help="Qlik batch predictions: writeback files go to SPACES/<spaceId or personal>/")
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -82,7 +84,8 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         error_rate=error_rate, retry_after_s=args.retry_after_s,
         rate_limit_per_minute=args.rate_limit_per_minute,
         max_concurrent_requests=args.max_concurrent_requests, crash_value=args.crash_value, hang_rate=args.hang_rate,
-        drop_rate=args.drop_rate, seed=args.seed, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        drop_rate=args.drop_rate, seed=args.seed, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        datasets=args.datasets, spaces=args.spaces)
 
 
 def main(args: argparse.Namespace) -> int:

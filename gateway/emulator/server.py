@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
+from gateway.emulator.batch_predictions import BatchPredictionApi
 from gateway.emulator.bodies import MAX_BODY_BYTES
 from gateway.emulator.datarobot import DataRobotApi
 from gateway.emulator.faults import FaultDice, InProgress, SlidingWindow, drop, hold
@@ -68,6 +69,7 @@ class Emulator:
         self._closing = asyncio.Event()
         self._qlik = QlikApi(self.catalog)
         self._datarobot = DataRobotApi(self.catalog)
+        self._batch = BatchPredictionApi(self.catalog, lambda: self._options)
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -110,6 +112,7 @@ class Emulator:
         """Stop listening; hanging requests are dropped, others get ``SHUTDOWN_GRACE_S`` to finish."""
         self._closing.set()
         runner, self._runner = self._runner, None
+        await self._batch.close()
         if runner is not None:
             await runner.cleanup()
 
@@ -134,6 +137,7 @@ class Emulator:
         app.router.add_post(QLIK_RUN, qlik)
         app.router.add_post(QLIK_ALIAS_RUN, qlik)
         app.router.add_post(DATAROBOT_PREDICT, datarobot)
+        self._batch.add_routes(app)
         app.router.add_get("/_emulator/config", self._get_config)
         app.router.add_post("/_emulator/config", self._post_config)
         app.router.add_get("/_emulator/stats", self._get_stats)

@@ -57,6 +57,8 @@ class EmulatorOptions:
     seed: int | None = None  # makes faults and jitter reproducible
     tls_cert: str | None = None
     tls_key: str | None = None
+    datasets: str | None = None  # Qlik batch predictions: the folder of apply datasets (<dataSetId>.parquet|csv)
+    spaces: str | None = None  # Qlik batch predictions: writeback files go to <spaces>/<spaceId or personal>/
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -197,6 +199,8 @@ _CHECKS = {
     "seed": _seed,
     "tls_cert": _optional_text,
     "tls_key": _optional_text,
+    "datasets": _optional_text,
+    "spaces": _optional_text,
 }
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EmulatorOptions))
 RUNTIME_NAMES = frozenset(OPTION_NAMES) - START_ONLY

@@ -14,6 +14,7 @@ from .render import Obj
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 HPA_COMPONENT = K8S / "hpa"
+BATCH_COMPONENT = K8S / "batch"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 APP_CONFIG = K8S / "config.yaml"

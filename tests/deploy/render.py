@@ -54,18 +54,36 @@ def load_documents(path: Path) -> list[Obj]:
         return [doc for doc in yaml.safe_load_all(handle) if doc]
 
 
+# Marks a generated ConfigMap with its generator's name while a render runs, so that references to
+# it from objects added at other levels (an overlay's components) follow the hashed name, as
+# kustomize's name-reference tracking does. Removed before objects are returned.
+_GENERATED_FROM = "render.internal/generated-from"
+
+
 def render(directory: Path) -> list[Obj]:
     """The objects `kubectl apply -k DIRECTORY` would send, in file order."""
-    return _build(directory, _read_kustomization(directory, "Kustomization"), [])
+    return _unmarked(_render(directory))
 
 
 def render_overlay(resources: Iterable[Path], components: Iterable[Path] = ()) -> list[Obj]:
     """What an operator's overlay listing these resource and component directories renders."""
     objects: list[Obj] = []
     for directory in resources:
-        objects.extend(render(directory))
+        objects.extend(_render(directory))
     for directory in components:
         objects = _build(directory, _read_kustomization(directory, "Component"), objects)
+    return _unmarked(objects)
+
+
+def _render(directory: Path) -> list[Obj]:
+    return _build(directory, _read_kustomization(directory, "Kustomization"), [])
+
+
+def _unmarked(objects: list[Obj]) -> list[Obj]:
+    for obj in objects:
+        annotations = obj["metadata"].get("annotations", {})
+        if annotations.pop(_GENERATED_FROM, None) is not None and not annotations:
+            del obj["metadata"]["annotations"]
     return objects
 
 
@@ -108,13 +126,14 @@ def _build(root: Path, kustomization: Obj, inherited: list[Obj]) -> list[Obj]:
     for entry in kustomization.get("resources", []):
         target = root / entry
         if target.is_dir():
-            objects.extend(render(target))
+            objects.extend(_render(target))
         else:
             objects.extend(load_documents(_inside(root, entry)))
     for entry in kustomization.get("components", []):
         component = root / entry
         objects = _build(component, _read_kustomization(component, "Component"), objects)
-    renames: dict[str, str] = {}
+    renames: dict[str, str] = {obj["metadata"]["annotations"][_GENERATED_FROM]: obj["metadata"]["name"]
+                               for obj in objects if _GENERATED_FROM in obj["metadata"].get("annotations", {})}
     for generator in kustomization.get("configMapGenerator", []):
         config_map = _generate_config_map(root, generator)
         renames[generator["name"]] = config_map["metadata"]["name"]
@@ -155,7 +174,7 @@ def _generate_config_map(root: Path, generator: Obj) -> Obj:
     if not options.get("disableNameSuffixHash", False):
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         name = f"{name}-{digest[:10]}"
-    metadata: Obj = {"name": name}
+    metadata: Obj = {"name": name, "annotations": {_GENERATED_FROM: generator["name"]}}
     if options.get("labels"):
         metadata["labels"] = dict(options["labels"])
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
