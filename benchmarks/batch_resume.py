@@ -65,7 +65,7 @@ def write_input(path: Path, rows: int, seed: int = 11) -> None:
 def write_config(path: Path, qlik_url: str) -> None:
     doc = {"kafka": {"bootstrap_servers": "127.0.0.1:9"},
            "pipelines": [{"name": "churn", "input_topic": "churn-features", "features": list(CHURN_FEATURES),
-                          "backend": {"type": "qlik", "url": qlik_url, "include_shap": True},
+                          "backend": {"type": "qlik", "url": qlik_url, "token": "bench-token", "include_shap": True},
                           "batching": {"max_rows": 500},
                           "concurrency": {"max_in_flight_requests": 2, "max_in_flight_records": 2000},
                           "outputs": {"predictions": "p", "dead_letter": "d"}}]}

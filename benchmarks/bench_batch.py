@@ -63,7 +63,7 @@ def config(path: Path, emulator: str) -> Path:
     urls = {"qlik": f"{emulator}/api/v1/ml/deployments/churn/realtime-predictions/actions/run",
             "datarobot": f"{emulator}/predApi/v1.0/deployments/{DATAROBOT_CHURN}/predictions"}
     pipelines = [{"name": f"p{i}", "input_topic": "churn-features", "features": list(CHURN_FEATURES),
-                  "backend": {**backend, "url": urls[backend["type"]]},
+                  "backend": {**backend, "url": urls[backend["type"]], "token": "bench-token"},
                   "outputs": {"predictions": "p", "dead_letter": "d"}}
                  for i, backend in enumerate(SCENARIOS.values())]
     path.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": "127.0.0.1:9"}, "pipelines": pipelines}))

@@ -60,7 +60,7 @@ def batch_config(directory: Path, backend: dict[str, Any], *, bootstrap: str = "
     doc = {"kafka": kafka or {"bootstrap_servers": bootstrap},
            "pipelines": [{"name": name, "input_topic": input_topic,
                           "features": list(features) if features is not None else None,
-                          "backend": backend,
+                          "backend": {"token": "test-token", **backend},  # the emulator wants one
                           "outputs": {"predictions": "churn-predictions", "dead_letter": "churn-dead-letter"},
                           **pipeline}]}
     path = directory / "gateway.yaml"
