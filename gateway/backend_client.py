@@ -59,6 +59,9 @@ class BackendClient:
                 status = response.status
                 content_type = response.headers.get("Content-Type", "")
                 headers = response.headers
+            seconds = time.monotonic() - started
+            # Before the slot is released: a refusal lowers the limit before the next waiter gets in.
+            self._adapt(status, seconds, in_flight, request.rows)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = self.masked(from_exception(backend, exc))
             self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"), time.monotonic() - started)
@@ -66,8 +69,6 @@ class BackendClient:
         finally:
             slots.release()
             self.metrics.requests_in_flight(-1)
-        seconds = time.monotonic() - started
-        self._adapt(status, seconds, in_flight, request.rows)
         if not 200 <= status < 300:
             self.metrics.request(backend, self._kind, str(status), seconds)
             raise self.masked(from_status(backend, status, headers, body))

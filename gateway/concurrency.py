@@ -7,9 +7,12 @@ built on, with a latency gradient in the manner of Netflix's concurrency-limits 
 
 - **increase**: after ``limit × patience`` successes in a row while the limit was in use (as many
   requests in flight as allowed), the limit grows by one. An idle pipeline does not inflate it.
-- **decrease on refusal**: a 429 or 503 (the backend saying it is saturated) multiplies it by
-  ``backoff`` (0.75), and the patience doubles for a while, so the limit lingers below the level
-  that drew the refusal instead of climbing straight back into it.
+- **decrease on refusal**: a 429 or 503 (the backend saying it is saturated) steps it down by one
+  and marks that level as the ceiling; the limit then tries the ceiling again only after
+  ``probe_patience`` times the usual wait, so it lingers just below the level that drew the refusal
+  instead of climbing straight back into it (few refusals, little capacity left unused). A probe
+  that holds at the ceiling clears it (the backend grew); refusals in a row mean the limit is far
+  over capacity and cut it by ``backoff`` (0.75) each.
 - **decrease on queueing**: a backend that queues rather than refuses shows it in latency. The
   limit keeps a slowly moving baseline of request latency (an exponential average of the best
   latencies seen) and, when the recent average exceeds ``tolerance ×`` that baseline, it steps down
@@ -35,9 +38,12 @@ class AdaptiveLimit:
     limit: int = 4
     patience: int = 4
     backoff: float = 0.75
-    tolerance: float = 2.0
+    tolerance: float = 2.5
+    probe_patience: int = 16  # how much longer it waits before trying the level that drew a refusal
     _streak: int = 0
-    _cautious: int = 0  # successes to go with doubled patience after a refusal
+    _ceiling: int | None = None  # the lowest limit a refusal came at, until a probe above it holds
+    _refusals: int = 0  # refusals since the last increase: more than one means far over capacity
+    _cooldown: int = 0  # answers to wait before another step down for latency (one step per episode)
     # rows.bit_length() -> [baseline, recent]: the baseline is slow to rise and quick to fall
     _latency: dict[int, list[float]] = field(default_factory=dict)
 
@@ -46,26 +52,38 @@ class AdaptiveLimit:
 
     def succeeded(self, latency_s: float, in_flight: int, rows: int = 1) -> int:
         """One answered request; ``in_flight`` counts it. Returns the (new) limit."""
-        if self._queueing(self._observe(latency_s, rows)):
+        pair = self._observe(latency_s, rows)
+        if self._cooldown > 0:
+            self._cooldown -= 1
+        elif self._queueing(pair):
             self._streak = 0
+            self._cooldown = 2 * self.limit  # let the answers already under way come back first
             self.limit = max(self.minimum, self.limit - 1)
             return self.limit
         if in_flight < self.limit:  # not using what it has: no evidence it could use more
             return self.limit
         self._streak += 1
-        needed = self.limit * self.patience * (2 if self._cautious > 0 else 1)
-        if self._cautious > 0:
-            self._cautious -= 1
+        at_the_ceiling = self._ceiling is not None and self.limit + 1 >= self._ceiling
+        if self._ceiling is not None and self.limit >= self._ceiling:
+            needed = self.limit * self.patience  # probing above the ceiling: hold it this long to clear it
+        else:
+            needed = self.limit * self.patience * (self.probe_patience if at_the_ceiling else 1)
         if self._streak >= needed:
             self._streak = 0
+            self._refusals = 0
+            if self._ceiling is not None and self.limit >= self._ceiling:
+                self._ceiling = None  # the level that drew a refusal holds now: capacity grew
             self.limit = min(self.maximum, self.limit + 1)
         return self.limit
 
     def refused(self) -> int:
-        """A 429 or 503: the backend is saturated."""
+        """A 429 or 503: the backend is saturated. The first refusal steps down by one and marks
+        the level; refusals in a row mean it is far over capacity and cut the limit by ``backoff``."""
         self._streak = 0
-        self._cautious = self.limit * self.patience * 4
-        self.limit = max(self.minimum, int(self.limit * self.backoff))
+        self._refusals += 1
+        self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
+        cut = self.limit - 1 if self._refusals == 1 else int(self.limit * self.backoff)
+        self.limit = max(self.minimum, cut)
         return self.limit
 
     def _observe(self, latency_s: float, rows: int) -> list[float]:
@@ -74,16 +92,13 @@ class AdaptiveLimit:
             pair = self._latency[rows.bit_length()] = [latency_s, latency_s]
             return pair
         baseline, recent = pair
-        pair[1] = recent + 0.2 * (latency_s - recent)
+        pair[1] = recent + 0.1 * (latency_s - recent)
         pair[0] = baseline + (0.5 if latency_s < baseline else 0.01) * (latency_s - baseline)
         return pair
 
     def _queueing(self, pair: list[float]) -> bool:
         baseline, recent = pair
-        if baseline > 0.0 and recent > self.tolerance * baseline and self.limit > self.minimum:
-            pair[1] = baseline  # one step down per episode, not one per answer
-            return True
-        return False
+        return baseline > 0.0 and recent > self.tolerance * baseline and self.limit > self.minimum
 
 
 class RequestSlots:
