@@ -38,7 +38,7 @@ class AdaptiveLimit:
     limit: int = 4
     patience: int = 4
     backoff: float = 0.75
-    tolerance: float = 2.5
+    tolerance: float = 2.0
     probe_patience: int = 16  # how much longer it waits before trying the level that drew a refusal
     _streak: int = 0
     _ceiling: int | None = None  # the lowest limit a refusal came at, until a probe above it holds
@@ -93,7 +93,7 @@ class AdaptiveLimit:
             return pair
         baseline, recent = pair
         pair[1] = recent + 0.1 * (latency_s - recent)
-        pair[0] = baseline + (0.5 if latency_s < baseline else 0.01) * (latency_s - baseline)
+        pair[0] = baseline + (0.5 if latency_s < baseline else 0.0005) * (latency_s - baseline)
         return pair
 
     def _queueing(self, pair: list[float]) -> bool:
