@@ -12,14 +12,14 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from gateway.admin import AdminServer
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.health import Health
 from gateway.logs import configure_logging
+from gateway.memory import keep_freed_memory
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 
@@ -45,7 +45,8 @@ def main(args: argparse.Namespace) -> int:
     return run_until_signalled(config)
 
 
-def run_until_signalled(config: Any) -> int:
+def run_until_signalled(config: Config) -> int:
+    keep_freed_memory()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
@@ -53,10 +54,10 @@ def run_until_signalled(config: Any) -> int:
     return uvloop.run(serve(config))
 
 
-async def serve(config: Any, stop: asyncio.Event | None = None,
+async def serve(config: Config, stop: asyncio.Event | None = None,
                 registry: CollectorRegistry | None = None,
                 ready: asyncio.Future[AdminServer] | None = None, handle_signals: bool = True,
-                metrics: Any = None) -> int:
+                metrics: Metrics | None = None) -> int:
     """Run until ``stop`` is set (or SIGTERM/SIGINT arrives); returns the process exit status.
 
     ``metrics`` replaces the Prometheus instruments (anything with ``Metrics``' interface); the
@@ -68,7 +69,7 @@ async def serve(config: Any, stop: asyncio.Event | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     registry = registry or CollectorRegistry()
-    metrics = metrics or Metrics(registry)
+    metrics = metrics if metrics is not None else Metrics(registry)
     health = Health([p.name for p in config.pipelines], metrics=metrics)
     admin = AdminServer(config.admin.host, config.admin.port, registry, health)
     await admin.start()

@@ -77,7 +77,9 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
 
 def main(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, load_config
+    from gateway.memory import keep_freed_memory
 
+    keep_freed_memory()
     try:
         config = load_config(args.config)
     except ConfigError as exc:

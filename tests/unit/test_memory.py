@@ -1,0 +1,20 @@
+"""The allocator tuning applies where glibc is, and is harmless where it is not."""
+
+from __future__ import annotations
+
+import ctypes.util
+import platform
+
+import pytest
+
+from gateway import memory
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_glibc_takes_the_settings() -> None:
+    assert memory.keep_freed_memory() is True
+
+
+def test_without_a_c_library_nothing_happens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert memory.keep_freed_memory() is False
