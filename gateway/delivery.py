@@ -15,17 +15,31 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from gateway.metrics import PipelineMetrics
 from gateway.offsets import OffsetTracker
+from gateway.outputs import Published
 from gateway.records import InputRecord
-from gateway.sink import KafkaSink, Message
+from gateway.sink import KafkaSink
 from gateway.source import KafkaSource
 
 log = logging.getLogger("gateway.pipeline")
+
+
+class Delivery(Protocol):
+    """How a pipeline's outputs and input offsets reach the broker: at least once, or exactly once."""
+
+    async def publish(self, published: Published, records: Sequence[InputRecord]) -> None: ...
+    def acknowledge(self, records: Iterable[InputRecord]) -> None: ...
+    async def assigned(self, tps: Iterable[TopicPartition]) -> None: ...
+    async def revoked(self, tps: Iterable[TopicPartition]) -> None: ...
+    async def run(self, stop: asyncio.Event) -> None: ...
+    async def commit(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 def offsets_by_partition(records: Iterable[InputRecord]) -> dict[tuple[str, int], list[int]]:
@@ -51,14 +65,23 @@ class AtLeastOnceDelivery:
         self.commit_interval_s = commit_interval_s
         self._commit_lock = asyncio.Lock()
 
-    async def publish(self, messages: Sequence[Message]) -> None:
+    async def publish(self, published: Published, records: Sequence[InputRecord]) -> None:
         """Step 1: returns once the broker acknowledged every message."""
-        await self.sink.publish(messages)
+        await self.sink.publish(published.messages)
 
     def acknowledge(self, records: Iterable[InputRecord]) -> None:
         """Step 2: these records' outputs are all acknowledged."""
         for (topic, partition), offsets in offsets_by_partition(records).items():
             self.tracker.ack(TopicPartition(topic, partition), offsets)
+
+    async def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Nothing to prepare: one producer serves every partition."""
+
+    async def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        """Nothing to release: the tracker forgets the partitions."""
+
+    async def close(self) -> None:
+        """The pipeline stops the shared producer itself."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step 3 on an interval, with the consumer lag reported alongside."""

@@ -37,6 +37,7 @@ BATCH_ROWS_BUCKETS: tuple[float, ...] = (
 
 OUTCOMES = ("predicted", "dead_letter")
 CIRCUIT_STATES = ("closed", "half_open", "open")  # in gauge order: 0, 1, 2
+TRANSACTION_OUTCOMES = ("committed", "aborted")
 EXPLANATION_KINDS = ("none", "shap", "xemp")
 DEAD_LETTER_STAGES = ("decode", "validate", "score", "not_predicted")
 TRANSPORT_FAILURES = ("timeout", "connect", "disconnect", "client_error")
@@ -206,6 +207,15 @@ class Metrics:
             p + "concurrency_limit",
             "Scoring requests allowed in flight at once (adapts with concurrency.max_in_flight_requests: auto).",
             ["pipeline"], registry=registry)
+        self.transactions = Counter(
+            p + "transactions_total", "Kafka transactions of delivery exactly_once, by outcome.",
+            ["pipeline", "outcome"], registry=registry)
+        self.transaction_duration = Histogram(
+            p + "transaction_duration_seconds", "Begin to commit (or abort) of one Kafka transaction.",
+            ["pipeline"], buckets=SECONDS_BUCKETS, registry=registry)
+        self.transaction_held_records = Gauge(
+            p + "transaction_held_records", "Records whose outputs wait for a Kafka transaction.",
+            ["pipeline"], registry=registry)
         self.circuit_state = Gauge(
             p + "circuit_state", "The backend's circuit breaker: 0 closed, 1 half-open, 2 open.",
             ["pipeline"], registry=registry)
@@ -250,6 +260,9 @@ class PipelineMetrics:
         self._ready = metrics.pipeline_ready.labels(name)
         self._end_to_end = metrics.end_to_end_latency.child(name)
         self._concurrency_limit = metrics.concurrency_limit.labels(name)
+        self._transactions = {o: metrics.transactions.labels(name, o) for o in TRANSACTION_OUTCOMES}
+        self._transaction_duration = metrics.transaction_duration.labels(name)
+        self._transaction_held = metrics.transaction_held_records.labels(name)
         self._circuit = metrics.circuit_state.labels(name)
         self._transitions = {s: metrics.circuit_transitions.labels(name, s) for s in CIRCUIT_STATES}
         self._circuit.set(0)
@@ -336,6 +349,14 @@ class PipelineMetrics:
         """Drop a revoked partition's lag series so a stale value cannot keep an alert firing."""
         if self._lag.pop((topic, partition), None) is not None:
             self._metrics.consumer_lag.remove(self.name, topic, str(partition))
+
+    def transaction(self, outcome: str, seconds: float) -> None:
+        """``outcome`` is ``committed`` or ``aborted``."""
+        self._transactions[outcome].inc()
+        self._transaction_duration.observe(seconds)
+
+    def transaction_held(self, records: int) -> None:
+        self._transaction_held.set(records)
 
     def concurrency_limit(self, limit: int) -> None:
         self._concurrency_limit.set(limit)

@@ -28,6 +28,7 @@ class Published:
     """The messages of one batch and what they count as."""
 
     messages: list[Message] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)  # for each message, the index of its input record
     predicted: int = 0
     dead_by_stage: dict[str, int] = field(default_factory=dict)
 
@@ -55,9 +56,10 @@ class Outputs:
         embed = self.explanations is None
         latency_ms = round(latency_ms, 3)
         out = Published()
-        append, stages = out.messages.append, out.dead_by_stage
-        for record, outcome in zip(records, outcomes, strict=True):
+        append, owner, stages = out.messages.append, out.owners.append, out.dead_by_stage
+        for i, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
             key, headers = record.key, record.headers
+            owner(i)
             if isinstance(outcome, Rejected):
                 stages[outcome.stage] = stages.get(outcome.stage, 0) + 1
                 append((dead_letter, key, dumps(dead_letter_document(record, outcome, pipeline=name)), headers))
@@ -66,6 +68,7 @@ class Outputs:
                 record, outcome, pipeline=name, backend=backend, deployment=deployment,
                 latency_ms=latency_ms, embed_explanations=embed)), headers))
             if explanations is not None and outcome.explanations:
+                owner(i)
                 append((explanations, key, dumps(explanation_document(record, outcome, pipeline=name)), headers))
         out.predicted = len(records) - out.dead
         return out
@@ -74,25 +77,27 @@ class Outputs:
         """Dead letters of records refused before scoring (stages decode and validate)."""
         out = Published()
         topic, name, stages = self.dead_letter, self.pipeline, out.dead_by_stage
-        for record, rejected in rejects:
+        for i, (record, rejected) in enumerate(rejects):
             stages[rejected.stage] = stages.get(rejected.stage, 0) + 1
+            out.owners.append(i)
             out.messages.append((topic, record.key, dumps(dead_letter_document(record, rejected, pipeline=name)),
                                  record.headers))
         return out
 
-    def explained(self, records: Sequence[InputRecord], outcomes: Sequence[Outcome]) -> list[Message]:
+    def explained(self, records: Sequence[InputRecord], outcomes: Sequence[Outcome]) -> Published:
         """The deferred lane's explanation records: one per record it explained. A record whose
         explanation request failed gets an explanation record with the reason, so a consumer
         waiting for it is not left waiting."""
         topic, name = self.explanations, self.pipeline
         assert topic is not None
-        messages: list[Message] = []
-        for record, outcome in zip(records, outcomes, strict=True):
+        out = Published()
+        for i, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
             if isinstance(outcome, Rejected):
                 doc = explanation_document(record, None, pipeline=name, error=outcome.reason)
             elif outcome.explanations:
                 doc = explanation_document(record, outcome, pipeline=name)
             else:
                 continue  # nothing to explain (e.g. outside DataRobot's thresholds)
-            messages.append((topic, record.key, dumps(doc), record.headers))
-        return messages
+            out.owners.append(i)
+            out.messages.append((topic, record.key, dumps(doc), record.headers))
+        return out

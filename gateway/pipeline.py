@@ -8,6 +8,7 @@ The flow, and where each step lives:
     dispatcher.Dispatcher.score     encode → HTTP → decode, with the breaker, retries, splits, pacing
     outputs.Outputs                 output records of PRODUCT.md §4, addressed to their topics
     delivery.AtLeastOnceDelivery    publish, wait for the broker's acks, acknowledge, commit behind
+    transactions.ExactlyOnceDelivery  or: outputs and offsets in one Kafka transaction per partition
     offsets.OffsetTracker           commit only what is contiguous and acknowledged
 
 One asyncio task group per pipeline owns every task: the intake loop, the commit loop and one task
@@ -29,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from gateway.batcher import Batch, Batcher
 from gateway.breaker import State, Transition
 from gateway.config import KafkaConfig, PipelineConfig
-from gateway.delivery import AtLeastOnceDelivery
+from gateway.delivery import AtLeastOnceDelivery, Delivery
 from gateway.health import Health
 from gateway.intake import Intake, Rejects
 from gateway.kafka import consumer_options, producer_options
@@ -41,6 +42,7 @@ from gateway.outputs import Outputs, Published
 from gateway.records import InputRecord, Rejected
 from gateway.sink import KafkaSink
 from gateway.source import KafkaSource
+from gateway.transactions import ExactlyOnceDelivery
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -66,8 +68,10 @@ class Pipeline:
         self._lanes: Lanes | None = None
         self._outputs: Outputs | None = None
         self._intake: Intake | None = None
-        self._delivery: AtLeastOnceDelivery | None = None
+        self._delivery: Delivery | None = None
         self._source: KafkaSource | None = None
+        self._failure: BaseException | None = None  # from a rebalance callback, raised by run()
+        self._halt = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -86,11 +90,13 @@ class Pipeline:
                 await producer.start()
                 sink = KafkaSink(producer)
                 await sink.prepare([t for t in (outputs.predictions, outputs.explanations, outputs.dead_letter) if t])
-                source = self._source = KafkaSource(AIOKafkaConsumer(**consumer_options(self.kafka)),
-                                                    cfg.input_topic)
-                self._delivery = AtLeastOnceDelivery(pipeline=self.name, sink=sink, source=source,
-                                                     tracker=self.tracker, metrics=self.metrics,
-                                                     commit_interval_s=self.kafka.commit_interval_ms / 1000.0)
+                exactly_once = cfg.delivery == "exactly_once"
+                consumer = AIOKafkaConsumer(**consumer_options(self.kafka),
+                                            isolation_level="read_committed" if exactly_once else "read_uncommitted")
+                source = self._source = KafkaSource(consumer, cfg.input_topic)
+                self._delivery = self._make_delivery(sink, source)
+                if isinstance(self._delivery, ExactlyOnceDelivery):
+                    await self._delivery.check()
                 self._intake = Intake(source=source, batcher=self.batcher, codec=codec, tracker=self.tracker,
                                       metrics=self.metrics, max_in_flight=cfg.concurrency.max_in_flight_records,
                                       max_poll_records=self.kafka.max_poll_records, holding=self._holding,
@@ -100,9 +106,18 @@ class Pipeline:
                     await self._run_tasks(stop)
                 finally:
                     await source.stop()
+                    await self._delivery.close()
             finally:
                 await producer.stop()
         log.info("pipeline_stopped", extra={"pipeline": self.name})
+
+    def _make_delivery(self, sink: KafkaSink, source: KafkaSource) -> Delivery:
+        cfg = self.config
+        if cfg.delivery == "exactly_once":
+            return ExactlyOnceDelivery(pipeline=self.name, kafka=self.kafka, source=source, tracker=self.tracker,
+                                       metrics=self.metrics, interval_s=cfg.transaction_interval_ms / 1000.0)
+        return AtLeastOnceDelivery(pipeline=self.name, sink=sink, source=source, tracker=self.tracker,
+                                   metrics=self.metrics, commit_interval_s=self.kafka.commit_interval_ms / 1000.0)
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         intake, delivery = self._intake, self._delivery
@@ -111,13 +126,22 @@ class Pipeline:
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(delivery.run(committer_stop))
+            following = group.create_task(self._follow(stop))
             try:
-                await intake.run(stop)
+                await intake.run(self._halt)
                 await self._drain(self.shutdown_timeout_s)
             finally:
                 committer_stop.set()
+                following.cancel()
         self._group = None
         await delivery.commit()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """The intake stops on the caller's stop, or on a failure inside a rebalance callback."""
+        await stop.wait()
+        self._halt.set()
 
     async def _drain(self, timeout_s: float) -> None:
         """Send the partial batch, give in-flight work ``timeout_s`` to finish, abandon the rest."""
@@ -171,7 +195,7 @@ class Pipeline:
             published = outputs.batch(records, outcomes, latency_ms)
             for earlier in batch.after:
                 await earlier
-            await delivery.publish(published.messages)
+            await delivery.publish(published, records)
             self._published(records, published, generation)
             self._release(batch)
             if lanes.explain is not None:
@@ -192,7 +216,8 @@ class Pipeline:
         if not chosen:
             return
         explained = await lane.explain([batch.rows[i] for i in chosen])
-        await delivery.publish(outputs.explained([batch.records[i] for i in chosen], explained))
+        records = [batch.records[i] for i in chosen]
+        await delivery.publish(outputs.explained(records, explained), records)
 
     async def _publish_rejects(self, rejects: Rejects, generation: int) -> None:
         outputs, delivery = self._outputs, self._delivery
@@ -200,7 +225,7 @@ class Pipeline:
         records = [record for record, _ in rejects]
         try:
             published = outputs.rejects(rejects)
-            await delivery.publish(published.messages)
+            await delivery.publish(published, records)
             self._published(records, published, generation)
             if generation == self._generation:
                 delivery.acknowledge(records)
@@ -237,6 +262,8 @@ class Pipeline:
         """Before partitions go: finish (or abandon) in-flight work, commit, forget them."""
         if self._group is not None:
             await self._drain(self.shutdown_timeout_s)
+        if self._delivery is not None:
+            await self._delivery.revoked(revoked)
         self.tracker.forget(self.tracker.partitions())
         self._generation += 1
         if self._intake is not None:
@@ -246,7 +273,13 @@ class Pipeline:
         self.health.set_assigned(self.name, False)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        assert self._source is not None
+        assert self._source is not None and self._delivery is not None
+        try:
+            await self._delivery.assigned(assigned)
+        except Exception as exc:  # aiokafka would only log it: stop the pipeline instead
+            self._failure = exc
+            self._halt.set()
+            return
         self._source.reapply_pause(assigned)
         self._share_the_rate(len(assigned))
         self.health.set_assigned(self.name, True, partitions=len(assigned))

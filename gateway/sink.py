@@ -70,8 +70,11 @@ class KafkaSink:
             found = cache[(topic, key)] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         return found
 
-    async def publish(self, messages: Sequence[Message]) -> None:
-        """Publish all messages; returns once the broker acknowledged every one of them."""
+    async def publish(self, messages: Sequence[Message], *, retry: bool = True) -> None:
+        """Publish all messages; returns once the broker acknowledged every one of them.
+
+        ``retry=False`` (inside a transaction, which must be aborted and redone as a whole instead)
+        raises the first failure rather than sending the failed batches again."""
         groups: dict[tuple[str, int], list[Message]] = {}
         for message in messages:
             topic = message[0]
@@ -85,13 +88,13 @@ class KafkaSink:
         pending = list(groups.items())
         delay = self._retry_backoff_s
         while pending:
-            pending = await self._send_groups(pending)
+            pending = await self._send_groups(pending, retry)
             if not pending:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_backoff_s)
 
-    async def _send_groups(self, groups: Sequence[tuple[tuple[str, int], list[Message]]]
+    async def _send_groups(self, groups: Sequence[tuple[tuple[str, int], list[Message]]], retry: bool = True
                            ) -> list[tuple[tuple[str, int], list[Message]]]:
         """Send every group as producer batches; returns the messages of the batches that failed."""
         chunks: list[tuple[tuple[str, int], list[Message]]] = []
@@ -117,7 +120,7 @@ class KafkaSink:
         broken: set[tuple[str, int]] = set()
         for (target, chunk), result in zip(chunks, results, strict=False):
             if isinstance(result, BaseException):
-                if not isinstance(result, KafkaError):
+                if not isinstance(result, KafkaError) or not retry:
                     raise result
                 log.warning("publish_failed", extra={"topic": target[0], "partition": target[1],
                                                      "records": len(chunk), "error": repr(result)})

@@ -286,6 +286,13 @@ def _deferred_explanations_have_a_topic(keys: Keys) -> Iterator[Problem]:
         yield ("explanations", "mode"), f"deferred needs explanations turned on (backend.{what})"
 
 
+def _exactly_once_explains_inline(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("delivery", "explanations") and keys["delivery"] == "exactly_once" \
+            and keys["explanations"].mode == "deferred":
+        yield ("explanations", "mode"), ("deferred publishes predictions before their offsets are committed, which "
+                                         "delivery exactly_once forbids: use inline")
+
+
 def _group_scope_needs_a_rate(keys: Keys) -> Iterator[Problem]:
     if keys.ok("backend"):
         backend = keys["backend"]
@@ -311,6 +318,12 @@ class PipelineConfig(Section):
     retry: RetryConfig = Field(RetryConfig(), description="retries of a failed request")
     circuit_breaker: CircuitBreakerConfig = Field(
         CircuitBreakerConfig(), description="when the backend counts as out (see the circuit breaker)")
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="`at_least_once`: outputs, then offsets (a crash may repeat outputs, "
+                                     "recognisable by `id`); `exactly_once`: outputs and offsets in one Kafka "
+                                     "transaction, for `read_committed` consumers")
+    transaction_interval_ms: PositiveInt = Field(
+        100, description="exactly_once: how often each input partition's finished records are committed")
     ordering: Literal["key", "none"] = Field(
         "key", description="`key`: same-key records are published in input order; `none`: as results arrive")
     explanations: ExplanationsConfig = Field(ExplanationsConfig(), description="explanation call settings")
@@ -321,6 +334,11 @@ class PipelineConfig(Section):
             "properties": {"batching": {"properties": {"max_bytes": {"maximum": DATAROBOT_MAX_BODY_BYTES}}}}})),
         Rule(_full_batch_fits_in_flight),  # JSON Schema cannot compare two values
         Rule(_outputs_differ_from_input),  # JSON Schema cannot compare two values
+        Rule(_exactly_once_explains_inline, schema={
+            "if": {"required": ["delivery", "explanations"], "properties": {
+                "delivery": {"const": "exactly_once"},
+                "explanations": {"required": ["mode"], "properties": {"mode": {"const": "deferred"}}}}},
+            "then": False}),
         Rule(_group_scope_needs_a_rate, schema={
             "if": {"required": ["backend"], "properties": {"backend": {
                 "required": ["rate_limit_scope"], "properties": {"rate_limit_scope": {"const": "group"}}}}},

@@ -53,6 +53,8 @@ def touch_everything(m: PipelineMetrics) -> None:
     m.lag("churn-features", 0, 5)
     m.not_ready(None)
     m.circuit("open")
+    m.transaction("committed", 0.01)
+    m.transaction_held(3)
 
 
 def test_every_product_metric_has_its_contract_type_and_labels(
@@ -76,6 +78,9 @@ def test_every_product_metric_has_its_contract_type_and_labels(
         P + "build_info": ("gauge", {"version", "python"}),
         P + "circuit_state": ("gauge", {"pipeline"}),
         P + "concurrency_limit": ("gauge", {"pipeline"}),
+        P + "transactions": ("counter", {"pipeline", "outcome"}),
+        P + "transaction_duration_seconds": ("histogram", {"pipeline"}),
+        P + "transaction_held_records": ("gauge", {"pipeline"}),
         P + "circuit_transitions": ("counter", {"pipeline", "to"}),
     }
     assert families(registry) == expected
