@@ -70,7 +70,7 @@ class Intake:
 
     def _take(self, data: dict[Any, list[Any]]) -> None:
         """Track, decode, check and batch one fetch's records (the per-record loop: no awaits)."""
-        batcher, check_row, dispatch = self.batcher, self.codec.check_row, self._dispatch
+        batcher, check_row, dispatch = self.batcher, self.codec.check_json_row, self._dispatch
         rejects: Rejects = []
         count = 0
         for tp, records in data.items():

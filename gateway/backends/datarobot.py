@@ -63,6 +63,7 @@ from .scoring import (
     ScoredRow,
     ScoringRequest,
     deployment_from_url,
+    json_row_problem,
     request_columns,
     row_problem,
     row_tuples,
@@ -186,6 +187,9 @@ class DataRobotCodec:
 
     def check_row(self, row: Mapping[str, Any]) -> str | None:
         return row_problem(row)
+
+    def check_json_row(self, row: dict[str, Any]) -> str | None:
+        return json_row_problem(row)
 
     def encode(self, features: Sequence[str] | None,
                rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:

@@ -57,6 +57,7 @@ from .scoring import (
     ScoredRow,
     ScoringRequest,
     deployment_from_url,
+    json_row_problem,
     request_columns,
     row_problem,
     row_tuples,
@@ -111,10 +112,15 @@ class QlikCodec:
     # -- encoding ---------------------------------------------------------------------------
 
     def check_row(self, row: Mapping[str, Any]) -> str | None:
-        problem = row_problem(row)
-        if problem is None and self.index_column and row.get(self.index_column) is None:
+        return self._index_missing(row) if (problem := row_problem(row)) is None else problem
+
+    def check_json_row(self, row: dict[str, Any]) -> str | None:
+        return self._index_missing(row) if (problem := json_row_problem(row)) is None else problem
+
+    def _index_missing(self, row: Mapping[str, Any]) -> str | None:
+        if self.index_column and row.get(self.index_column) is None:
             return f"index column {self.index_column!r} is missing or null"
-        return problem
+        return None
 
     def encode(self, features: Sequence[str] | None,
                rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:

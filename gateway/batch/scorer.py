@@ -80,6 +80,9 @@ class TargetCapture:
     def check_row(self, row: Mapping[str, Any]) -> str | None:
         return self._codec.check_row(row)
 
+    def check_json_row(self, row: dict[str, Any]) -> str | None:
+        return self._codec.check_json_row(row)
+
     def encode(self, features: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:
         return self._codec.encode(features, rows)
 
