@@ -393,6 +393,9 @@ class KafkaConfig:
     commit_interval_ms: int = _key(_integer(gt=0), 1000)
     max_poll_records: int = _key(_integer(gt=0), 2000)
     producer_linger_ms: int = _key(_integer(ge=0), 0)
+    # Idempotent producer: a retried produce is written once per partition. Off only for brokers
+    # that do not support it (InitProducerId), such as the embedded tansu broker of the demo.
+    enable_idempotence: bool = _key(_boolean(), True)
     security_protocol: str = _key(_string(choices=_SECURITY_PROTOCOLS), "PLAINTEXT")
     sasl_mechanism: str | None = _key(_nullable(_string(choices=_SASL_MECHANISMS)), None)
     sasl_username: str | None = _key(_nullable(_string()), None)

@@ -1,6 +1,6 @@
 """Liveness and readiness of the gateway, per pipeline, as ``/healthz`` and ``/readyz`` report them.
 
-A pipeline is **ready** when all three hold:
+A pipeline is **ready** when all four hold:
 
 1. **assigned**: its consumer has completed a group join. An empty assignment counts: when a group
    has more members than partitions, the spare members legitimately own nothing, and holding them
@@ -10,6 +10,9 @@ A pipeline is **ready** when all three hold:
    response. Unknown counts as reachable, so an idle pipeline that has not sent a request yet is
    ready.
 3. **not stopped**: no authentication or routing failure (401/403/404) has stopped consumption.
+4. **outputs acknowledged**: no output batch has waited longer than the sink's stall threshold for
+   the broker's acknowledgement (a partition without a leader, a broker down). Measured only while
+   there is something to publish: an idle pipeline cannot tell, and stays ready.
 
 The process is ready when every pipeline is. The process is **alive** until :meth:`Health.set_failed`
 records a failure no retry can heal (an owned task died unexpectedly), so the orchestrator restarts it.
@@ -41,6 +44,7 @@ class PipelineHealth:
     backend_ok: bool = True
     backend_reason: str | None = None
     stopped_reason: str | None = None
+    broker_reason: str | None = None
 
     def reasons(self) -> list[str]:
         """Why the pipeline is not ready; empty when it is."""
@@ -51,6 +55,8 @@ class PipelineHealth:
             found.append("backend unreachable" + (f": {self.backend_reason}" if self.backend_reason else ""))
         if self.stopped_reason is not None:
             found.append(f"stopped: {self.stopped_reason}")
+        if self.broker_reason is not None:
+            found.append(f"broker: {self.broker_reason}")
         return found
 
 
@@ -75,6 +81,11 @@ class Health:
         state = self._state(pipeline)
         state.backend_ok = ok
         state.backend_reason = None if ok or reason is None else _short(reason)
+        self._publish(pipeline)
+
+    def set_broker_ok(self, pipeline: str, ok: bool, reason: str | None = None) -> None:
+        """``False`` while outputs wait on the broker past the stall threshold; ``True`` once acknowledged."""
+        self._state(pipeline).broker_reason = None if ok else _short(reason or "outputs not acknowledged")
         self._publish(pipeline)
 
     def set_stopped(self, pipeline: str, reason: str | None) -> None:

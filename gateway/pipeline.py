@@ -31,7 +31,7 @@ from gateway.backends.factory import make_codec
 from gateway.backends.scoring import Codec
 from gateway.batcher import Batch, Batcher
 from gateway.dispatcher import Dispatcher, Outcome, make_dispatcher, scoring_session
-from gateway.kafka import consumer_options, producer_options
+from gateway.kafka import consumer_options, producer_options, start_client
 from gateway.offsets import OffsetTracker
 from gateway.ordering import KeyOrder, NoOrder
 from gateway.records import (
@@ -93,15 +93,15 @@ class Pipeline:
         async with scoring_session(cfg) as session:
             producer = AIOKafkaProducer(**producer_options(self.kafka))
             try:  # stop() also after a failed start(): it owns connections and tasks either way
-                await producer.start()
-                self._sink = KafkaSink(producer)
+                await start_client(producer.start(), self.kafka)
+                self._sink = KafkaSink(producer, on_stall=self._on_publish_stall)
                 await self._sink.prepare([t for t in (self.predictions_topic, self.explanations_topic,
                                                       self.dead_letter_topic) if t])
                 self._dispatcher = make_dispatcher(cfg, self.codec, session, metrics=self.metrics,
                                                    health=self.health, on_halt=self._on_halt)
                 self._source = KafkaSource(AIOKafkaConsumer(**consumer_options(self.kafka)), cfg.input_topic)
                 try:
-                    await self._source.start(self._on_revoked, self._on_assigned)
+                    await start_client(self._source.start(self._on_revoked, self._on_assigned), self.kafka)
                     await self._run_tasks(stop)
                 finally:
                     await self._source.stop()
@@ -373,6 +373,9 @@ class Pipeline:
         log.info("partitions_assigned", extra={"pipeline": self.name,
                                                "partitions": sorted(tp.partition for tp in assigned)})
 
+    def _on_publish_stall(self, reason: str | None) -> None:
+        self.health.set_broker_ok(self.name, reason is None, reason)
+
     def _on_halt(self, reason: str | None) -> None:
         self._halted = reason
         self.health.set_stopped(self.name, reason)
@@ -380,3 +383,4 @@ class Pipeline:
             self._may_resume.set()
         else:
             self._backpressure()  # pause now, not at the fetch loop's next turn
+

@@ -11,7 +11,7 @@ import pytest
 from gateway.broker import free_port
 from tests.integration.harness import GatewayProcess, Topics, async_wait_until, churn_features, write_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 TOKEN = "tok-7c1e9f0b2d4a-secret"
 DR_KEY = "drkey-5b8d3a6e1f90-secret"
