@@ -153,6 +153,9 @@ class KafkaSink:
             async with lock:  # see the module docstring: one waiter per partition inside the producer
                 future = await self._producer.send_batch(batch, topic, partition=partition)
             await future
+        except asyncio.CancelledError:  # abandoned (drain timeout): says nothing about the broker
+            self._unstall(target)
+            raise
         finally:
             if timer is not None:
                 timer.cancel()

@@ -43,7 +43,7 @@ async def create_led_topics(bootstrap: str, names: Sequence[str], partitions: in
     followers = [n for n in nodes if n != leader]
     assignment = {p: [leader, *followers] for p in range(partitions)}
     async with admin_client(bootstrap) as admin:
-        await admin.create_topics([NewTopic(name, -1, -1, replica_assignment=assignment) for name in names])
+        await admin.create_topics([NewTopic(name, -1, -1, replica_assignments=assignment) for name in names])
 
 
 async def partition_leaders(bootstrap: str, topic: str) -> dict[int, int]:
