@@ -110,6 +110,10 @@ def connection_failure(exc: BaseException, kafka: KafkaConfig, timeout_s: float 
     protocol = kafka.security_protocol
     sasl = protocol.startswith("SASL_")
     login = f"{protocol} {kafka.sasl_mechanism} as {kafka.sasl_username!r}" if sasl else protocol
+    if isinstance(exc, kafka_errors.InvalidSessionTimeoutError):
+        return (f"the broker refuses kafka.session_timeout_ms {kafka.session_timeout_ms}: it must lie within "
+                "the broker's group.min.session.timeout.ms and group.max.session.timeout.ms "
+                "(6000 and 1800000 by default)")
     if isinstance(exc, _AUTH_ERRORS) or (sasl and isinstance(exc, KeyError)):
         return f"authentication failed ({login}): {_auth_cause(exc, kafka)}"
     if isinstance(exc, ssl.SSLCertVerificationError):

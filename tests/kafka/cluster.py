@@ -288,6 +288,12 @@ class KafkaCluster:
             "share.coordinator.state.topic.replication.factor": replicas,
             "share.coordinator.state.topic.min.isr": isr,
             "group.initial.rebalance.delay.ms": "0",
+            # The benchmarks' smoke runs use a 2 s session timeout (Kafka's minimum is 6 s).
+            "group.min.session.timeout.ms": "1000",
+            # Records up to the gateway producer's 4 MiB request size (the hostile-input scenario
+            # feeds 1 MB values; Kafka's default limit is 1 MiB per record batch).
+            "message.max.bytes": str(5 * 1048576),
+            "replica.fetch.max.bytes": str(5 * 1048576),
             "log.segment.bytes": str(16 * 1048576),
             "log.retention.check.interval.ms": "60000",
             "num.network.threads": "2",

@@ -60,6 +60,9 @@ def untrusted() -> ssl.SSLCertVerificationError:
      "check security_protocol (it is PLAINTEXT)"),
     (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)"), {},
      "unreachable: [Errno 111] Connect call failed ('127.0.0.1', 1)"),
+    (kafka_errors.InvalidSessionTimeoutError(), {"session_timeout_ms": 2000},
+     "the broker refuses kafka.session_timeout_ms 2000: it must lie within the broker's "
+     "group.min.session.timeout.ms and group.max.session.timeout.ms (6000 and 1800000 by default)"),
     (TimeoutError(), {},
      "no answer within 3s (unreachable, or security_protocol PLAINTEXT does not match the listener)"),
 ])
