@@ -28,7 +28,7 @@ from gateway.broker import create_topics, free_port
 from tests.kafka.choice import broker_kind, in_ci
 from tests.kafka.runtime import KafkaUnavailable
 
-SESSION_TIMEOUT_MS = 6000  # a group join takes about half of it on tansu
+SESSION_TIMEOUT_MS = 6000  # a group join takes about half of it on tansu; Apache Kafka accepts it too
 BROKER = broker_kind()  # SG_TEST_BROKER: kafka (default) or tansu
 
 PLAN_TYPES = ["Standard", "Premium", "Basic"]
