@@ -153,6 +153,7 @@ class KafkaCluster:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kafka-"))
         self.log_path = log_path
+        # Kafka's cluster id format; it may start with "-", hence "--cluster-id=ID" when formatting.
         self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self.nodes: list[KafkaNode] = []
         self._java = ""
@@ -323,7 +324,7 @@ class KafkaCluster:
         for node in self.nodes:
             command = [self._java, "-Xmx256m", f"-Dlog4j2.configurationFile={node.folder / 'log4j2.properties'}",
                        "-cp", self._classpath, "kafka.tools.StorageTool", "format", "--config",
-                       str(node.folder / "server.properties"), "--cluster-id", self.cluster_id, *scram]
+                       str(node.folder / "server.properties"), f"--cluster-id={self.cluster_id}", *scram]
             procs.append((node, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                  stdin=subprocess.DEVNULL)))
         for node, proc in procs:
