@@ -1,8 +1,10 @@
 """The reliability and security campaign: break the gateway on purpose and count what survives.
 
     python -m benchmarks.chaos [--quick] [--only NAME[,NAME...]] [--out benchmarks/results/chaos.json]
+                               [--broker kafka|tansu]
 
-Each scenario (see :mod:`benchmarks.chaos_scenarios`) starts its own broker, emulator and gateway
+Each scenario (see :mod:`benchmarks.chaos_scenarios`) starts its own broker (Apache Kafka by
+default, or the embedded tansu with ``--broker tansu``), emulator and gateway
 processes on 127.0.0.1, disrupts a running stream, then checks every input ``id`` against the
 prediction and dead-letter topics and sweeps everything the gateway wrote for the scenario's
 secrets. The run prints a markdown table, writes the figures and the machine's description as
@@ -26,6 +28,8 @@ import orjson
 
 from benchmarks.chaos_scenarios import FULL, QUICK, SCENARIOS, Campaign, ScenarioResult, run_scenario
 from benchmarks.machine import describe
+from tests.kafka.choice import KINDS
+from tests.kafka.choice import describe as broker_description
 
 DEFAULT_OUT = Path("benchmarks/results/chaos.json")
 COLUMNS = ("scenario", "in", "predicted", "dead-lettered", "lost", "duplicates", "retries",
@@ -39,6 +43,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where logs and configs go (default: a new temp dir)")
+    parser.add_argument("--broker", choices=KINDS, default="kafka",
+                        help="Apache Kafka (KRaft, one node; needs Java 17+ and Maven) or the embedded tansu")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(SCENARIOS)
     unknown = [name for name in chosen if name not in SCENARIOS]
@@ -48,10 +54,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-async def campaign(names: Sequence[str], quick: bool, workdir: Path) -> list[ScenarioResult]:
+async def campaign(names: Sequence[str], quick: bool, workdir: Path, broker: str = "kafka") -> list[ScenarioResult]:
     results = []
     async with aiohttp.ClientSession() as session:
-        run = Campaign(session, workdir, QUICK if quick else FULL)
+        run = Campaign(session, workdir, QUICK if quick else FULL, broker=broker)
         for name in names:
             print(f"-- {name} ...", file=sys.stderr, flush=True)
             result = await run_scenario(run, name)
@@ -86,8 +92,10 @@ def _verdict(result: ScenarioResult) -> str:
     return "passed" + (f" (goal missed: {'; '.join(missed)})" if missed else "")
 
 
-def report(results: Sequence[ScenarioResult], quick: bool, started: float, argv: Sequence[str]) -> dict[str, Any]:
+def report(results: Sequence[ScenarioResult], quick: bool, started: float, argv: Sequence[str],
+           broker: str = "kafka") -> dict[str, Any]:
     return {"mode": "quick" if quick else "full",
+            "broker": broker_description(broker),
             "command": "python -m benchmarks.chaos " + " ".join(argv),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 1),
@@ -109,9 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     started = time.time()
-    results = asyncio.run(campaign(args.scenarios, args.quick, workdir))
+    results = asyncio.run(campaign(args.scenarios, args.quick, workdir, args.broker))
     print(table(results))
-    doc = report(results, args.quick, started, argv)
+    doc = report(results, args.quick, started, argv, args.broker)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(f"\nresults: {args.out}   logs and configs: {workdir}")

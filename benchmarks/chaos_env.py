@@ -30,8 +30,8 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum, parse_metrics
-from gateway.broker import EmbeddedBroker
-from tests.integration.harness import SESSION_TIMEOUT_MS, Topics, gateway_config
+from tests.integration.harness import SESSION_TIMEOUT_MS, Topics, gateway_config, idempotent
+from tests.kafka.choice import make_broker
 
 TOKEN_VAR = "SCORING_TOKEN"
 DATAROBOT_KEY_VAR = "SCORING_DATAROBOT_KEY"
@@ -158,14 +158,15 @@ class Stage:
     """A fresh broker, the scenario's topics and an emulator; gateways are started on it."""
 
     def __init__(self, session: aiohttp.ClientSession, workdir: Path, scenario: str, *,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, broker: str = "kafka") -> None:
         self.session = session
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario
         self.creds = Secrets.fresh(scenario)
         self.evidence = Evidence()
-        self.broker = EmbeddedBroker(log_path=workdir / "broker.log")
+        self.broker_kind = broker
+        self.broker = make_broker(broker, workdir / "broker.log")
         self.emulator = Emulator(session, workdir, self.creds, tls=tls)
         self.topics: Topics | None = None
         self.gateways: list[Gateway] = []
@@ -206,6 +207,7 @@ class Stage:
     def config(self, backend: dict[str, Any], **pipeline: Any) -> dict[str, Any]:
         """A gateway config on this stage's topics, secrets referenced by environment variable."""
         pipeline.setdefault("shutdown_timeout_s", 15)
+        pipeline.setdefault("kafka", {}).setdefault("enable_idempotence", idempotent(self.broker_kind))
         doc = gateway_config(self.t, backend, **pipeline)
         assert doc["kafka"]["session_timeout_ms"] == SESSION_TIMEOUT_MS
         return doc

@@ -108,15 +108,17 @@ class Campaign:
     """What every scenario shares: the HTTP session, the work folder, the sizes, and every secret
     handed out so far (a later scenario's outputs must not hold an earlier one's either)."""
 
-    def __init__(self, session: aiohttp.ClientSession, workdir: Path, sizes: Sizes, seed: int = 2024) -> None:
+    def __init__(self, session: aiohttp.ClientSession, workdir: Path, sizes: Sizes, seed: int = 2024,
+                 broker: str = "kafka") -> None:
         self.session = session
+        self.broker = broker
         self.workdir = workdir
         self.sizes = sizes
         self.rng = random.Random(seed)
         self.secrets: set[str] = set()
 
     def stage(self, key: str, **options: Any) -> Stage:
-        stage = Stage(self.session, self.workdir / key, key, **options)
+        stage = Stage(self.session, self.workdir / key, key, broker=self.broker, **options)
         self.secrets.update(stage.creds.values())
         return stage
 

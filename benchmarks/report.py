@@ -81,6 +81,7 @@ class Report:
     errors: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
     elapsed_s: float = 0.0
+    broker: dict[str, str] = field(default_factory=dict)
 
     def add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
@@ -95,7 +96,7 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "started_at": self.started_at, "elapsed_s": round(self.elapsed_s, 1),
-                "machine": self.machine, "sizes": self.sizes,
+                "broker": self.broker, "machine": self.machine, "sizes": self.sizes,
                 "figures": [f.as_dict() for f in self.figures], "errors": self.errors,
                 "plots": self.plots, "details": self.details}
 

@@ -1,7 +1,7 @@
 """The benchmark suite: the gateway against the ceiling and a hand-written consumer, in one run.
 
     python -m benchmarks.run [--quick | --smoke] [--out benchmarks/results/bench.json]
-                             [--plots-dir benchmarks/results] [--scenarios 1,2,3]
+                             [--plots-dir benchmarks/results] [--scenarios 1,2,3] [--broker kafka|tansu]
 
 Scenarios (each figure the median of the mode's repetitions):
  1. ceiling: an aiokafka passthrough (decode, add a field, encode, send_batch, commit)
@@ -13,11 +13,12 @@ Scenarios (each figure the median of the mode's repetitions):
  7. memory: a backend that never answers and a large backlog
  8. explanation cost: request duration distributions from scenario 3's histograms
 
-The broker (tansu), the emulator (``python -m gateway emulate``) and the gateway
-(``python -m gateway run --config``) each run in their own process on 127.0.0.1; the ceiling and
-the hand-written consumer run in this one. Writes a JSON file of every figure with the machine's
-description, PNG charts, and prints a markdown table. Exit status 0 when every scenario was
-measured (goals not met are reported, not failed), 1 otherwise.
+The broker (Apache Kafka by default, ``--broker tansu`` for the embedded one), the emulator
+(``python -m gateway emulate``) and the gateway (``python -m gateway run --config``) each run in
+their own process on 127.0.0.1; the ceiling and the hand-written consumer run in this one. Writes a
+JSON file of every figure with the machine's and the broker's description, PNG charts, and prints
+a markdown table. Exit status 0 when every scenario was measured (goals not met are reported, not
+failed), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from benchmarks.scenarios import (
     stalled_backend_memory,
 )
 from benchmarks.workload import RunTopics, produce_backlog, read_topic
+from tests.kafka.choice import KINDS
+from tests.kafka.choice import describe as broker_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOT_LIMITING = ("emulator with no simulated time (latency 0, per-row 0, SHAP/XEMP multipliers 1): "
@@ -333,14 +336,16 @@ STEPS: tuple[tuple[int, str, Step], ...] = (
 )
 
 
-async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: Path) -> Report:
+async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: Path,
+                    broker: str = "kafka") -> Report:
     report = Report(sizes.mode, describe(), sizes.as_dict(),
-                    started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+                    started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    broker=broker_description(broker))
     began = time.monotonic()
     async with aiohttp.ClientSession() as session:
         emulator = await EmulatorProcess(session, workdir / "emulator.log").start()
         try:
-            suite = Suite(Bench(sizes, session, emulator, workdir), report)
+            suite = Suite(Bench(sizes, session, emulator, workdir, broker_kind=broker), report)
             for number, title, step in STEPS:
                 if number not in selected:
                     continue
@@ -395,6 +400,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default="1,2,3,4,5,6,7,8",
                         help="comma-separated scenario numbers (6 and 8 need 3; goals need 1 and 2)")
     parser.add_argument("--keep-work", action="store_true", help="keep the configs and process logs")
+    parser.add_argument("--broker", choices=KINDS, default="kafka",
+                        help="Apache Kafka (KRaft, one node; needs Java 17+ and Maven) or the embedded tansu")
     return parser.parse_args(argv)
 
 
@@ -406,14 +413,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvloop
 
-        report = uvloop.run(run_suite(sizes, workdir, selected, args.plots_dir))
+        report = uvloop.run(run_suite(sizes, workdir, selected, args.plots_dir, args.broker))
     finally:
         keep = args.keep_work
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report.write_json(args.out)
     load = report.machine.get("load_average_at_end")
-    print(f"\n## Benchmark ({sizes.mode} run, {report.elapsed_s:.0f} s, "
+    print(f"\n## Benchmark ({sizes.mode} run on {report.broker['name']} {report.broker['version']}, "
+          f"{report.elapsed_s:.0f} s, "
           f"{report.machine['cores']} cores, {report.machine['cpu_model']}"
           + (f", load average {load[0]:.2f} at the end" if load else "") + ")\n")
     print(report.markdown())

@@ -28,6 +28,8 @@ from benchmarks.workload import RunTopics, TopicContents, produce_backlog, produ
 from gateway.broker import EmbeddedBroker
 from gateway.config import KafkaConfig
 from gateway.kafka import consumer_options
+from tests.kafka.choice import make_broker
+from tests.kafka.cluster import KafkaCluster
 
 POLL_S = 0.2
 LATENCY_LINGER_MS = 10  # the product default, written out because scenario 6's goal depends on it
@@ -48,10 +50,17 @@ class Bench:
     emulator: EmulatorProcess
     workdir: Path
     pool: list[bytes] = field(default_factory=value_pool)
+    broker_kind: str = "kafka"  # or "tansu"
+
+    @property
+    def idempotent(self) -> bool:
+        """tansu refuses InitProducerId: the gateway's producer is idempotent only on Apache Kafka."""
+        return self.broker_kind == "kafka"
 
     @contextmanager
-    def broker(self, label: str) -> Iterator[EmbeddedBroker]:
-        with EmbeddedBroker(log_path=self.workdir / f"broker-{label}.log") as broker:
+    def broker(self, label: str) -> Iterator[EmbeddedBroker | KafkaCluster]:
+        """A fresh broker for one repetition: nothing accumulates from run to run."""
+        with make_broker(self.broker_kind, self.workdir / f"broker-{label}.log") as broker:
             yield broker
 
 
@@ -72,7 +81,7 @@ def datarobot_backend(url: str, explanations: str) -> dict[str, Any]:
 
 def gateway_document(bootstrap: str, topics: RunTopics, backend: dict[str, Any], *,
                      session_timeout_ms: int, sections: dict[str, Any] | None = None,
-                     shutdown_timeout_s: float = 10) -> dict[str, Any]:
+                     shutdown_timeout_s: float = 10, idempotent: bool = True) -> dict[str, Any]:
     """A one-pipeline config: product defaults except the connection, the group and ``sections``."""
     pipeline: dict[str, Any] = {
         "name": "bench", "input_topic": topics.input, "backend": backend,
@@ -80,7 +89,7 @@ def gateway_document(bootstrap: str, topics: RunTopics, backend: dict[str, Any],
     }
     pipeline.update(sections or {})
     return {"kafka": {"bootstrap_servers": bootstrap, "group_id": topics.group,
-                      "session_timeout_ms": session_timeout_ms},
+                      "session_timeout_ms": session_timeout_ms, "enable_idempotence": idempotent},
             "shutdown_timeout_s": shutdown_timeout_s,
             "pipelines": [pipeline]}
 
@@ -203,7 +212,7 @@ async def run_gateway(bench: Bench, label: str, backend: dict[str, Any], *, back
         await topics.create(bootstrap)
         if backlog:
             await produce_backlog(bootstrap, topics, backlog, bench.pool)
-        doc = gateway_document(bootstrap, topics, backend, sections=sections,
+        doc = gateway_document(bootstrap, topics, backend, sections=sections, idempotent=bench.idempotent,
                                session_timeout_ms=bench.sizes.session_timeout_ms)
         gateway = GatewayProcess(bench.session, doc, bench.workdir, label).start()
         assert gateway.probe is not None and broker.pid is not None
@@ -453,6 +462,7 @@ async def _memory_run(bench: Bench, label: str) -> MemoryRun:
         doc = gateway_document(broker.bootstrap, topics,
                                qlik_backend(bench.emulator.qlik_url(), include_shap=False),
                                session_timeout_ms=sizes.session_timeout_ms, shutdown_timeout_s=5,
+                               idempotent=bench.idempotent,
                                sections={"retry": {"request_timeout_s": MEMORY_REQUEST_TIMEOUT_S}})
         gateway = GatewayProcess(bench.session, doc, bench.workdir, label).start()
         assert gateway.probe is not None

@@ -31,12 +31,11 @@ from typing import Any
 import aiohttp
 import yaml
 from aiokafka import errors as kafka_errors
-from aiokafka.conn import create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
 from gateway.backends.errors import DataError, from_exception, from_status
 from gateway.config import Config, ConfigError, KafkaConfig, PipelineConfig, load_config
-from gateway.kafka import client_options
+from gateway.kafka import broker_addresses, client_options, connect, connection_failure
 
 EXIT_OK = 0
 EXIT_PROBE_FAILED = 1
@@ -138,40 +137,17 @@ async def probe_kafka(kafka: KafkaConfig, topics: Sequence[tuple[str, str]],
     failures: list[str] = []
     for host, port in broker_addresses(kafka.bootstrap_servers):
         try:
-            conn = await asyncio.wait_for(_connect(options, host, port, timeout_s), timeout_s)
+            conn = await asyncio.wait_for(connect(options, host, port, timeout_s), timeout_s)
         except Exception as exc:  # classified below; the probe must report, never crash
-            failures.append(f"{host}:{port}: {kafka_failure(exc, timeout_s)}")
+            failures.append(f"{host}:{port}: {connection_failure(exc, kafka, timeout_s)}")
             continue
         try:
             return await _describe_topics(conn, target, f"{host}:{port}", topics, timeout_s)
         except Exception as exc:
-            failures.append(f"{host}:{port}: metadata request failed: {kafka_failure(exc, timeout_s)}")
+            failures.append(f"{host}:{port}: metadata request failed: {connection_failure(exc, kafka, timeout_s)}")
         finally:
             conn.close()
     return [ProbeResult(target, False, "; ".join(failures))]
-
-
-def broker_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
-    """``host[:port]`` entries (port 9092 when left out, as Kafka clients do); IPv6 in brackets."""
-    addresses = []
-    for entry in bootstrap_servers.split(","):
-        host, port = entry.strip(), 9092
-        head, sep, tail = host.rpartition(":")
-        if sep and tail.isdigit() and (not head.startswith("[") or head.endswith("]")):
-            host, port = head, int(tail)
-        addresses.append((host.strip("[]"), port))
-    return addresses
-
-
-_CONNECTION_SETTINGS = frozenset({"client_id", "security_protocol", "ssl_context", "sasl_mechanism",
-                                  "sasl_plain_username", "sasl_plain_password", "sasl_kerberos_service_name",
-                                  "sasl_kerberos_domain_name", "sasl_oauth_token_provider"})
-
-
-async def _connect(options: dict[str, Any], host: str, port: int, timeout_s: float) -> Any:
-    """One broker connection, handshakes (TLS, SASL) included: where auth failures surface."""
-    settings = {key: value for key, value in options.items() if key in _CONNECTION_SETTINGS}
-    return await create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **settings)
 
 
 async def _describe_topics(conn: Any, target: str, via: str, topics: Sequence[tuple[str, str]],
@@ -198,23 +174,6 @@ def _topic_failure(error_name: str) -> str:
     if error_name == "TopicAuthorizationFailedError":
         return "not authorised to read the topic"
     return error_name
-
-
-def kafka_failure(exc: BaseException, timeout_s: float) -> str:
-    """A one-line reason for a failed broker connection, by what the operator must fix."""
-    auth = (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError,
-            kafka_errors.AuthenticationMethodNotSupported, kafka_errors.UnsupportedSaslMechanismError,
-            kafka_errors.IllegalSaslStateError, kafka_errors.ClusterAuthorizationFailedError)
-    if isinstance(exc, auth):
-        return f"authentication failed: {type(exc).__name__}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc.reason or exc}"
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return (f"no answer within {timeout_s:g}s (unreachable, or security_protocol does not match "
-                "the listener)")
-    if isinstance(exc, (OSError, kafka_errors.KafkaConnectionError)):
-        return f"unreachable: {exc}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 async def probe_backend(pipeline: PipelineConfig, session: aiohttp.ClientSession, timeout_s: float,

@@ -1,6 +1,6 @@
 """Liveness and readiness of the gateway, per pipeline, as ``/healthz`` and ``/readyz`` report them.
 
-A pipeline is **ready** when all three hold:
+A pipeline is **ready** when all four hold:
 
 1. **assigned**: its consumer has completed a group join. An empty assignment counts: when a group
    has more members than partitions, the spare members legitimately own nothing, and holding them
@@ -10,6 +10,9 @@ A pipeline is **ready** when all three hold:
    or half-open (traffic ramping back after a successful probe) the pipeline is not ready. An idle
    pipeline that has not sent a request yet is ready.
 3. **not stopped**: no authentication or routing failure (401/403/404) has stopped consumption.
+4. **outputs acknowledged**: no output batch has waited longer than the sink's stall threshold for
+   the broker's acknowledgement (a partition without a leader, a broker down). Measured only while
+   there is something to publish: an idle pipeline cannot tell, and stays ready.
 
 The process is ready when every pipeline is. The process is **alive** until :meth:`Health.set_failed`
 records a failure no retry can heal (an owned task died unexpectedly), so the orchestrator restarts it.
@@ -40,6 +43,7 @@ class PipelineHealth:
     partitions: int | None = None
     circuit_reason: str | None = None
     stopped_reason: str | None = None
+    broker_reason: str | None = None
 
     def reasons(self) -> list[str]:
         """Why the pipeline is not ready; empty when it is."""
@@ -50,6 +54,8 @@ class PipelineHealth:
             found.append(self.circuit_reason)
         if self.stopped_reason is not None:
             found.append(f"stopped: {self.stopped_reason}")
+        if self.broker_reason is not None:
+            found.append(f"broker: {self.broker_reason}")
         return found
 
 
@@ -73,6 +79,11 @@ class Health:
     def set_circuit(self, pipeline: str, reason: str | None) -> None:
         """Why the backend's circuit is not closed (``circuit open: …``); ``None`` once it is."""
         self._state(pipeline).circuit_reason = None if reason is None else _short(reason)
+        self._publish(pipeline)
+
+    def set_broker_ok(self, pipeline: str, ok: bool, reason: str | None = None) -> None:
+        """``False`` while outputs wait on the broker past the stall threshold; ``True`` once acknowledged."""
+        self._state(pipeline).broker_reason = None if ok else _short(reason or "outputs not acknowledged")
         self._publish(pipeline)
 
     def set_stopped(self, pipeline: str, reason: str | None) -> None:

@@ -33,7 +33,7 @@ from gateway.config import KafkaConfig, PipelineConfig
 from gateway.delivery import AtLeastOnceDelivery, Delivery
 from gateway.health import Health
 from gateway.intake import Intake, Rejects
-from gateway.kafka import consumer_options, producer_options
+from gateway.kafka import consumer_options, producer_options, start_client
 from gateway.lanes import Lanes, make_lanes, scoring_session
 from gateway.metrics import PipelineMetrics
 from gateway.offsets import OffsetTracker
@@ -87,8 +87,8 @@ class Pipeline:
                                     explanations_with_predictions=lanes.explain is None)
             producer = AIOKafkaProducer(**producer_options(self.kafka))
             try:  # stop() also after a failed start(): it owns connections and tasks either way
-                await producer.start()
-                sink = KafkaSink(producer)
+                await start_client(producer.start(), self.kafka)
+                sink = KafkaSink(producer, on_stall=self._on_publish_stall)
                 await sink.prepare([t for t in (outputs.predictions, outputs.explanations, outputs.dead_letter) if t])
                 exactly_once = cfg.delivery == "exactly_once"
                 consumer = AIOKafkaConsumer(**consumer_options(self.kafka),
@@ -102,7 +102,7 @@ class Pipeline:
                                       max_poll_records=self.kafka.max_poll_records, holding=self._holding,
                                       slot_free=self._slot_free, dispatch=self._dispatch, reject=self._reject)
                 try:
-                    await source.start(self._on_revoked, self._on_assigned)
+                    await start_client(source.start(self._on_revoked, self._on_assigned), self.kafka)
                     await self._run_tasks(stop)
                 finally:
                     await source.stop()
@@ -285,6 +285,9 @@ class Pipeline:
         self.health.set_assigned(self.name, True, partitions=len(assigned))
         log.info("partitions_assigned", extra={"pipeline": self.name,
                                                "partitions": sorted(tp.partition for tp in assigned)})
+
+    def _on_publish_stall(self, reason: str | None) -> None:
+        self.health.set_broker_ok(self.name, reason is None, reason)
 
     def _share_the_rate(self, assigned: int) -> None:
         """``rate_limit_scope: group``: this replica's share of the group's budget is its share of the

@@ -13,6 +13,10 @@ waited so far from its timeout on every wake-up (aiokafka 0.14 ``MessageAccumula
 with a few dozen concurrent batches for one partition, waiters fail with ``KafkaTimeoutError``
 within a second, and the retry duplicates outputs of a healthy run. Waiting our turn on a lock
 keeps a single waiter inside the producer, which then waits for one drain at most.
+
+A batch the broker has not acknowledged within ``stall_s`` (a partition without a leader, a broker
+down) is reported through ``on_stall(reason)``; the next acknowledgement of that partition, with no
+other partition still waiting, reports ``on_stall(None)``. Readiness follows it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -33,12 +37,21 @@ log = logging.getLogger("gateway.sink")
 Message = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 
 _KEY_CACHE_LIMIT = 100_000
+# Acks on a healthy cluster take milliseconds; seconds without one means the partition has no
+# leader (or the broker is gone), which is what readiness should say.
+PUBLISH_STALL_S = 3.0
+
+StallCallback = Callable[[str | None], None]
 
 
 class KafkaSink:
     def __init__(self, producer: AIOKafkaProducer, *, retry_backoff_s: float = 0.5,
-                 max_backoff_s: float = 10.0) -> None:
+                 max_backoff_s: float = 10.0, on_stall: StallCallback | None = None,
+                 stall_s: float = PUBLISH_STALL_S) -> None:
         self._producer = producer
+        self._on_stall = on_stall
+        self._stall_s = stall_s
+        self._stalled: dict[tuple[str, int], str] = {}
         self._partitions: dict[str, list[int]] = {}
         self._key_partition: dict[tuple[str, bytes], int] = {}
         self._round_robin = random.Random()
@@ -125,14 +138,39 @@ class KafkaSink:
                 log.warning("publish_failed", extra={"topic": target[0], "partition": target[1],
                                                      "records": len(chunk), "error": repr(result)})
                 broken.add(target)
+                self._stall(target, f"publishing to {target[0]}[{target[1]}] failed: {type(result).__name__}")
             if target in broken:  # a failed batch and every later one of its partition, to keep key order
                 failed.append((target, chunk))
         return failed
 
     async def _send_batch(self, batch: Any, topic: str, partition: int) -> None:
-        lock = self._turns.get((topic, partition))
+        target = (topic, partition)
+        lock = self._turns.get(target)
         if lock is None:
-            lock = self._turns[(topic, partition)] = asyncio.Lock()
-        async with lock:  # see the module docstring: one waiter per partition inside the producer
-            future = await self._producer.send_batch(batch, topic, partition=partition)
-        await future
+            lock = self._turns[target] = asyncio.Lock()
+        timer = None
+        if self._on_stall is not None:
+            timer = asyncio.get_running_loop().call_later(
+                self._stall_s, self._stall, target,
+                f"outputs to {topic}[{partition}] not acknowledged by the broker for {self._stall_s:g}s")
+        try:
+            async with lock:  # see the module docstring: one waiter per partition inside the producer
+                future = await self._producer.send_batch(batch, topic, partition=partition)
+            await future
+        except asyncio.CancelledError:  # abandoned (drain timeout): says nothing about the broker
+            self._unstall(target)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if self._stalled:
+            self._unstall(target)
+
+    def _stall(self, target: tuple[str, int], reason: str) -> None:
+        if self._on_stall is not None and target not in self._stalled:
+            self._stalled[target] = reason
+            self._on_stall(reason)
+
+    def _unstall(self, target: tuple[str, int]) -> None:
+        if self._stalled.pop(target, None) is not None and self._on_stall is not None:
+            self._on_stall(next(iter(self._stalled.values()), None))

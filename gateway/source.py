@@ -7,11 +7,14 @@ NaN/Infinity, a JSON array or scalar) is not the gateway's to guess at: it is re
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from gateway.records import STAGE_DECODE, TOMBSTONE_REASON, Rejected
@@ -36,6 +39,12 @@ def _json_type(doc: Any) -> str:
 
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
 
+# End offsets are asked for all assigned partitions at once, at most this often (one ListOffsets
+# per broker), and a question the broker does not answer in time falls back to the high watermark
+# of the last fetch rather than holding up the commit loop.
+END_OFFSETS_MAX_AGE_S = 0.5
+LAG_QUERY_TIMEOUT_S = 2.0
+
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     def __init__(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
@@ -54,9 +63,18 @@ class KafkaSource:
         self.consumer = consumer
         self.topic = topic
         self._paused = False
+        self._committed: dict[TopicPartition, int] = {}
+        self._ends: dict[TopicPartition, int] = {}
+        self._ends_at = -1e9
 
     async def start(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
-        self.consumer.subscribe([self.topic], listener=_Listener(on_revoked, on_assigned))
+        async def revoked(partitions: set[TopicPartition]) -> None:
+            await on_revoked(partitions)  # drains and commits first
+            for tp in partitions:  # another member commits them from now on
+                self._committed.pop(tp, None)
+                self._ends.pop(tp, None)
+
+        self.consumer.subscribe([self.topic], listener=_Listener(revoked, on_assigned))
         await self.consumer.start()
 
     async def stop(self) -> None:
@@ -100,15 +118,46 @@ class KafkaSource:
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         await self.consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+        self._committed.update(offsets)
 
     async def lag(self, tp: TopicPartition) -> int | None:
-        """High watermark minus position: right on Apache Kafka; tansu reports the watermark
-        differently (see the README), so treat the figure as indicative there."""
-        highwater = self.consumer.highwater(tp)
-        if highwater is None:
+        """The partition's end offset minus the group's committed offset: the records not yet done.
+
+        Before the group has committed anything for the partition, every retained record counts
+        (end minus the log start offset). None when the broker cannot say right now.
+        """
+        end = await self._end_offset(tp)
+        committed = await self._committed_offset(tp) if end is not None else None
+        if end is None or committed is None:
             return None
+        return max(0, end - committed)
+
+    async def _end_offset(self, tp: TopicPartition) -> int | None:
+        now = time.monotonic()
+        if tp not in self._ends or now - self._ends_at > END_OFFSETS_MAX_AGE_S:
+            self._ends_at = now  # also after a failure: ask again only after the max age
+            assigned = self.assignment() | {tp}
+            try:
+                found = await asyncio.wait_for(self.consumer.end_offsets(list(assigned)), LAG_QUERY_TIMEOUT_S)
+            except (TimeoutError, KafkaError, ValueError):
+                found = {}
+            self._ends = {p: int(offset) for p, offset in found.items()}
+        end = self._ends.get(tp)
+        if end is None:
+            highwater = self.consumer.highwater(tp)  # from the last fetch response
+            return None if highwater is None else int(highwater)
+        return end
+
+    async def _committed_offset(self, tp: TopicPartition) -> int | None:
+        found: int | None = self._committed.get(tp)
+        if found is not None:
+            return found
         try:
-            position = await self.consumer.position(tp)
-        except Exception:  # not assigned any more, or no position yet
+            found = await asyncio.wait_for(self.consumer.committed(tp), LAG_QUERY_TIMEOUT_S)
+            if found is not None:
+                self._committed[tp] = int(found)
+                return int(found)
+            start = await asyncio.wait_for(self.consumer.beginning_offsets([tp]), LAG_QUERY_TIMEOUT_S)
+        except (TimeoutError, KafkaError, ValueError):
             return None
-        return max(0, int(highwater) - int(position))
+        return int(start[tp]) if tp in start else None

@@ -101,6 +101,10 @@ class KafkaConfig(Section):
     producer_linger_ms: NonNegativeInt = Field(
         0, description="producer batching delay (outputs are already batched per partition; a linger would only "
                        "add latency)")
+    enable_idempotence: Flag = Field(
+        True, description="idempotent producer (with `acks=all`, always): a produce the client retries is written "
+                          "once. Set `false` only for a broker without idempotent producers (`InitProducerId`), "
+                          "such as the embedded tansu broker; the demo's generated config does")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`")
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(

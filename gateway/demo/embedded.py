@@ -46,7 +46,9 @@ def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_po
         backend["explanation_algorithm"] = options.explanations if explain else None
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": "scoring-gateway-demo",
-                  "client_id": "scoring-gateway-demo", "session_timeout_ms": SESSION_TIMEOUT_MS},
+                  "client_id": "scoring-gateway-demo", "session_timeout_ms": SESSION_TIMEOUT_MS,
+                  # tansu answers InitProducerId with an error: no idempotent producer on it.
+                  "enable_idempotence": False},
         "admin": {"host": HOST, "port": admin_port},
         "shutdown_timeout_s": SHUTDOWN_TIMEOUT_S,
         "pipelines": [{

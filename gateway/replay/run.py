@@ -11,11 +11,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 
-from gateway.check import kafka_failure
 from gateway.config import Config, KafkaConfig, PipelineConfig
-from gateway.kafka import consumer_options, producer_options
+from gateway.kafka import KafkaStartError, consumer_options, producer_options, start_client
 from gateway.replay.options import BURSTS_PER_S, CONNECT_TIMEOUT_S, ReplayOptions, format_time, replay_group
 from gateway.replay.progress import Summary
 from gateway.replay.replayer import Plan, ProgressSink, Replayer, UnreadableSink
@@ -92,9 +90,11 @@ def _join_timeout_s(settings: dict[str, Any]) -> float:
 
 async def _connect(start: Callable[[], Awaitable[None]], kafka: KafkaConfig) -> None:
     try:
-        await asyncio.wait_for(start(), CONNECT_TIMEOUT_S)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise ReplayError(f"kafka {kafka.bootstrap_servers}: {kafka_failure(exc, CONNECT_TIMEOUT_S)}") from None
+        await asyncio.wait_for(start_client(start(), kafka), CONNECT_TIMEOUT_S)
+    except KafkaStartError as exc:
+        raise ReplayError(str(exc)) from None
+    except TimeoutError:
+        raise ReplayError(f"kafka {kafka.bootstrap_servers}: no answer within {CONNECT_TIMEOUT_S:.0f}s") from None
 
 
 async def _counting(consumer: AIOKafkaConsumer, plan: Plan, from_beginning: bool,

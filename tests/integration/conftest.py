@@ -1,13 +1,28 @@
 import pytest
 
-from gateway.broker import EmbeddedBroker
-from tests.integration.harness import EmulatorProcess, Topics
+from tests.integration.harness import BROKER, EmulatorProcess, Topics, start_broker
+from tests.kafka.choice import make_broker
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Apache Kafka-only tests (real SASL/SSL, the three-broker cluster, exact lag) skip on tansu."""
+    if BROKER != "tansu":
+        return
+    skip = pytest.mark.skip(reason="needs Apache Kafka (SG_TEST_BROKER=tansu)")
+    for item in items:
+        if item.get_closest_marker("kafka_only") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def broker():
-    with EmbeddedBroker() as b:
+    """One broker for the session: Apache Kafka (KRaft, one node) or tansu, by SG_TEST_BROKER."""
+    b = make_broker(BROKER)
+    start_broker(b)
+    try:
         yield b
+    finally:
+        b.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from gateway.broker import create_topics, free_port
+from tests.kafka.choice import broker_kind, in_ci
+from tests.kafka.runtime import KafkaUnavailable
 
-SESSION_TIMEOUT_MS = 6000  # a group join takes about half of it on tansu
+SESSION_TIMEOUT_MS = 6000  # a group join takes about half of it on tansu; Apache Kafka accepts it too
+BROKER = broker_kind()  # SG_TEST_BROKER: kafka (default) or tansu
 
 PLAN_TYPES = ["Standard", "Premium", "Basic"]
 
@@ -72,6 +75,24 @@ async def async_wait_until(predicate: Callable[[], Any], timeout_s: float, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(interval_s)
+
+
+def start_broker(broker: Any) -> Any:
+    """Start a test broker; without Java or Maven the test is skipped with the reason, except
+    under CI, where a broker that cannot start is an error."""
+    import pytest
+
+    try:
+        return broker.start()
+    except KafkaUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"Apache Kafka is required under CI: {exc}", pytrace=False)
+        pytest.skip(f"Apache Kafka unavailable ({exc}); SG_TEST_BROKER=tansu runs the suite on tansu")
+
+
+def idempotent(kind: str = BROKER) -> bool:
+    """Whether the gateway's producer may be idempotent on this broker (tansu refuses InitProducerId)."""
+    return kind == "kafka"
 
 
 # ---- the emulator ---------------------------------------------------------------------------
@@ -245,7 +266,8 @@ def ids_of(records: Iterable[Any]) -> list[str]:
 
 def gateway_config(topics: Topics, backend: dict[str, Any], **pipeline: Any) -> dict[str, Any]:
     kafka = {"bootstrap_servers": topics.bootstrap, "group_id": topics.group,
-             "session_timeout_ms": SESSION_TIMEOUT_MS, "commit_interval_ms": 200}
+             "session_timeout_ms": SESSION_TIMEOUT_MS, "commit_interval_ms": 200,
+             "enable_idempotence": idempotent()}
     kafka.update(pipeline.pop("kafka", {}))
     doc = {
         "kafka": kafka,

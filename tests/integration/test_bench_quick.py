@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.harness import BROKER
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +29,13 @@ PLOTS = ("bench-throughput.png", "bench-latency.png", "bench-explanations.png", 
 def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out), "--plots-dir", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out), "--plots-dir", str(tmp_path),
+         "--broker", BROKER],
         cwd=ROOT, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-5000:]}"
 
     report = json.loads(out.read_text())
-    assert report["mode"] == "smoke"
+    assert report["mode"] == "smoke" and report["broker"]["kind"] == BROKER
     assert report["errors"] == {}
     machine = report["machine"]
     assert machine["cores"] >= 1 and machine["memory_bytes"] > 0 and machine["python"]

@@ -25,7 +25,7 @@ from benchmarks.chaos_scenarios import QUICK, SCENARIOS, Campaign, run_scenario
 from gateway.broker import create_topics
 from gateway.kafka import producer_options
 from gateway.sink import KafkaSink
-from tests.integration.harness import Topics, unique
+from tests.integration.harness import BROKER, Topics, idempotent, unique
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def campaign(tmp_path: Path) -> AsyncIterator[Campaign]:
     async with aiohttp.ClientSession() as session:
-        yield Campaign(session, tmp_path, QUICK)
+        yield Campaign(session, tmp_path, QUICK, broker=BROKER)
 
 
 @pytest.mark.timeout(420)
@@ -53,12 +53,12 @@ async def test_scenario_keeps_its_invariants(campaign: Campaign, key: str) -> No
 def test_the_runner_reports_the_hostile_input_scenario(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks.chaos", "--quick", "--only", "hostile-input",
-                           "--out", str(out), "--workdir", str(tmp_path / "work")],
+                           "--out", str(out), "--workdir", str(tmp_path / "work"), "--broker", BROKER],
                           cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     assert "| scenario | in | predicted | dead-lettered | lost | duplicates |" in done.stdout
     report = json.loads(out.read_text())
-    assert report["mode"] == "quick" and report["passed"] is True
+    assert report["mode"] == "quick" and report["passed"] is True and report["broker"]["kind"] == BROKER
     assert report["machine"]["cores"] >= 1 and report["machine"]["packages"]["aiokafka"]
     (scenario,) = report["scenarios"]
     tally = scenario["tally"]
@@ -78,7 +78,7 @@ async def test_concurrent_publishes_to_one_partition_neither_time_out_nor_duplic
     topic = unique("sink")
     await create_topics(broker.bootstrap, {topic: 1})
     kafka = type("Kafka", (), {"bootstrap_servers": broker.bootstrap, "client_id": "sink-test",
-                               "security_protocol": "PLAINTEXT"})()
+                               "security_protocol": "PLAINTEXT", "enable_idempotence": idempotent()})()
     producer = AIOKafkaProducer(**producer_options(kafka))
     await producer.start()
     try:

@@ -173,7 +173,8 @@ async def test_probe_reports_a_sasl_rejection(broker, vendor: VendorServer) -> N
                  security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256", sasl_username="gateway",
                  sasl_password="kafka-pw-0d1e")
     results = await probe(parse_config(raw, {}), timeout_s=5)
-    expected = f"kafka {broker.bootstrap}: FAILED: {broker.bootstrap}: authentication failed: "
+    expected = (f"kafka {broker.bootstrap}: FAILED: {broker.bootstrap}: authentication failed "
+                "(SASL_PLAINTEXT SCRAM-SHA-256 as 'gateway'): ")
     assert results[0].line().startswith(expected)
     assert len(results) == 2  # no topic lines without a broker connection
 

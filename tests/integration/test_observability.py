@@ -9,9 +9,16 @@ import orjson
 import pytest
 
 from gateway.broker import free_port
-from tests.integration.harness import GatewayProcess, Topics, async_wait_until, churn_features, write_config
+from tests.integration.harness import (
+    GatewayProcess,
+    Topics,
+    async_wait_until,
+    churn_features,
+    idempotent,
+    write_config,
+)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 TOKEN = "tok-7c1e9f0b2d4a-secret"
 DR_KEY = "drkey-5b8d3a6e1f90-secret"
@@ -47,7 +54,7 @@ async def test_slow_xemp_calls_are_flagged_and_counts_balance(tmp_path, broker, 
     port = free_port()
     doc = {
         "kafka": {"bootstrap_servers": broker.bootstrap, "group_id": xemp.group, "session_timeout_ms": 6000,
-                  "commit_interval_ms": 200},
+                  "commit_interval_ms": 200, "enable_idempotence": idempotent()},
         "admin": {"host": "127.0.0.1", "port": port},
         "pipelines": [
             pipeline("xemp", xemp, {**dr, "max_explanations": 3, "explanation_algorithm": "xemp"}),

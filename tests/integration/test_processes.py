@@ -18,7 +18,7 @@ from tests.integration.harness import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 
 def slow_qlik(emu):

@@ -18,7 +18,7 @@ from tests.integration.harness import (
     values_of,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 
 def qlik(emu, **extra):

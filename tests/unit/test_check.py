@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aiokafka import errors as kafka_errors
 
 from gateway import check
 from gateway.config import load_config
@@ -137,15 +136,3 @@ def test_probe_lines() -> None:
 def test_broker_addresses() -> None:
     assert check.broker_addresses("a:1,b,[::1]:9093, c.example:29092") == [
         ("a", 1), ("b", 9092), ("::1", 9093), ("c.example", 29092)]
-
-
-@pytest.mark.parametrize(("exc", "expected"), [
-    (kafka_errors.UnsupportedSaslMechanismError(), "authentication failed: UnsupportedSaslMechanismError"),
-    (kafka_errors.SaslAuthenticationFailed(), "authentication failed: SaslAuthenticationFailed"),
-    (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)"),
-     "unreachable: [Errno 111] Connect call failed ('127.0.0.1', 1)"),
-    (TimeoutError(), "no answer within 3s (unreachable, or security_protocol does not match the listener)"),
-    (kafka_errors.KafkaConnectionError("closed"), "unreachable: KafkaConnectionError: closed"),
-])
-def test_kafka_failures_are_classified_by_what_to_fix(exc: BaseException, expected: str) -> None:
-    assert check.kafka_failure(exc, 3.0) == expected

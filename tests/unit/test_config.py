@@ -113,7 +113,7 @@ def test_defaults_applied_to_a_minimal_config() -> None:
     kafka = config.kafka
     assert (kafka.group_id, kafka.client_id, kafka.session_timeout_ms) == ("scoring-gateway", "scoring-gateway", 10000)
     assert (kafka.auto_offset_reset, kafka.commit_interval_ms, kafka.max_poll_records) == ("earliest", 1000, 2000)
-    assert (kafka.producer_linger_ms, kafka.heartbeat_interval_ms) == (0, None)
+    assert (kafka.producer_linger_ms, kafka.heartbeat_interval_ms, kafka.enable_idempotence) == (0, None, True)
     assert (kafka.security_protocol, kafka.sasl_mechanism, kafka.ssl_cafile, kafka.ssl_certfile) == (
         "PLAINTEXT", None, None, None)
     assert (config.admin.host, config.admin.port, config.shutdown_timeout_s) == ("0.0.0.0", 9400, 20)
