@@ -20,7 +20,7 @@ demo: $(STAMP)
 # The whole suite on Apache Kafka (the first run fetches it from Maven Central into
 # ~/.cache/scoring-gateway, or $$SG_KAFKA_CACHE), then the streaming, observability and process
 # tests again on the embedded tansu broker that `make demo` uses.
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
 	SG_TEST_BROKER=tansu $(BIN)/python -m pytest -q -m tansu tests/integration
 

@@ -25,6 +25,10 @@ class Batch:
     # later batches that share a record key wait on it before they publish.
     published: asyncio.Future[None] | None = None
     after: list[asyncio.Future[None]] = field(default_factory=list)
+    sent: bool = False  # a request of it went out; until then, abandoning it costs nothing
+
+    def sending(self) -> None:
+        self.sent = True
 
 
 class Batcher:

@@ -99,14 +99,18 @@ class Dispatcher:
         """Whether the breaker holds requests back (consumption should pause meanwhile)."""
         return self.breaker.holding()
 
-    async def score(self, rows: list[dict[str, Any]]) -> tuple[list[Outcome], float]:
-        """Score rows; returns one outcome per row in input order and the wall time in ms."""
+    async def score(self, rows: list[dict[str, Any]],
+                    sending: Callable[[], None] | None = None) -> tuple[list[Outcome], float]:
+        """Score rows; returns one outcome per row in input order and the wall time in ms.
+        ``sending`` is called before every request goes out (a batch not yet sent may be abandoned
+        at no cost: no backend did any work for it)."""
         started = time.monotonic()
         outcomes: list[Outcome | None] = [None] * len(rows)
-        await self._score_range(rows, 0, len(rows), outcomes)
+        await self._score_range(rows, 0, len(rows), outcomes, sending)
         return outcomes, (time.monotonic() - started) * 1000.0  # type: ignore[return-value]
 
-    async def _score_range(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None]) -> None:
+    async def _score_range(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None],
+                           sending: Callable[[], None] | None) -> None:
         chunk = rows if (lo == 0 and hi == len(rows)) else rows[lo:hi]
         try:
             request = self.codec.encode(self.features, chunk)
@@ -115,18 +119,18 @@ class Dispatcher:
                 out[lo] = Rejected(STAGE_VALIDATE,
                                    f"encoded row is {exc.size} bytes, over batching.max_bytes {exc.limit}")
                 return
-            await self._split(rows, lo, hi, out)
+            await self._split(rows, lo, hi, out, sending)
             return
         try:
-            scored, attempts = await self._send(request)
+            scored, attempts = await self._send(request, sending)
         except RejectedByData as exc:
             if hi - lo == 1:
                 out[lo] = Rejected(STAGE_SCORE, exc.error.message, exc.error.status, exc.attempts)
                 return
-            await self._split(rows, lo, hi, out)
+            await self._split(rows, lo, hi, out, sending)
             return
         except FailedOnRows:
-            await self._split(rows, lo, hi, out)
+            await self._split(rows, lo, hi, out, sending)
             return
         except RetriesExhausted as exc:
             reason = f"gave up after {exc.attempts} attempts: {exc.last.message}"
@@ -138,15 +142,17 @@ class Dispatcher:
             out[i] = row if row.not_predicted_reason is None else Rejected(
                 STAGE_NOT_PREDICTED, row.not_predicted_reason, 200, attempts)
 
-    async def _split(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None]) -> None:
+    async def _split(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None],
+                     sending: Callable[[], None] | None) -> None:
         mid = (lo + hi) // 2
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._score_range(rows, lo, mid, out))
-            group.create_task(self._score_range(rows, mid, hi, out))
+            group.create_task(self._score_range(rows, lo, mid, out, sending))
+            group.create_task(self._score_range(rows, mid, hi, out, sending))
 
     # ---- one request to completion ----------------------------------------------------------------
 
-    async def _send(self, request: ScoringRequest) -> tuple[list[ScoredRow], int]:
+    async def _send(self, request: ScoringRequest,
+                    sending: Callable[[], None] | None = None) -> tuple[list[ScoredRow], int]:
         """Returns the decoded rows and the attempts that counted against ``max_attempts``."""
         attempt = 0
         while True:
@@ -156,6 +162,8 @@ class Dispatcher:
             try:
                 if self.limiter is not None:
                     await self.limiter.acquire()
+                if sending is not None:
+                    sending()
                 rows = await self.client.send(request)
             except FatalError as err:
                 self._record(self.breaker.refused_configuration(self._clock(), permit, _refusal(err)))

@@ -64,6 +64,7 @@ class Pipeline:
         self._generation = 0
         self._scoring = 0  # batches handed to the prediction lane and not yet scored
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unsent: dict[asyncio.Task[None], Batch] = {}  # batch tasks, for the drain
         self._group: asyncio.TaskGroup | None = None
         self._lanes: Lanes | None = None
         self._outputs: Outputs | None = None
@@ -147,6 +148,11 @@ class Pipeline:
         """Send the partial batch, give in-flight work ``timeout_s`` to finish, abandon the rest."""
         assert self._intake is not None and self._delivery is not None
         self._intake.send_pending()
+        # Batches no request of which went out yet (waiting for a slot, the rate limiter or the
+        # breaker) are abandoned at once: no backend worked on them, and they are redelivered.
+        for task, batch in list(self._unsent.items()):
+            if not batch.sent:
+                task.cancel()
         pending = set(self._tasks)
         if pending:
             _, still = await asyncio.wait(pending, timeout=timeout_s)
@@ -157,11 +163,17 @@ class Pipeline:
                 await asyncio.wait(still)
         await self._delivery.commit()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], batch: Batch | None = None) -> None:
         assert self._group is not None
         task = self._group.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if batch is not None:
+            self._unsent[task] = batch
+            task.add_done_callback(self._forget_batch)
+
+    def _forget_batch(self, task: asyncio.Task[None]) -> None:
+        self._unsent.pop(task, None)
 
     # ---- batch → score → publish → acknowledge -----------------------------------------------
 
@@ -176,7 +188,7 @@ class Pipeline:
         batch.published = asyncio.get_running_loop().create_future()
         self.order.admit(batch)
         self.metrics.batch(len(batch.records))
-        self._spawn(self._process(batch, self._generation))
+        self._spawn(self._process(batch, self._generation), batch)
 
     def _reject(self, rejects: Rejects) -> None:
         self._spawn(self._publish_rejects(rejects, self._generation))
@@ -187,7 +199,7 @@ class Pipeline:
         records = batch.records
         try:
             try:
-                outcomes, latency_ms = await lanes.predict.score(batch.rows)
+                outcomes, latency_ms = await lanes.predict.score(batch.rows, batch.sending)
             finally:
                 self._scoring -= 1
             if len(self.batcher) and self._slot_free():

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from tests.integration.harness import (
     EmulatorProcess,
@@ -38,18 +39,23 @@ def datarobot(emu: EmulatorProcess, **extra: Any) -> dict[str, Any]:
 
 
 async def produce_at(topics: Topics, rate: float, seconds: float, topic_inputs: list[Topics] | None = None) -> int:
-    """``rate`` records/s for ``seconds`` (in 20 ms ticks), to each of ``topic_inputs`` (default: topics)."""
+    """``rate`` records/s for ``seconds`` (in 20 ms ticks), to each of ``topic_inputs`` (default: topics),
+    from one producer kept open (a record's timestamp is taken when it is sent)."""
     targets = topic_inputs or [topics]
-    sent, started = 0, time.monotonic()
-    while (elapsed := time.monotonic() - started) < seconds:
-        due = int(rate * elapsed) - sent
-        if due > 0:
-            values = [orjson.dumps(churn_features(i)) for i in range(sent, sent + due)]
-            keys = [f"c{i % 211}".encode() for i in range(sent, sent + due)]
-            for target in targets:
-                await target.produce(values, keys)
-            sent += due
-        await asyncio.sleep(0.02)
+    producer = AIOKafkaProducer(bootstrap_servers=topics.bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        sent, started = 0, time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = int(rate * elapsed) - sent
+            if due > 0:
+                sends = [await producer.send(target.input, orjson.dumps(churn_features(i)), key=f"c{i % 211}".encode())
+                         for i in range(sent, sent + due) for target in targets]
+                await asyncio.gather(*sends)
+                sent += due
+            await asyncio.sleep(0.005)
+    finally:
+        await producer.stop()
     return sent
 
 

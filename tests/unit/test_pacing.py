@@ -49,3 +49,35 @@ def test_backoff_is_full_jitter_under_an_exponential_ceiling():
     assert policy.delay(1, 3.0, rng) == 3.0
     assert policy.delay(1, 120.0, rng) == 5  # Retry-After capped
     assert policy.exhausted(6) and not policy.exhausted(5)
+
+
+
+async def test_waiting_requests_take_a_new_rate_at_once(monkeypatch):
+    """With a queue of waiting requests, a rate change applies to the next start (a group budget
+    re-shared after a rebalance), not only to requests that arrive later."""
+    import asyncio
+
+    import gateway.ratelimit
+
+    clock = Clock()
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:  # time passes only when someone waits for it
+        clock.now += seconds
+        await real_sleep(0)
+
+    monkeypatch.setattr(gateway.ratelimit.asyncio, "sleep", sleep)
+    limiter = RateLimiter(600, clock=clock)  # 10/s
+    starts: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        starts.append(clock.now)
+
+    tasks = [asyncio.create_task(one()) for _ in range(6)]
+    while len(starts) < 2:
+        await real_sleep(0)
+    limiter.set_rate(6000)  # 100/s: the four still waiting go ten times faster
+    await asyncio.gather(*tasks)
+    gaps = [round(b - a, 4) for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps[0] == round(limiter.interval * 10, 4) and gaps[2:] == [round(limiter.interval, 4)] * 3
