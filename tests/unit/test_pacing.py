@@ -1,3 +1,4 @@
+import itertools
 import random
 
 from gateway.ratelimit import RateLimiter
@@ -79,5 +80,5 @@ async def test_waiting_requests_take_a_new_rate_at_once(monkeypatch):
         await real_sleep(0)
     limiter.set_rate(6000)  # 100/s: the four still waiting go ten times faster
     await asyncio.gather(*tasks)
-    gaps = [round(b - a, 4) for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [round(b - a, 4) for a, b in itertools.pairwise(starts)]
     assert gaps[0] == round(limiter.interval * 10, 4) and gaps[2:] == [round(limiter.interval, 4)] * 3
