@@ -59,14 +59,15 @@ def end_offsets(inputs: Mapping[str, Any], partitions: int) -> dict[int, int]:
     return ends
 
 
-async def read_outputs(topics: Topics) -> Outputs:
+async def read_outputs(topics: Topics, committed_only: bool = False) -> Outputs:
+    """``committed_only``: as a ``read_committed`` consumer sees them (``delivery: exactly_once``)."""
     predictions: list[dict[str, Any]] = []
     dead_letters: list[dict[str, Any]] = []
     raw: list[tuple[str, bytes]] = []
     headers: dict[str, dict[str, list[tuple[str, bytes]]]] = {"p": {}, "d": {}}
     for topic, sink, kind in ((topics.predictions, predictions, "p"), (topics.dead_letter, dead_letters, "d"),
                               (topics.explanations, None, "e")):
-        for record in await topics.read_all(topic, quiet_s=1.0):
+        for record in await topics.read_all(topic, quiet_s=1.0, committed_only=committed_only):
             raw.append((topic, _record_bytes(record)))
             if sink is None:
                 continue

@@ -199,9 +199,10 @@ class Topics:
             await producer.stop()
 
     @contextlib.asynccontextmanager
-    async def _from_beginning(self, topic: str) -> Any:
+    async def _from_beginning(self, topic: str, committed_only: bool = False) -> Any:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50,
+                                    isolation_level="read_committed" if committed_only else "read_uncommitted")
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(self.partitions)]
@@ -212,11 +213,11 @@ class Topics:
             await consumer.stop()
 
     async def read(self, topic: str, until: Callable[[list[Any]], bool], timeout_s: float = 60.0,
-                   settle_s: float = 0.0) -> list[Any]:
+                   settle_s: float = 0.0, committed_only: bool = False) -> list[Any]:
         """Every record of ``topic`` from the beginning, read until ``until(records)`` holds
         (then ``settle_s`` more, to catch records that should NOT be there)."""
         records: list[Any] = []
-        async with self._from_beginning(topic) as consumer:
+        async with self._from_beginning(topic, committed_only) as consumer:
             deadline = time.monotonic() + timeout_s
             settle_deadline = None
             while True:
@@ -231,11 +232,12 @@ class Topics:
                 if now > deadline:
                     raise AssertionError(f"timed out reading {topic}: {len(records)} records")
 
-    async def read_all(self, topic: str, quiet_s: float = 0.5) -> list[Any]:
+    async def read_all(self, topic: str, quiet_s: float = 0.5, committed_only: bool = False) -> list[Any]:
         """Everything in ``topic`` now: read until a fetch of ``quiet_s`` brings nothing new
-        (the broker's end offsets cannot be trusted on tansu)."""
+        (the broker's end offsets cannot be trusted on tansu); ``committed_only`` reads as a
+        ``read_committed`` consumer (outputs of committed transactions only)."""
         records: list[Any] = []
-        async with self._from_beginning(topic) as consumer:
+        async with self._from_beginning(topic, committed_only) as consumer:
             while True:
                 batch = await consumer.getmany(timeout_ms=int(quiet_s * 1000), max_records=50000)
                 if not batch:

@@ -1,0 +1,103 @@
+"""The output records, byte for byte, over a fixed input: what consumers parse must not change when
+the code that writes it is made faster.
+
+The golden file was written by this very test (``SG_WRITE_GOLDEN=1``) before any optimisation of the
+output path; a difference is a change of the wire format (PRODUCT.md §4), never noise. The input
+covers predictions (binary, multiclass, regression), embedded and separate explanations, SHAP and
+XEMP, passthrough values, hostile strings, nulls, keys and headers, and dead letters of every stage,
+including values that are not UTF-8 and NaN, which the decoder refuses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka.structs import ConsumerRecord
+
+from gateway.backends.scoring import Explanation, ScoredRow
+from gateway.outputs import Outputs
+from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
+from gateway.source import decode_value
+
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "outputs.jsonl"
+HOSTILE = ['comma, "quote"', "line\nbreak\r\n", "tab\tnul\x00", "unicode ü 名前 🙂 \u2028", "=cmd|' /C calc'!A0", ""]
+
+
+def record(offset: int, value: bytes | None, key: bytes | None = b"customer-1", partition: int = 3,
+           headers: list[tuple[str, bytes]] | None = None) -> Any:
+    return ConsumerRecord("churn-features", partition, offset, 1_763_800_000_000 + offset, 0, key, value, None,
+                          len(value or b""), len(key or b""), headers if headers is not None else [("trace", b"a1")])
+
+
+def explanations(kind: str) -> list[Explanation]:
+    qualitative = "+++" if kind == "xemp" else None
+    return [Explanation("BaseFee", 80.0, 0.29, qualitative), Explanation("PlanType", "Premium", -0.125, qualitative),
+            Explanation("Note", HOSTILE[0], 1e-05, qualitative)]
+
+
+def scored() -> list[tuple[Any, Any]]:
+    """(record, outcome) pairs as the dispatcher hands them to the output stage."""
+    rows: list[tuple[Any, Any]] = []
+    for i, text in enumerate(HOSTILE):
+        rows.append((record(100 + i, orjson.dumps({"Note": text}), key=text.encode() or None),
+                     ScoredRow("yes" if i % 2 else "no", {"no": 0.42, "yes": 0.58}, None, explanations("shap"),
+                               "shap", {"customer_id": text, "rank": i}, 0.3964, -0.0897)))
+    rows.append((record(110, b'{"a": 1}', headers=[]),
+                 ScoredRow("medium", {"high": 0.1, "low": 0.2, "medium": 0.7}, None, [], None, None)))
+    rows.append((record(111, b'{"a": 2}', key=None),
+                 ScoredRow(2103.5123456789, None, None, explanations("xemp"), "xemp", None)))
+    rows.append((record(112, b'{"a": null}'),
+                 ScoredRow("1.0", {"1.0": 0.31, "0.0": 0.69}, 0.5, explanations("xemp"), "xemp",
+                           {"row": None})))
+    rows.append((record(113, b'{"BaseFee": "abc"}'),
+                 Rejected(STAGE_SCORE, "Invalid value in row 0, column 'BaseFee': 'abc'", 422, 3)))
+    rows.append((record(114, b'{"BaseFee": "$80.00"}'),
+                 Rejected(STAGE_NOT_PREDICTED, "Feature 'BaseFee': value '$80.00' is not a number", 200, 1)))
+    rows.append((record(115, b'{"BaseFee": {"nested": 1}}'),
+                 Rejected(STAGE_VALIDATE, "feature 'BaseFee': a dict is not a scalar feature value")))
+    rows.append((record(116, b"\xff\xfe not utf-8"), Rejected(STAGE_SCORE, "gave up after 6 attempts: boom", None, 6)))
+    return rows
+
+
+def decode_rejects() -> list[tuple[Any, Any]]:
+    """Values the decoder refuses, as the intake dead-letters them."""
+    pairs = []
+    for offset, value in enumerate([b"{not json", b"[1, 2]", b'{"BaseFee": NaN}', b'{"x": Infinity}',
+                                    b"\xff\xfe\x00", None, b'"a string"'], start=200):
+        outcome = decode_value(value)
+        assert isinstance(outcome, Rejected)
+        pairs.append((record(offset, value), outcome))
+    return pairs
+
+
+def wire() -> list[dict[str, Any]]:
+    """Every message the output stage builds, as (topic, key, value, headers)."""
+    produced: list[dict[str, Any]] = []
+    for explanations_topic in (None, "churn-explanations"):
+        outputs = Outputs(pipeline="churn", backend="qlik", deployment="3f8e2a52-6a1b-4c2e-9d8f-4b7a1c2e5d90",
+                          predictions="churn-predictions", dead_letter="churn-dead-letter",
+                          explanations=explanations_topic)
+        pairs = scored()
+        published = outputs.batch([r for r, _ in pairs], [o for _, o in pairs], 12.34567)
+        rejects = outputs.rejects(decode_rejects())
+        deferred = outputs.explained([r for r, _ in pairs], [o for _, o in pairs]) if explanations_topic else None
+        for batch in (published, rejects, *([deferred] if deferred else [])):
+            for (topic, key, value, headers), owner in zip(batch.messages, batch.owners, strict=True):
+                produced.append({"topic": topic, "key": key.decode("utf-8", "backslashreplace") if key else None,
+                                 "value": value.decode("utf-8") if value is not None else None,
+                                 "headers": [[name, data.decode()] for name, data in headers], "owner": owner})
+    return produced
+
+
+def test_output_records_are_byte_for_byte_the_golden_ones() -> None:
+    lines = [orjson.dumps(entry).decode() for entry in wire()]
+    if os.environ.get("SG_WRITE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expected = GOLDEN.read_text(encoding="utf-8").split("\n")[:-1]  # not splitlines: U+2028 is data
+    assert len(lines) == len(expected)
+    for got, want in zip(lines, expected, strict=True):
+        assert got == want
