@@ -56,24 +56,25 @@ def source_of(record: InputRecord) -> dict[str, Any]:
 
 def prediction_document(record: InputRecord, row: ScoredRow, *, pipeline: str, backend: str,
                         deployment: str, latency_ms: float, embed_explanations: bool) -> dict[str, Any]:
-    """``latency_ms`` is the batch's, rounded once by the caller (rounding costs more than the rest)."""
+    """``latency_ms`` is the batch's, rounded once by the caller (rounding costs more than the rest).
+
+    One dict display per shape (a display is built in one step, item assignments are not), and the
+    explanations as they are: orjson writes the :class:`Explanation` dataclasses as the same objects,
+    field by field, without a dict per explanation."""
     topic, partition, offset = record.topic, record.partition, record.offset
-    doc: dict[str, Any] = {
-        "id": f"{topic}/{partition}/{offset}",
-        "pipeline": pipeline,
-        "source": {"topic": topic, "partition": partition, "offset": offset,
-                   "timestamp_ms": record.timestamp},
-        "prediction": row.prediction,
-        "probabilities": row.probabilities,
-        "threshold": row.threshold,
-        "explanation_kind": row.explanation_kind,
-    }
+    doc: dict[str, Any]
     if embed_explanations:
-        explanations = row.explanations
-        doc["explanations"] = [e.as_dict() for e in explanations] if explanations else []
-    doc["backend"] = backend
-    doc["deployment"] = deployment
-    doc["latency_ms"] = latency_ms
+        doc = {"id": f"{topic}/{partition}/{offset}", "pipeline": pipeline,
+               "source": {"topic": topic, "partition": partition, "offset": offset, "timestamp_ms": record.timestamp},
+               "prediction": row.prediction, "probabilities": row.probabilities, "threshold": row.threshold,
+               "explanation_kind": row.explanation_kind, "explanations": row.explanations,
+               "backend": backend, "deployment": deployment, "latency_ms": latency_ms}
+    else:
+        doc = {"id": f"{topic}/{partition}/{offset}", "pipeline": pipeline,
+               "source": {"topic": topic, "partition": partition, "offset": offset, "timestamp_ms": record.timestamp},
+               "prediction": row.prediction, "probabilities": row.probabilities, "threshold": row.threshold,
+               "explanation_kind": row.explanation_kind, "backend": backend, "deployment": deployment,
+               "latency_ms": latency_ms}
     if row.passthrough:
         doc["passthrough"] = row.passthrough
     return doc
@@ -86,7 +87,7 @@ def explanation_document(record: InputRecord, row: ScoredRow | None, *, pipeline
         return {"id": record_id(record), "pipeline": pipeline, "kind": None, "explanations": [],
                 "base_value": None, "remaining_total": None, "error": error}
     return {"id": record_id(record), "pipeline": pipeline, "kind": row.explanation_kind,
-            "explanations": [e.as_dict() for e in row.explanations],
+            "explanations": row.explanations,
             "base_value": row.base_value, "remaining_total": row.remaining_total}
 
 

@@ -111,6 +111,11 @@ class KafkaSource:
                 self.consumer.resume(*assigned)
             self._paused = False
 
+    def pause_partition(self, tp: TopicPartition) -> None:
+        """Stop reading one partition until the next assignment (it was taken over elsewhere)."""
+        if tp in self.assignment():
+            self.consumer.pause(tp)
+
     def reapply_pause(self, assigned: set[TopicPartition]) -> None:
         """Newly assigned partitions start unpaused; keep them paused if the pipeline is."""
         if self._paused and assigned:

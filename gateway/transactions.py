@@ -21,8 +21,9 @@ batch only when its outputs are committed), so holding is bounded.
 Fencing: the transactional id is ``<group_id>.<pipeline>.<topic>.<partition>``. A producer with that
 id starts (``InitProducerId``) when the partition is assigned here, which fences any earlier
 producer with the same id: a member that lost the partition, say a process paused past its session
-timeout, cannot commit outputs for it afterwards (its next commit fails as fenced, and the held
-outputs are dropped: the new owner produces them). One id per input partition, not per process,
+timeout, cannot commit outputs for it afterwards (its next commit fails as fenced, the held outputs
+are dropped, the partition is no longer read here, and the rebalance under way hands this member
+its new assignment, with new producers). One id per input partition, not per process,
 because aiokafka's ``send_offsets_to_transaction`` carries no consumer group generation (KIP-447),
 so only the transactional id can tell an old owner from the new one.
 """
@@ -72,22 +73,24 @@ class _Waiter:
 class _Partition:
     """One input partition's transactional producer and the outputs it holds."""
 
-    def __init__(self, tp: TopicPartition, producer: AIOKafkaProducer, sink: KafkaSink) -> None:
+    def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
-        self.producer = producer
-        self.sink = sink
+        self.producer: AIOKafkaProducer | None = None  # None until started: outputs are held meanwhile
+        self.sink: KafkaSink | None = None
         self.held: dict[int, list[Message]] = {}  # input offset -> its outputs
         self.waiters: list[tuple[int, _Waiter]] = []  # (highest offset of the batch here, waiter)
         self.fenced = False
 
     async def commit(self, upto: int, group_id: str) -> int:
         """Steps 2-4 for the held records below ``upto``; returns how many were committed."""
+        producer, sink = self.producer, self.sink
+        assert producer is not None and sink is not None
         offsets = sorted(offset for offset in self.held if offset < upto)
         messages = [message for offset in offsets for message in self.held[offset]]
-        async with self.producer.transaction():
+        async with producer.transaction():
             if messages:
-                await self.sink.publish(messages, retry=False)
-            await self.producer.send_offsets_to_transaction({self.tp: upto}, group_id)
+                await sink.publish(messages, retry=False)
+            await producer.send_offsets_to_transaction({self.tp: upto}, group_id)
         for offset in offsets:
             del self.held[offset]
         self._release(upto, committed=True)
@@ -129,15 +132,28 @@ class ExactlyOnceDelivery:
 
     async def check(self) -> None:
         """At start-up: can this broker run transactions at all? (One clear error, not a stall later.)"""
-        probe = await self._start(TopicPartition(f"{self.pipeline}.start-up-check", 0))
-        await probe.producer.stop()
+        await (await self._start(TopicPartition(f"{self.pipeline}.start-up-check", 0))).stop()
 
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:
-        for tp in tps:
-            if tp not in self._partitions:
-                self._partitions[tp] = await self._start(tp)
+        """Every assigned partition is known at once, so outputs of its records are held even while
+        its producer starts (records may be fetched before the start finishes)."""
+        new = [tp for tp in tps if tp not in self._partitions]
+        for tp in new:
+            self._partitions[tp] = _Partition(tp)
+        producers = await asyncio.gather(*(self._start(tp) for tp in new), return_exceptions=True)
+        failure = next((p for p in producers if isinstance(p, BaseException)), None)
+        for tp, producer in zip(new, producers, strict=True):
+            if isinstance(producer, BaseException):
+                continue
+            partition = self._partitions.get(tp)
+            if partition is None:  # revoked while starting
+                await producer.stop()
+            else:
+                partition.producer, partition.sink = producer, KafkaSink(producer)
+        if failure is not None:
+            raise failure
 
-    async def _start(self, tp: TopicPartition) -> _Partition:
+    async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:
         options = producer_options(self.kafka)
         options.update(transactional_id=self.transactional_id(tp), enable_idempotence=True)
         producer = AIOKafkaProducer(**options)
@@ -148,8 +164,7 @@ class ExactlyOnceDelivery:
             raise TransactionsUnsupported(
                 f"pipeline {self.pipeline!r}: delivery exactly_once needs a broker with Kafka transactions "
                 f"(the transactional producer for {tp.topic}/{tp.partition} could not start: {exc!r})") from None
-        sink = KafkaSink(producer)
-        return _Partition(tp, producer, sink)
+        return producer
 
     async def revoked(self, tps: Iterable[TopicPartition]) -> None:
         """After the drain and the last commit round: stop the revoked partitions' producers."""
@@ -158,8 +173,9 @@ class ExactlyOnceDelivery:
             if partition is not None:
                 self._held -= len(partition.held)
                 partition.abandon()
-                with contextlib.suppress(KafkaError):
-                    await partition.producer.stop()
+                if partition.producer is not None:
+                    with contextlib.suppress(KafkaError):
+                        await partition.producer.stop()
         self.metrics.transaction_held(self._held)
 
     async def close(self) -> None:
@@ -170,16 +186,16 @@ class ExactlyOnceDelivery:
     async def publish(self, published: Published, records: Sequence[InputRecord]) -> None:
         """Step 1: hold the outputs by input record, and wait until they are committed."""
         per_partition: dict[TopicPartition, int] = {}
-        messages, owners = published.messages, published.owners
+        messages, owners, partitions = published.messages, published.owners, self._partitions
         for message, owner in zip(messages, owners, strict=True):
             record = records[owner]
-            tp = TopicPartition(record.topic, record.partition)
-            partition = self._partitions.get(tp)
-            if partition is None:
-                continue  # revoked meanwhile: the new owner produces these
-            partition.held.setdefault(record.offset, []).append(message)
+            partition = partitions.get(TopicPartition(record.topic, record.partition))
+            if partition is not None:  # else revoked meanwhile: the new owner produces these
+                partition.held.setdefault(record.offset, []).append(message)
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
+            if tp not in partitions:
+                continue  # never acknowledged, so never committed here
             highest = per_partition.get(tp)
             if highest is None or record.offset > highest:
                 per_partition[tp] = record.offset
@@ -188,12 +204,9 @@ class ExactlyOnceDelivery:
         self.metrics.transaction_held(self._held)
         waiter = _Waiter(len(per_partition))
         for tp, highest in per_partition.items():
-            partition = self._partitions.get(tp)
-            if partition is None:
-                waiter.partition_done(False)
-            else:
-                partition.waiters.append((highest, waiter))
-        await waiter.done
+            partitions[tp].waiters.append((highest, waiter))
+        if per_partition:
+            await waiter.done
 
     def acknowledge(self, records: Iterable[InputRecord]) -> None:
         """Done in :meth:`publish`: the offsets are committed with the outputs, not after them."""
@@ -210,7 +223,7 @@ class ExactlyOnceDelivery:
         async with self._lock:
             due = self.tracker.committable()
             await asyncio.gather(*(self._commit_partition(tp, upto) for tp, upto in due.items()
-                                   if tp in self._partitions))
+                                   if tp in self._partitions and self._partitions[tp].producer is not None))
 
     async def _commit_partition(self, tp: Any, upto: int) -> None:
         partition = self._partitions[tp]
@@ -223,6 +236,13 @@ class ExactlyOnceDelivery:
             self._held -= len(partition.held)
             partition.abandon()
             self.tracker.forget([tp])
+            self._partitions.pop(tp, None)
+            # Another member owns it now; the rebalance that tells this one is under way. Until
+            # then nothing more is read from it here (a new producer would fence the new owner).
+            self.source.pause_partition(tp)
+            if partition.producer is not None:
+                with contextlib.suppress(KafkaError):
+                    await partition.producer.stop()
             return
         except KafkaError as exc:
             log.warning("transaction_aborted", extra={"pipeline": self.pipeline, "partition": tp.partition,
