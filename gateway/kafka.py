@@ -177,3 +177,11 @@ async def start_client(start: Awaitable[None], kafka: KafkaConfig) -> None:
         await start
     except (kafka_errors.KafkaError, OSError, KeyError) as exc:  # KeyError: a refused SCRAM login (tansu)
         raise await start_failure(exc, kafka) from None
+
+
+async def topic_partitions(consumer: Any, topic: str) -> set[int]:
+    """The partitions of ``topic`` from fresh metadata. A consumer that assigns rather than
+    subscribes knows no topic's partitions yet; ``topics()`` fetches the metadata but returns only
+    names, so the cluster view it fetched is asked directly."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return set(cluster.partitions_for_topic(topic) or ())

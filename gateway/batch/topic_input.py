@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from gateway.batch.arrow_rows import column
 from gateway.batch.options import BatchInputError, TopicRange
 from gateway.batch.segments import InputInfo, Segment, first_duplicate, generated_index
-from gateway.kafka import client_options
+from gateway.kafka import client_options, topic_partitions
 from gateway.records import Rejected
 from gateway.source import decode_value
 
@@ -122,8 +122,7 @@ class TopicInput:
                          {"partitions": {str(p): list(r) for p, r in sorted(self.ranges.items())}})
 
     async def _resolve(self, consumer: AIOKafkaConsumer) -> None:
-        await consumer.topics()
-        found = consumer.partitions_for_topic(self.topic)
+        found = await topic_partitions(consumer, self.topic)
         if not found:
             raise BatchInputError(f"topic {self.topic!r} does not exist (or has no partitions)")
         partitions = sorted(found)

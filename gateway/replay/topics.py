@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from gateway.kafka import topic_partitions
 from gateway.replay.options import END_OFFSETS_TIMEOUT_S, FETCH_TIMEOUT_S
 
 
@@ -51,7 +52,7 @@ async def require_topics(consumer: AIOKafkaConsumer, wanted: Mapping[str, str]) 
 async def read_layout(consumer: AIOKafkaConsumer, topic: str) -> Layout:
     """Assigns every partition of ``topic`` to ``consumer`` (no group membership) and leaves each
     positioned at or near its end."""
-    found = consumer.partitions_for_topic(topic)
+    found = await topic_partitions(consumer, topic)
     if not found:
         raise ReplayError(f"the broker lists no partitions for topic {topic!r}")
     tps = [TopicPartition(topic, p) for p in sorted(found)]
