@@ -134,3 +134,45 @@ async def test_killing_the_leader_twice_loses_nothing_and_readiness_shows_the_ou
                                          for o in outages)
     assert counts.lost == 0 and counts.strangers == 0 and counts.predicted == RECORDS
     assert gateway.proc.returncode == 0
+
+
+@pytest.mark.timeout(420)
+async def test_exactly_once_survives_the_output_leader_killed(cluster: KafkaCluster, emu: Any, tmp_path: Path) -> None:
+    """The transactions' partitions lose their leader mid-stream: what was in flight aborts or
+    commits, never both, so a read_committed reader still sees each input exactly once."""
+    records = 8_000
+    topics = Topics(cluster.bootstrap)
+    await create_led_topics(cluster.bootstrap, [topics.input, topics.predictions, topics.dead_letter],
+                            topics.partitions, leader=1, nodes=[1, 2, 3])
+    await topics.produce([orjson.dumps(churn_features(i)) for i in range(records)],
+                         [b"customer-%d" % (i % 500) for i in range(records)])
+    inputs = await read_inputs(topics)
+    emu.configure(latency_ms=60)
+    port = free_port()
+    doc = gateway_config(topics, {"type": "qlik", "url": emu.qlik_url(), "token": "t"}, admin_port=port,
+                         delivery="exactly_once", transaction_interval_ms=100,
+                         batching={"max_rows": 50, "linger_ms": 5}, concurrency={"max_in_flight_requests": 3})
+    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log")
+    try:
+        await poll(lambda: published(port) >= records * 0.25, 120, "a quarter of the records published")
+        leader = (await partition_leaders(cluster.bootstrap, topics.predictions))[0]
+        cluster.node(leader).kill()
+        await asyncio.sleep(3.0)  # transactions keep going against the surviving replicas
+        await asyncio.to_thread(cluster.restart, leader)
+        emu.configure(latency_ms=0)
+        deadline = time.monotonic() + 240
+        while True:
+            outputs = await read_outputs(topics, committed_only=True)
+            counts = tally(inputs, outputs)
+            if counts.lost == 0:
+                break
+            assert gateway.proc.poll() is None, (tmp_path / "gw.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{counts.lost} inputs without a committed output"
+            await asyncio.sleep(1.0)
+    finally:
+        gateway.stop()
+    uncommitted = tally(inputs, await read_outputs(topics))
+    print(f"\nexactly_once, output leader {leader} killed: committed duplicates {counts.duplicates}, "
+          f"read_uncommitted duplicates {uncommitted.duplicates}")
+    assert counts.duplicates == 0 and counts.strangers == 0 and counts.predicted == records
+    assert gateway.proc.returncode == 0
