@@ -26,7 +26,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from benchmarks.chaos_scenarios import FULL, QUICK, SCENARIOS, Campaign, ScenarioResult, run_scenario
+from benchmarks.chaos_campaign import FULL, QUICK, Campaign, ScenarioResult
+from benchmarks.chaos_scenarios import SCENARIOS, run_scenario
 from benchmarks.machine import describe
 from tests.kafka.choice import KINDS
 from tests.kafka.choice import describe as broker_description

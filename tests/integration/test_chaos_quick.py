@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from benchmarks.chaos_scenarios import QUICK, SCENARIOS, Campaign, run_scenario
+from benchmarks.chaos_campaign import QUICK, Campaign
+from benchmarks.chaos_scenarios import SCENARIOS, run_scenario
 from gateway.broker import create_topics
 from gateway.kafka import producer_options
 from gateway.sink import KafkaSink
