@@ -4,7 +4,7 @@ A scenario feeds a stream, breaks something at moments chosen from the stream's 
 (the group's committed offsets, so a disruption always lands mid-stream), waits until every input
 offset is committed, then checks the books (:mod:`benchmarks.chaos_ledger`) and sweeps everything
 the gateway wrote for the scenario's secrets. The scenarios themselves live in
-:mod:`benchmarks.chaos_scenarios`.
+:mod:`benchmarks.chaos_scenarios` and :mod:`benchmarks.chaos_outages`.
 
 A check is an *invariant* (the scenario fails without it) or a *goal* (reported, met or not).
 """
@@ -48,17 +48,28 @@ class Sizes:
     graceful_restarts: int
     rebalance_records: int
     rebalance_cycles: int
+    outage_rate: float  # records/s arriving before, during and after a scoring-API outage
+    outage_before_s: float  # records arriving before it (after the gateway has caught up)
+    outage_s: float  # api-503, api-hangs, api-429
+    down_s: float  # api-down: the emulator process stopped for this long
+    outage_after_s: float  # records still arriving after it heals
+    hang_timeout_s: float  # api-hangs: retry.request_timeout_s
+    storm_retry_after_cap_s: float  # api-429: retry.max_retry_after_s against a Retry-After of 30 s
     deadline_s: float  # per scenario, disruptions and recovery included
 
 
 FULL = Sizes(crash_records=200_000, crash_kills=10, fault_records=50_000, stall_records=60_000,
              stall_seconds=10.0, stalls=3, hostile_bad=10_000, hostile_good=40_000, hostile_huge=20,
              auth_records=60_000, auth_outage_s=30.0, graceful_records=50_000, graceful_restarts=5,
-             rebalance_records=60_000, rebalance_cycles=3, deadline_s=900.0)
+             rebalance_records=60_000, rebalance_cycles=3, outage_rate=300.0, outage_before_s=15.0,
+             outage_s=60.0, down_s=45.0, outage_after_s=30.0, hang_timeout_s=3.0, storm_retry_after_cap_s=10.0,
+             deadline_s=900.0)
 QUICK = Sizes(crash_records=20_000, crash_kills=3, fault_records=10_000, stall_records=10_000,
               stall_seconds=3.0, stalls=2, hostile_bad=1_000, hostile_good=4_000, hostile_huge=5,
               auth_records=10_000, auth_outage_s=5.0, graceful_records=10_000, graceful_restarts=2,
-              rebalance_records=24_000, rebalance_cycles=1, deadline_s=300.0)
+              rebalance_records=24_000, rebalance_cycles=1, outage_rate=300.0, outage_before_s=3.0,
+              outage_s=6.0, down_s=6.0, outage_after_s=6.0, hang_timeout_s=1.0, storm_retry_after_cap_s=2.0,
+              deadline_s=300.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
-"""The seven ways the campaign breaks the gateway, each on its own broker, emulator and topics.
+"""The ways the campaign breaks the gateway, each on its own broker, emulator and topics.
 
-Crashes, backend faults, broker stalls, hostile input, an auth outage, graceful restarts and
-rebalances; ``SCENARIOS`` names them for the runner (:mod:`benchmarks.chaos`). Backlogs are paced
-by the emulator's latency and the gateway's batch size and concurrency, so a stream lasts long
-enough to be disrupted on a fast machine too.
+Seven are here (crashes, backend faults, broker stalls, hostile input, an auth outage, graceful
+restarts, rebalances); the scoring-API outages the circuit breaker rides out are in
+:mod:`benchmarks.chaos_outages`. ``SCENARIOS`` names them all for the runner
+(:mod:`benchmarks.chaos`). Backlogs are paced by the emulator's latency and the gateway's batch
+size and concurrency, so a stream lasts long enough to be disrupted on a fast machine too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from benchmarks.chaos_campaign import (
 from benchmarks.chaos_env import Gateway, freeze, resume
 from benchmarks.chaos_hostile import KIND_HEADER, hostile_stream, judge_hostile
 from benchmarks.chaos_ledger import end_offsets, read_inputs
+from benchmarks.chaos_outages import api_429, api_503, api_down, api_hangs
 from gateway.sample_data import CHURN_FEATURES
 
 # ---- 1. crashes -----------------------------------------------------------------------------
@@ -350,6 +352,10 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "auth-outage": ("401 outage, then healed", auth_outage),
     "graceful-restarts": ("SIGTERM + restart", graceful_restarts),
     "rebalances": ("member joins and leaves", rebalances),
+    "api-503": ("503 to every request, then healed", api_503),
+    "api-down": ("API process stopped, restarted on its port", api_down),
+    "api-hangs": ("every request hangs, then healed", api_hangs),
+    "api-429": ("429 storm, Retry-After 30 over a lower cap", api_429),
 }
 
 

@@ -39,8 +39,14 @@ async def campaign(tmp_path: Path) -> AsyncIterator[Campaign]:
         yield Campaign(session, tmp_path, QUICK, broker=BROKER)
 
 
+# hostile-input runs through the runner below. The API outages (api-503, api-down, api-hangs,
+# api-429) are left to `make chaos`: tests/integration/test_outages.py already runs each of them
+# reduced, against the same breaker, and four more brokers and streams of 20 s would add minutes.
+SUITE_SKIPS = frozenset({"hostile-input", "api-503", "api-down", "api-hangs", "api-429"})
+
+
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("key", [key for key in SCENARIOS if key != "hostile-input"])
+@pytest.mark.parametrize("key", [key for key in SCENARIOS if key not in SUITE_SKIPS])
 async def test_scenario_keeps_its_invariants(campaign: Campaign, key: str) -> None:
     result = await run_scenario(campaign, key)
     broken = [f"{c.name}: {c.detail}" for c in result.checks if not c.passed and not c.goal]
