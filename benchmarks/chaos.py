@@ -26,7 +26,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from benchmarks.chaos_scenarios import FULL, QUICK, SCENARIOS, Campaign, ScenarioResult, run_scenario
+from benchmarks.chaos_campaign import FULL, QUICK, Campaign, ScenarioResult
+from benchmarks.chaos_scenarios import SCENARIOS, run_scenario
 from benchmarks.machine import describe
 from tests.kafka.choice import KINDS
 from tests.kafka.choice import describe as broker_description
@@ -34,6 +35,9 @@ from tests.kafka.choice import describe as broker_description
 DEFAULT_OUT = Path("benchmarks/results/chaos.json")
 COLUMNS = ("scenario", "in", "predicted", "dead-lettered", "lost", "duplicates", "retries",
            "requests/needed", "time s", "result")
+OUTAGE_COLUMNS = ("outage", "out for s", "/readyz 503 after s", "requests/s while out (gateway)", "counted over s",
+                  "requests the emulator saw then", "probe interval s (median)", "ready again after s",
+                  "all predicted after s", "goal s")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -85,6 +89,21 @@ def table(results: Sequence[ScenarioResult]) -> str:
     return "\n".join(lines)
 
 
+def outage_table(results: Sequence[ScenarioResult]) -> str | None:
+    """The API outages' own figures (``notes["outage"]``), or None when none ran."""
+    rows = [(r.key, r.notes["outage"]) for r in results if "outage" in r.notes]
+    if not rows:
+        return None
+    lines = ["| " + " | ".join(OUTAGE_COLUMNS) + " |", "|" + "---|" * len(OUTAGE_COLUMNS)]
+    for key, o in rows:
+        probes = o["probe_interval_s"]
+        cells = [key, o["seconds"], o["open_reported_after_s"], o["requests_per_s"], o["counted_s"],
+                 o["emulator_requests_counted"], probes and probes["median"], o["ready_again_after_s"],
+                 o["all_predicted_after_s"], o["goal_s"]]
+        lines.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def _verdict(result: ScenarioResult) -> str:
     if not result.passed:
         return "FAILED: " + "; ".join(c.name for c in result.checks if not c.passed and not c.goal)
@@ -119,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     results = asyncio.run(campaign(args.scenarios, args.quick, workdir, args.broker))
     print(table(results))
+    outages = outage_table(results)
+    if outages:
+        print("\n" + outages)
     doc = report(results, args.quick, started, argv, args.broker)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))

@@ -85,6 +85,17 @@ class Emulator(EmulatorProcess):
                          "--datarobot-key", creds.datarobot_key, *tls_args, seed=seed,
                          tls=tls is not None, control_timeout_s=_HTTP_TIMEOUT_S)
 
+    async def start_again(self, timeout_s: float = 30.0, **options: Any) -> Emulator:
+        """A new emulator process on the port of the one :meth:`stop` ended, so the URLs a gateway
+        was given reach it again: an API that was down and came back. The start flags (secrets, TLS)
+        are the same; run-time options and served counts start afresh, so ``options`` are set again."""
+        if self._proc is not None:
+            raise RuntimeError("the emulator is still running: stop it first")
+        await self.start(timeout_s)
+        if options:
+            await self.configure(**options)
+        return self
+
 
 # ---- the gateway ----------------------------------------------------------------------------
 

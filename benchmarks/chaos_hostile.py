@@ -19,12 +19,17 @@ the output, so the books can be checked per record without a side table.
 
 from __future__ import annotations
 
+import base64
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
+from benchmarks.chaos_campaign import ScenarioResult
+from benchmarks.chaos_ledger import Outputs
 from gateway.sample_data import CHURN_FEATURES, churn_features
 
 KIND_HEADER = "chaos-kind"
@@ -244,3 +249,55 @@ def _key(rng: random.Random, i: int) -> bytes | None:
     if draw < 0.10:
         return bytes([0xFF, 0x00, rng.randrange(256)]) + b",\n\""
     return b"CUST-%05d" % rng.randrange(2_000)
+
+
+# ---- what became of it ----------------------------------------------------------------------
+
+def judge_hostile(inputs: dict[str, Any], outputs: Outputs, result: ScenarioResult) -> None:
+    """Each input against its kind's promise: predicted with ``note`` intact, or dead-lettered at
+    an expected stage with a reason and the original bytes."""
+    predictions = {doc["id"]: doc for doc in outputs.predictions}
+    dead = {doc["id"]: doc for doc in outputs.dead_letters}
+    per_kind: Counter[str] = Counter()
+    wrong: Counter[str] = Counter()
+    examples: list[str] = []
+    for rid, record in inputs.items():
+        headers = dict(record.headers or ())
+        kind = headers.get(KIND_HEADER, b"?").decode()
+        per_kind[kind] += 1
+        if kind == HUGE_KIND:
+            stages: frozenset[str] | None = VALIDATE
+        else:
+            stages = BAD_KINDS[kind][1] if kind in BAD_KINDS else None
+        problem = _judge_one(record, predictions.get(rid), dead.get(rid), stages,
+                             outputs.prediction_headers.get(rid) or outputs.dead_letter_headers.get(rid))
+        if problem:
+            wrong[kind] += 1
+            if len(examples) < 8:
+                examples.append(f"{kind} {rid}: {problem}")
+    result.notes["hostile_kinds"] = {k: {"records": n, "wrong": wrong[k]} for k, n in sorted(per_kind.items())}
+    bad = sum(n for k, n in per_kind.items() if k in BAD_KINDS or k == HUGE_KIND)
+    result.notes["hostile_bad"] = bad
+    result.notes["hostile_good"] = sum(per_kind.values()) - bad
+    result.check("every good record predicted with its note intact, every bad one dead-lettered "
+                 "at its stage with a reason and its original bytes", not wrong, "; ".join(examples))
+
+
+def _judge_one(record: Any, prediction: dict[str, Any] | None, dead: dict[str, Any] | None,
+               stages: frozenset[str] | None, headers: list[tuple[str, bytes]] | None) -> str | None:
+    if headers is not None and (KIND_HEADER, dict(record.headers or ()).get(KIND_HEADER)) not in headers:
+        return "input headers not carried over"
+    if stages is None:  # must be predicted
+        if prediction is None:
+            return f"not predicted: {dead and dead.get('stage')} {dead and str(dead.get('reason'))[:120]}"
+        sent = orjson.loads(record.value).get("note")
+        echoed = (prediction.get("passthrough") or {}).get("note")
+        return None if echoed == sent else f"note changed: sent {sent!r:.60} got {echoed!r:.60}"
+    if dead is None:
+        return "not dead-lettered" + (" (predicted)" if prediction else "")
+    if dead.get("stage") not in stages:
+        return f"stage {dead.get('stage')} not in {sorted(stages)}: {str(dead.get('reason'))[:120]}"
+    if not dead.get("reason"):
+        return "no reason"
+    raw = dead["raw"].encode() if "raw" in dead else base64.b64decode(dead.get("raw_base64", ""))
+    return None if raw == (record.value or b"") else "raw bytes differ from the input"

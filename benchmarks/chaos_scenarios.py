@@ -1,246 +1,39 @@
-"""The seven ways the campaign breaks the gateway, each on its own broker, emulator and topics.
+"""The ways the campaign breaks the gateway, each on its own broker, emulator and topics.
 
-Every scenario feeds a backlog, breaks something at moments chosen from the stream's real
-progress (the group's committed offsets, so a disruption always lands mid-stream), waits until
-every input offset is committed, then checks the books (:mod:`benchmarks.chaos_ledger`) and
-sweeps everything the gateway wrote for the scenario's secrets. Backlogs are paced by the
-emulator's latency and the gateway's batch size and concurrency, so a stream lasts long enough to
-be disrupted on a fast machine too.
-
-A check is an *invariant* (the scenario fails without it) or a *goal* (reported, met or not).
+Seven are here (crashes, backend faults, broker stalls, hostile input, an auth outage, graceful
+restarts, rebalances); the scoring-API outages the circuit breaker rides out are in
+:mod:`benchmarks.chaos_outages`. ``SCENARIOS`` names them all for the runner
+(:mod:`benchmarks.chaos`). Backlogs are paced by the emulator's latency and the gateway's batch
+size and concurrency, so a stream lasts long enough to be disrupted on a fast machine too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
-import orjson
-
-from benchmarks.chaos_env import Gateway, GroupProgress, Stage, freeze, resume
-from benchmarks.chaos_hostile import BAD_KINDS, HUGE_KIND, KIND_HEADER, VALIDATE, hostile_stream
-from benchmarks.chaos_ledger import Outputs, Tally, end_offsets, read_inputs, read_outputs, tally
-from gateway.sample_data import CHURN_FEATURES, churn_records
-
-POLL_S = 0.2
-RETRIES = "scoring_gateway_retries_total"
-
-
-@dataclass(frozen=True, slots=True)
-class Sizes:
-    """How big and how long each scenario is; ``QUICK`` and ``FULL`` below."""
-
-    crash_records: int
-    crash_kills: int
-    fault_records: int
-    stall_records: int
-    stall_seconds: float
-    stalls: int
-    hostile_bad: int
-    hostile_good: int
-    hostile_huge: int
-    auth_records: int
-    auth_outage_s: float
-    graceful_records: int
-    graceful_restarts: int
-    rebalance_records: int
-    rebalance_cycles: int
-    deadline_s: float  # per scenario, disruptions and recovery included
-
-
-FULL = Sizes(crash_records=200_000, crash_kills=10, fault_records=50_000, stall_records=60_000,
-             stall_seconds=10.0, stalls=3, hostile_bad=10_000, hostile_good=40_000, hostile_huge=20,
-             auth_records=60_000, auth_outage_s=30.0, graceful_records=50_000, graceful_restarts=5,
-             rebalance_records=60_000, rebalance_cycles=3, deadline_s=900.0)
-QUICK = Sizes(crash_records=20_000, crash_kills=3, fault_records=10_000, stall_records=10_000,
-              stall_seconds=3.0, stalls=2, hostile_bad=1_000, hostile_good=4_000, hostile_huge=5,
-              auth_records=10_000, auth_outage_s=5.0, graceful_records=10_000, graceful_restarts=2,
-              rebalance_records=24_000, rebalance_cycles=1, deadline_s=300.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str = ""
-    goal: bool = False  # a goal is reported; only invariants decide whether the scenario passed
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail, "goal": self.goal}
-
-
-@dataclass(slots=True)
-class ScenarioResult:
-    key: str
-    title: str
-    tally: Tally | None = None
-    retries: float | None = None
-    amplification: float | None = None
-    seconds: float = 0.0
-    checks: list[Check] = field(default_factory=list)
-    notes: dict[str, Any] = field(default_factory=dict)
-    workdir: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks if not c.goal)
-
-    def check(self, name: str, passed: bool, detail: str = "", *, goal: bool = False) -> bool:
-        self.checks.append(Check(name, bool(passed), detail, goal))
-        return bool(passed)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "title": self.title, "passed": self.passed,
-                "tally": self.tally.as_dict() if self.tally else None, "retries": self.retries,
-                "requests_per_success": self.amplification, "seconds": round(self.seconds, 1),
-                "checks": [c.as_dict() for c in self.checks], "notes": self.notes, "workdir": self.workdir}
-
-
-class Campaign:
-    """What every scenario shares: the HTTP session, the work folder, the sizes, and every secret
-    handed out so far (a later scenario's outputs must not hold an earlier one's either)."""
-
-    def __init__(self, session: aiohttp.ClientSession, workdir: Path, sizes: Sizes, seed: int = 2024,
-                 broker: str = "kafka") -> None:
-        self.session = session
-        self.broker = broker
-        self.workdir = workdir
-        self.sizes = sizes
-        self.rng = random.Random(seed)
-        self.secrets: set[str] = set()
-
-    def stage(self, key: str, **options: Any) -> Stage:
-        stage = Stage(self.session, self.workdir / key, key, broker=self.broker, **options)
-        self.secrets.update(stage.creds.values())
-        return stage
-
-
-class RetryCount:
-    """``scoring_gateway_retries_total`` summed over every gateway process of a scenario: each
-    process's last scrape counts (a scrape is taken right before every kill or stop)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-
-    async def scrape(self, gateway: Gateway) -> None:
-        value = await gateway.metric(RETRIES)
-        if value is not None:
-            self._last[gateway.label] = value
-
-    @property
-    def total(self) -> float:
-        return sum(self._last.values())
-
-
-# ---- shared steps ---------------------------------------------------------------------------
-
-def paced(latency_ms: float, max_rows: int, in_flight: int) -> dict[str, Any]:
-    """Gateway settings bounding one process to ``in_flight × max_rows / latency`` rows/s."""
-    return {"batching": {"max_rows": max_rows, "linger_ms": 10},
-            "concurrency": {"max_in_flight_requests": in_flight,
-                            "max_in_flight_records": max(max_rows * in_flight * 4, 2000)}}
-
-
-async def feed_churn(stage: Stage, n: int, seed: int) -> dict[str, Any]:
-    """``n`` valid churn records keyed by customer; returns the input records by id."""
-    records = list(churn_records(n, seed=seed, malformed_share=0.0))
-    await stage.t.produce([r.value for r in records], [r.key for r in records])
-    inputs = await read_inputs(stage.t)
-    if len(inputs) != n:
-        raise RuntimeError(f"produced {n} records but the input topic holds {len(inputs)}")
-    return inputs
-
-
-async def served(stage: Stage, route: str) -> tuple[int, int]:
-    """(requests served, 200 answers) on one vendor route so far."""
-    stats = (await stage.emulator.stats())["routes"][route]
-    return int(stats["requests"]), int(stats["statuses"].get("200", 0))
-
-
-def amplification(before: tuple[int, int], after: tuple[int, int]) -> float | None:
-    """Requests sent per successful request: every success is one request the data needed."""
-    requests, successes = after[0] - before[0], after[1] - before[1]
-    return round(requests / successes, 3) if successes else None
-
-
-async def reach(progress: GroupProgress, mark: float, gateway: Gateway, deadline: float) -> float | None:
-    """Wait until the committed share of the input reaches ``mark`` and ``gateway`` has published;
-    returns the share then, or None if the deadline passes or the gateway died."""
-    while time.monotonic() < deadline:
-        if not gateway.alive():
-            return None
-        share = await progress.fraction()
-        if share is not None and share >= mark and await gateway.published() > 0:
-            return share
-        await asyncio.sleep(POLL_S)
-    return None
-
-
-async def check_command(stage: Stage, config: dict[str, Any], result: ScenarioResult) -> None:
-    """``check --probe`` on the scenario's config, before the stream: it must pass."""
-    code, out = await stage.check(config)
-    lines = out.strip().splitlines()
-    result.check("check --probe passes", code == 0, lines[-1] if lines else "")
-
-
-async def settle(stage: Stage, result: ScenarioResult, inputs: dict[str, Any], progress: GroupProgress,
-                 deadline: float, retries: RetryCount, route: str, before: tuple[int, int]) -> Outputs:
-    """Wait for the stream to be committed, then count: lost, duplicates, retries, amplification."""
-    done = await progress.wait_done(deadline)
-    result.check("every input offset committed before the deadline", done,
-                 "" if done else f"committed share {await progress.fraction()}")
-    await progress.close()
-    for gateway in stage.gateways:
-        if gateway.alive():
-            await retries.scrape(gateway)
-    outputs = await read_outputs(stage.t)
-    counts = tally(inputs, outputs)
-    result.tally = counts
-    result.retries = retries.total
-    result.amplification = amplification(before, await served(stage, route))
-    result.check("nothing lost", counts.lost == 0, f"{counts.lost} of {counts.records_in} input ids have no output")
-    result.check("no output without an input", counts.strangers == 0, f"{counts.strangers} unknown ids")
-    return outputs
-
-
-def sweep(stage: Stage, outputs: Outputs | None, secrets: Iterable[str], result: ScenarioResult) -> None:
-    """No secret may appear in anything the gateway wrote: logs, metrics scrapes, /readyz bodies,
-    ``check`` output, output topics."""
-    for label, data in outputs.raw if outputs else ():
-        stage.evidence.add_blob(f"topic {label}", data)
-    needles = [(s, s.encode()) for s in sorted(set(secrets))]
-    findings: list[str] = []
-    scanned = 0
-    for path in stage.evidence.files:
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        scanned += len(data)
-        findings += [f"{path.name} holds {text[:14]}…" for text, needle in needles if needle in data]
-    for label, data in stage.evidence.blobs:
-        scanned += len(data)
-        findings += [f"{label} holds {text[:14]}…" for text, needle in needles if needle in data]
-    result.notes["secret_sweep"] = {"files": len(stage.evidence.files), "blobs": len(stage.evidence.blobs),
-                                    "bytes": scanned, "secrets": len(needles)}
-    result.check("no secret in logs, metrics, /readyz, check output or output topics", not findings,
-                 "; ".join(sorted(set(findings))[:5]))
-    stage.evidence.blobs.clear()
-
-
-def _no_duplicates(result: ScenarioResult, why: str) -> None:
-    """Duplicates are only allowed after a crash or a rebalance (PRODUCT.md §4)."""
-    duplicates = result.tally.duplicates if result.tally else None
-    result.check(f"no duplicates ({why})", duplicates == 0, f"{duplicates} duplicates")
-
+from benchmarks.chaos_campaign import (
+    POLL_S,
+    Campaign,
+    RetryCount,
+    ScenarioResult,
+    check_command,
+    feed_churn,
+    no_duplicates,
+    paced,
+    reach,
+    served,
+    settle,
+    sweep,
+)
+from benchmarks.chaos_env import Gateway, freeze, resume
+from benchmarks.chaos_hostile import KIND_HEADER, hostile_stream, judge_hostile
+from benchmarks.chaos_ledger import end_offsets, read_inputs
+from benchmarks.chaos_outages import api_429, api_503, api_down, api_hangs
+from gateway.sample_data import CHURN_FEATURES
 
 # ---- 1. crashes -----------------------------------------------------------------------------
 
@@ -315,7 +108,7 @@ async def backend_faults(campaign: Campaign, result: ScenarioResult) -> None:
         assert result.tally is not None
         result.check("nothing dead-lettered", result.tally.dead_lettered == 0,
                      f"{result.tally.dead_lettered} dead-lettered")
-        _no_duplicates(result, "retries resend requests, never outputs")
+        no_duplicates(result, "retries resend requests, never outputs")
         amp = result.amplification
         result.check("requests sent per request needed <= 1.3", amp is not None and amp <= 1.3, f"{amp}", goal=True)
         await gateway.terminate()
@@ -390,59 +183,9 @@ async def hostile_input(campaign: Campaign, result: ScenarioResult) -> None:
                      gateway.alive() and gateway.pid == pid and len(stage.gateways) == 1,
                      gateway.log_tail(3) if not gateway.alive() else f"pid {pid}")
         judge_hostile(inputs, outputs, result)
-        _no_duplicates(result, "one healthy process")
+        no_duplicates(result, "one healthy process")
         await gateway.terminate()
         sweep(stage, outputs, campaign.secrets, result)
-
-
-def judge_hostile(inputs: dict[str, Any], outputs: Outputs, result: ScenarioResult) -> None:
-    """Each input against its kind's promise: predicted with ``note`` intact, or dead-lettered at
-    an expected stage with a reason and the original bytes."""
-    predictions = {doc["id"]: doc for doc in outputs.predictions}
-    dead = {doc["id"]: doc for doc in outputs.dead_letters}
-    per_kind: Counter[str] = Counter()
-    wrong: Counter[str] = Counter()
-    examples: list[str] = []
-    for rid, record in inputs.items():
-        headers = dict(record.headers or ())
-        kind = headers.get(KIND_HEADER, b"?").decode()
-        per_kind[kind] += 1
-        if kind == HUGE_KIND:
-            stages: frozenset[str] | None = VALIDATE
-        else:
-            stages = BAD_KINDS[kind][1] if kind in BAD_KINDS else None
-        problem = _judge_one(record, predictions.get(rid), dead.get(rid), stages,
-                             outputs.prediction_headers.get(rid) or outputs.dead_letter_headers.get(rid))
-        if problem:
-            wrong[kind] += 1
-            if len(examples) < 8:
-                examples.append(f"{kind} {rid}: {problem}")
-    result.notes["hostile_kinds"] = {k: {"records": n, "wrong": wrong[k]} for k, n in sorted(per_kind.items())}
-    bad = sum(n for k, n in per_kind.items() if k in BAD_KINDS or k == HUGE_KIND)
-    result.notes["hostile_bad"] = bad
-    result.notes["hostile_good"] = sum(per_kind.values()) - bad
-    result.check("every good record predicted with its note intact, every bad one dead-lettered "
-                 "at its stage with a reason and its original bytes", not wrong, "; ".join(examples))
-
-
-def _judge_one(record: Any, prediction: dict[str, Any] | None, dead: dict[str, Any] | None,
-               stages: frozenset[str] | None, headers: list[tuple[str, bytes]] | None) -> str | None:
-    if headers is not None and (KIND_HEADER, dict(record.headers or ()).get(KIND_HEADER)) not in headers:
-        return "input headers not carried over"
-    if stages is None:  # must be predicted
-        if prediction is None:
-            return f"not predicted: {dead and dead.get('stage')} {dead and str(dead.get('reason'))[:120]}"
-        sent = orjson.loads(record.value).get("note")
-        echoed = (prediction.get("passthrough") or {}).get("note")
-        return None if echoed == sent else f"note changed: sent {sent!r:.60} got {echoed!r:.60}"
-    if dead is None:
-        return "not dead-lettered" + (" (predicted)" if prediction else "")
-    if dead.get("stage") not in stages:
-        return f"stage {dead.get('stage')} not in {sorted(stages)}: {str(dead.get('reason'))[:120]}"
-    if not dead.get("reason"):
-        return "no reason"
-    raw = dead["raw"].encode() if "raw" in dead else base64.b64decode(dead.get("raw_base64", ""))
-    return None if raw == (record.value or b"") else "raw bytes differ from the input"
 
 
 # ---- 5. auth outage -------------------------------------------------------------------------
@@ -474,7 +217,7 @@ async def auth_outage(campaign: Campaign, result: ScenarioResult) -> None:
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before)
         assert result.tally is not None
         result.check("nothing dead-lettered", result.tally.dead_lettered == 0, f"{result.tally.dead_lettered}")
-        _no_duplicates(result, "one process that never stopped")
+        no_duplicates(result, "one process that never stopped")
         ready = await gateway.readyz()
         result.check("ready again after the fix", ready is not None and ready[0] == 200, str(ready))
         await gateway.terminate()
@@ -544,7 +287,7 @@ async def graceful_restarts(campaign: Campaign, result: ScenarioResult) -> None:
         result.check("every drained process exited 0", all(c == 0 for c in codes), str(codes))
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "datarobot", before)
         assert result.tally is not None
-        _no_duplicates(result, "every stop drained and committed")
+        no_duplicates(result, "every stop drained and committed")
         await gateway.terminate()
         sweep(stage, outputs, campaign.secrets, result)
 
@@ -609,6 +352,10 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "auth-outage": ("401 outage, then healed", auth_outage),
     "graceful-restarts": ("SIGTERM + restart", graceful_restarts),
     "rebalances": ("member joins and leaves", rebalances),
+    "api-503": ("503 to every request, then healed", api_503),
+    "api-down": ("API process stopped, restarted on its port", api_down),
+    "api-hangs": ("every request hangs, then healed", api_hangs),
+    "api-429": ("429 storm, Retry-After 30 over a lower cap", api_429),
 }
 
 

@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from benchmarks.chaos_scenarios import QUICK, SCENARIOS, Campaign, run_scenario
+from benchmarks.chaos_campaign import QUICK, Campaign
+from benchmarks.chaos_scenarios import SCENARIOS, run_scenario
 from gateway.broker import create_topics
 from gateway.kafka import producer_options
 from gateway.sink import KafkaSink
@@ -38,8 +39,14 @@ async def campaign(tmp_path: Path) -> AsyncIterator[Campaign]:
         yield Campaign(session, tmp_path, QUICK, broker=BROKER)
 
 
+# hostile-input runs through the runner below. The API outages (api-503, api-down, api-hangs,
+# api-429) are left to `make chaos`: tests/integration/test_outages.py already runs each of them
+# reduced, against the same breaker, and four more brokers and streams of 20 s would add minutes.
+SUITE_SKIPS = frozenset({"hostile-input", "api-503", "api-down", "api-hangs", "api-429"})
+
+
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("key", [key for key in SCENARIOS if key != "hostile-input"])
+@pytest.mark.parametrize("key", [key for key in SCENARIOS if key not in SUITE_SKIPS])
 async def test_scenario_keeps_its_invariants(campaign: Campaign, key: str) -> None:
     result = await run_scenario(campaign, key)
     broken = [f"{c.name}: {c.detail}" for c in result.checks if not c.passed and not c.goal]

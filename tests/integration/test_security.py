@@ -28,9 +28,9 @@ import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from benchmarks.chaos_campaign import feed_churn
 from benchmarks.chaos_env import DATAROBOT_KEY_VAR, TOKEN_VAR, Stage
 from benchmarks.chaos_ledger import end_offsets, read_outputs, tally
-from benchmarks.chaos_scenarios import feed_churn
 from gateway.broker import broker_binary, free_port
 from gateway.config import parse_config
 from gateway.kafka import client_options, consumer_options, producer_options
