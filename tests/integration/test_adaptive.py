@@ -27,7 +27,8 @@ from tests.integration.harness import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
+# Latency and throughput compared within a test: run alone (make test's serial pass), not beside another test.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 def qlik(emu: EmulatorProcess, **extra: Any) -> dict[str, Any]:
@@ -84,18 +85,27 @@ async def stats(emu: EmulatorProcess) -> dict[str, Any]:
 
 # ---- batching that follows the load ---------------------------------------------------------
 
-async def test_at_low_load_a_record_goes_out_almost_at_once(topics, emu):
-    """200 records/s against a 5 ms backend: end-to-end p50 ≤ 15 ms (a fixed 10 ms linger alone
-    used to cost its full 10 ms on top of the backend and the broker)."""
+async def test_at_low_load_a_record_goes_out_almost_at_once(topics, emu, broker):
+    """200 records/s against a 5 ms backend, once with the old fixed 10 ms linger and once as
+    batching follows the load, in the same run: the fixed linger costs its full 10 ms at p50, the
+    adaptive batcher most of it not at all. Compared within the run, not against a fixed figure:
+    the broker and a busy machine shift both alike (``make bench`` reports the absolute p50)."""
     emu.configure(latency_ms=5, per_row_ms=0)
-    doc = gateway_config(topics, qlik(emu, include_shap=False), batching={"max_rows": 500, "linger_ms": 10})
-    async with InProcessGateway(doc):
-        await joined(topics)
-        n = await produce_at(topics, 200, 5.0)
-        predictions = await topics.read(topics.predictions, lambda r: len(r) >= n + 1, 60)
-    inputs = await topics.read_all(topics.input)
-    measured = latencies_ms(inputs, predictions)
-    assert percentile(measured, 0.5) <= 15, f"p50 {percentile(measured, 0.5)} ms, p99 {percentile(measured, 0.99)}"
+    p50: dict[bool, float] = {}
+    for fixed in (True, False):
+        run = topics if fixed else Topics(broker.bootstrap)
+        if not fixed:
+            await run.create()
+        doc = gateway_config(run, qlik(emu, include_shap=False),
+                             batching={"max_rows": 500, "linger_ms": 10, "fixed_linger": fixed})
+        async with InProcessGateway(doc):
+            await joined(run)
+            n = await produce_at(run, 200, 4.0)
+            predictions = await run.read(run.predictions, lambda r, n=n: len(r) >= n + 1, 60)
+        measured = latencies_ms(await run.read_all(run.input), predictions)
+        p50[fixed] = percentile(measured, 0.5)
+        print(f"\nfixed_linger {fixed}: p50 {p50[fixed]} ms, p99 {percentile(measured, 0.99)} ms")
+    assert p50[False] <= p50[True] - 5, f"adaptive p50 {p50[False]} ms, fixed linger p50 {p50[True]} ms"
 
 
 # ---- concurrency that finds the backend's capacity ------------------------------------------

@@ -3,6 +3,10 @@
 The figures of a smoke run mean nothing (tiny loads on a shared machine), so only their presence
 is checked: each of the eight scenarios produced at least one measured figure, the goals were
 evaluated, the JSON describes the machine, and the charts were drawn.
+
+It runs in the tansu pass only: every repetition starts a fresh broker, which takes tansu a tenth
+of a second and Apache Kafka several seconds, minutes over the run. The runner reaches Apache
+Kafka through the same ``make_broker`` that the chaos tests use on it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import pytest
 
 from tests.integration.harness import BROKER
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu,
+              pytest.mark.skipif(BROKER != "tansu", reason="runs in the tansu pass (a fresh broker per repetition)")]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 ")
