@@ -19,10 +19,11 @@ demo: $(STAMP)
 
 # The whole suite on Apache Kafka (the first run fetches it from Maven Central into
 # ~/.cache/scoring-gateway, or $$SG_KAFKA_CACHE), then the streaming, observability and process
-# tests again on the embedded tansu broker that `make demo` uses. Two workers, a test file each at a
-# time (most tests wait on brokers and processes, not on a core); tests marked `serial` compare
-# timings and run alone afterwards. `pytest` alone runs everything in one process.
-XDIST := -n 2 --dist loadfile
+# tests again on the embedded tansu broker that `make demo` uses. Two workers, test by test (most
+# tests wait on brokers and processes, not on a core; a module marked `xdist_group` keeps its costly
+# fixture on one worker); tests marked `serial` compare timings and run alone afterwards. `pytest`
+# alone runs everything in one process.
+XDIST := -n 2 --dist loadgroup
 test: lint
 	$(BIN)/python -m pytest -q $(XDIST) -m "not serial"
 	$(BIN)/python -m pytest -q -m serial

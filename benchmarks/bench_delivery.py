@@ -29,10 +29,10 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from benchmarks.figures import percentile
 from benchmarks.machine import describe
 from benchmarks.modes import FULL, QUICK, Sizes
 from benchmarks.processes import EmulatorProcess, GatewayProcess
-from benchmarks.run import percentile
 from benchmarks.scenarios import POLL_S, Bench, ScenarioFailed, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics, produce_backlog, produce_paced
 

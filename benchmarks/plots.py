@@ -98,3 +98,17 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def series_chart(path: Path, series: dict[str, Sequence[tuple[float, float]]], ylabel: str, title: str) -> Path:
+    """One line per named series of (seconds, value) points, drawn as steps (a gauge holds its value)."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, points in series.items():
+        ax.step([t for t, _ in points], [v for _, v in points], where="post", label=label)
+    ax.set_xlabel("seconds since the first output")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -27,8 +27,8 @@ from tests.integration.harness import (
     write_config,
 )
 
-# Latency and throughput compared within a test: run alone (make test's serial pass), not beside another test.
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+pytestmark = pytest.mark.integration
+# `serial`: latency or throughput compared within the test, so make test runs it alone, not beside another test.
 
 
 def qlik(emu: EmulatorProcess, **extra: Any) -> dict[str, Any]:
@@ -85,6 +85,7 @@ async def stats(emu: EmulatorProcess) -> dict[str, Any]:
 
 # ---- batching that follows the load ---------------------------------------------------------
 
+@pytest.mark.serial
 async def test_at_low_load_a_record_goes_out_almost_at_once(topics, emu, broker):
     """200 records/s against a 5 ms backend, once with the old fixed 10 ms linger and once as
     batching follows the load, in the same run: the fixed linger costs its full 10 ms at p50, the
@@ -120,6 +121,7 @@ async def rows_per_s(emu: EmulatorProcess, seconds: float) -> tuple[float, float
     return (after["rows"] - before["rows"]) / seconds, refused / max(1, requests), requests
 
 
+@pytest.mark.serial
 async def test_auto_concurrency_finds_the_capacity_and_follows_it(topics, emu):
     rows, latency_ms = 25, 100.0
     emu.configure(latency_ms=latency_ms, per_row_ms=0, max_concurrent_requests=4, retry_after_s=1)
@@ -156,6 +158,7 @@ def two_pipelines(main: Topics, plain: Topics, emu: EmulatorProcess) -> dict[str
     return doc
 
 
+@pytest.mark.serial
 async def test_deferred_xemp_keeps_predictions_fast_and_commits_only_when_both_are_out(broker, emu):
     main, plain = Topics(broker.bootstrap), Topics(broker.bootstrap)
     plain.group = main.group

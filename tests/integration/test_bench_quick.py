@@ -59,4 +59,6 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
     for name in PLOTS:
         path = tmp_path / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} not drawn"
+    flame = (tmp_path / "bench-flame.svg").read_text()
+    assert "<svg" in flame[:1000] and "(gateway/" in flame, "no flame graph of the gateway's own frames"
     assert "| scenario | figure | value | unit | goal | ratio | met? |" in done.stdout

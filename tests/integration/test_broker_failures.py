@@ -25,7 +25,8 @@ from tests.integration.harness import GatewayProcess, Topics, churn_features, ga
 from tests.kafka.admin import create_led_topics, partition_leaders
 from tests.kafka.cluster import KafkaCluster
 
-pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
+# One worker runs this module: its module-scoped three-broker cluster is started once (make test's loadgroup).
+pytestmark = [pytest.mark.integration, pytest.mark.kafka_only, pytest.mark.xdist_group("three-brokers")]
 
 RECORDS = 24_000
 KILLS = 2

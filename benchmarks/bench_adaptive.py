@@ -1,0 +1,182 @@
+"""``max_in_flight_requests: auto`` with no tuning against the best static setting of a small sweep.
+
+Backends of 5, 20 and 50 ms per request, and one of 20 ms that serves only 4 requests at once
+(429 beyond, as a capacity-limited deployment does). For each, the gateway scores the same
+backlog once with ``auto`` and once per static limit of the sweep, all in the same run on a fresh
+broker each; the figure is ``auto``'s throughput as a share of the best static one, and for the
+capacity-limited backend also as a share of its bound (4 × rows ÷ 20 ms) with the 429s it drew.
+The adaptive limit is sampled from ``/metrics`` while it runs and drawn as
+``bench-adaptive-limit.png``.
+
+    python -m benchmarks.bench_adaptive [--quick] [--broker kafka|tansu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from benchmarks import plots
+from benchmarks.machine import describe
+from benchmarks.modes import FULL, QUICK, Sizes
+from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum
+from benchmarks.scenarios import POLL_S, Bench, Feed, GatewayRun, qlik_backend, run_gateway
+from benchmarks.workload import RunTopics
+from tests.kafka.choice import KINDS
+
+ROWS = 100  # small batches, so the backend rather than the gateway's core is the bound
+LIMIT_METRIC = "scoring_gateway_concurrency_limit"
+
+
+@dataclass(frozen=True)
+class Backend:
+    key: str
+    latency_ms: int
+    capacity: int | None = None  # requests the emulator serves at once; beyond: 429
+
+    @property
+    def bound(self) -> float | None:
+        return self.capacity * ROWS / (self.latency_ms / 1000.0) if self.capacity else None
+
+
+BACKENDS = (Backend("5ms", 5), Backend("20ms", 20), Backend("50ms", 50), Backend("20ms-capacity-4", 20, 4))
+SWEEP = (2, 4, 8, 16, 32)
+BACKLOG = {"full": 60_000, "quick": 20_000}
+
+
+def limit_sampler(expected: int) -> Feed:
+    """A feed that samples the adaptive limit until ``expected`` records are published."""
+    async def feed(bootstrap: str, topics: RunTopics, gateway: GatewayProcess) -> list[tuple[float, float]]:
+        series: list[tuple[float, float]] = []
+        began: float | None = None
+        while gateway.running():
+            published = await gateway.published() or 0
+            if published:
+                began = began or time.monotonic()
+                series.append((time.monotonic() - began, metric_sum(await gateway.metrics(), LIMIT_METRIC)))
+            if published >= expected:
+                break
+            await asyncio.sleep(POLL_S)
+        return series
+    return feed
+
+
+async def one(bench: Bench, backend: Backend, limit: int | str, backlog: int, rep: int) -> tuple[GatewayRun, int]:
+    options: dict[str, Any] = {"latency_ms": backend.latency_ms, "per_row_ms": 0}
+    if backend.capacity:
+        options["max_concurrent_requests"] = backend.capacity
+    await bench.emulator.reset(**options)
+    sections = {"batching": {"max_rows": ROWS}, "concurrency": {"max_in_flight_requests": limit}}
+    run = await run_gateway(bench, f"{backend.key}-{limit}-{rep}", qlik_backend(bench.emulator.qlik_url(),
+                                                                                 include_shap=False),
+                            backlog=backlog, expected=backlog, sections=sections,
+                            feed=limit_sampler(backlog) if limit == "auto" else None)
+    stats = await bench.emulator.stats()
+    return run, int(stats["routes"]["qlik"]["statuses"].get("429", 0))
+
+
+async def campaign(sizes: Sizes, backlog: int, repetitions: int, workdir: Path, broker: str) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as session:
+        emulator = await EmulatorProcess(session, workdir / "emulator.log").start()
+        try:
+            bench = Bench(sizes, session, emulator, workdir, broker_kind=broker)
+            for backend in BACKENDS:
+                runs: dict[str, list[dict[str, Any]]] = {}
+                series: list[tuple[float, float]] = []
+                for rep in range(repetitions):
+                    for limit in ("auto", *SWEEP):
+                        print(f"[adaptive] {backend.key}, max_in_flight_requests {limit}, "
+                              f"repetition {rep + 1}", flush=True)
+                        run, refused = await one(bench, backend, limit, backlog, rep)
+                        runs.setdefault(str(limit), []).append({**run.summary(), "responses_429": refused})
+                        if limit == "auto":
+                            series = run.feed_result or series
+                results[backend.key] = {"latency_ms": backend.latency_ms, "capacity": backend.capacity,
+                                        "bound_rows_per_s": backend.bound, "runs": runs, "auto_limit": series}
+        finally:
+            emulator.stop()
+    return results
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return known[len(known) // 2] if known else None
+
+
+def summarise(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    summary: dict[str, dict[str, Any]] = {}
+    for key, found in results.items():
+        rates = {limit: median([r["records_per_s"] for r in runs]) for limit, runs in found["runs"].items()}
+        static = {limit: rate for limit, rate in rates.items() if limit != "auto" and rate}
+        best = max(static, key=lambda k: static[k]) if static else None
+        auto = rates.get("auto")
+        auto_429 = median([r["responses_429"] for r in found["runs"]["auto"]])
+        limits = [v for _, v in found["auto_limit"]]
+        summary[key] = {
+            "auto_records_per_s": auto, "best_static": best, "best_static_records_per_s": static.get(best or ""),
+            "auto_share_of_best_static": auto / static[best] if auto and best else None,
+            "bound_rows_per_s": found["bound_rows_per_s"],
+            "auto_share_of_bound": auto / found["bound_rows_per_s"] if auto and found["bound_rows_per_s"] else None,
+            "auto_429": auto_429, "auto_limit_final": limits[-1] if limits else None,
+            "static_records_per_s": static,
+        }
+    return summary
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    def num(v: float | None, digits: int = 0) -> str:
+        return "-" if v is None else f"{v:,.{digits}f}"
+
+    lines = ["| backend | auto rec/s | best static (limit) rec/s | auto ÷ best static | auto ÷ bound | "
+             "429s (auto) | auto limit at the end |", "|---|---|---|---|---|---|---|"]
+    for key, s in summary.items():
+        lines.append(f"| {key} | {num(s['auto_records_per_s'])} | {num(s['best_static_records_per_s'])} "
+                     f"({s['best_static']}) | {num(s['auto_share_of_best_static'], 2)} | "
+                     f"{num(s['auto_share_of_bound'], 2)} | {num(s['auto_429'])} | {num(s['auto_limit_final'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_adaptive", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one repetition, a smaller backlog")
+    parser.add_argument("--broker", choices=KINDS, default="kafka")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/adaptive.json"))
+    parser.add_argument("--plots-dir", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    workdir = Path(tempfile.mkdtemp(prefix="scoring-gateway-adaptive-"))
+    began = time.monotonic()
+    try:
+        import uvloop
+
+        results = uvloop.run(campaign(QUICK if args.quick else FULL, BACKLOG[mode], 1 if args.quick else 3,
+                                      workdir, args.broker))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary = summarise(results)
+    plot = plots.series_chart(args.plots_dir / "bench-adaptive-limit.png",
+                              {key: found["auto_limit"] for key, found in results.items()},
+                              "in-flight limit", "max_in_flight_requests: auto, by backend")
+    doc = {"mode": mode, "broker": args.broker, "rows_per_request": ROWS, "sweep": SWEEP, "machine": describe(),
+           "elapsed_s": time.monotonic() - began, "summary": summary, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print(f"\n## Adaptive concurrency against a static sweep ({mode} run, {args.broker})\n\n{table(summary)}\n\n"
+          f"JSON: {args.out}\nplot: {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
