@@ -32,7 +32,7 @@ from tests.integration.harness import InProcessGateway, Topics, churn_features, 
 from tests.integration.test_security import make_ca, make_server_cert
 from tests.kafka.cluster import KafkaCluster, Listener
 
-# One worker runs this module: its module-scoped broker with its security listeners is started once (make test's loadgroup).
+# One worker runs this module: its broker with security listeners starts once (make test's loadgroup).
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only, pytest.mark.xdist_group("kafka-security")]
 
 ROOT = Path(__file__).resolve().parents[2]
