@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from benchmarks.figures import percentile
 from benchmarks.machine import describe
 from benchmarks.modes import FULL, QUICK, Sizes
-from benchmarks.processes import EmulatorProcess, GatewayProcess
+from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum
 from benchmarks.scenarios import POLL_S, Bench, ScenarioFailed, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics, produce_backlog, produce_paced
 
@@ -105,7 +105,10 @@ async def paced_latency(bench: Bench, plan: Plan, mode: str, label: str) -> dict
                             backlog=0, expected=plan.warmup + int(plan.paced_rate * plan.paced_s),
                             feed=feed, sections=sections(mode))
     latencies: list[float] = run.feed_result
+    transactions = metric_sum(run.metrics, "scoring_gateway_transaction_duration_seconds_count")
+    spent = metric_sum(run.metrics, "scoring_gateway_transaction_duration_seconds_sum")
     return {"mode": mode, "paced_rate_per_s": plan.paced_rate, "measured": len(latencies),
+            "transactions": transactions, "transaction_mean_ms": 1000 * spent / transactions if transactions else None,
             "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
             "max_ms": percentile(latencies, 1.0), "exit_status": run.exit_status}
 

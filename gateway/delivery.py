@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -85,11 +85,7 @@ class AtLeastOnceDelivery:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step 3 on an interval, with the consumer lag reported alongside."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.commit_interval_s)
-            await self.commit()
-            await self._report_lag()
+        await commit_rounds(stop, self.commit_interval_s, self.commit, self._report_lag)
 
     async def commit(self) -> None:
         async with self._commit_lock:
@@ -106,8 +102,32 @@ class AtLeastOnceDelivery:
             self.tracker.committed(offsets)
 
     async def _report_lag(self) -> None:
-        source = self.source
-        for tp in source.assignment():
-            lag = await source.lag(tp)
-            if lag is not None:
-                self.metrics.lag(tp.topic, tp.partition, lag)
+        await report_lag(self.source, self.metrics)
+
+
+LAG_REPORT_INTERVAL_S = 0.5
+
+
+async def commit_rounds(stop: asyncio.Event, interval_s: float, commit: Callable[[], Awaitable[None]],
+                        lag: Callable[[], Awaitable[None]]) -> None:
+    """``commit`` every ``interval_s`` at a fixed rate, so a round's own time does not stretch the
+    interval (under exactly-once, what a record waits for its transaction); the lag, which may ask
+    the broker, at most every ``LAG_REPORT_INTERVAL_S``. One last round once ``stop`` is set."""
+    loop = asyncio.get_running_loop()
+    due = loop.time() + interval_s
+    lag_due = loop.time()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, due - loop.time()))
+        due = max(due + interval_s, loop.time())
+        await commit()
+        if loop.time() >= lag_due or stop.is_set():
+            lag_due = loop.time() + LAG_REPORT_INTERVAL_S
+            await lag()
+
+
+async def report_lag(source: KafkaSource, metrics: PipelineMetrics) -> None:
+    for tp in source.assignment():
+        found = await source.lag(tp)
+        if found is not None:
+            metrics.lag(tp.topic, tp.partition, found)

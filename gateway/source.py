@@ -125,6 +125,10 @@ class KafkaSource:
         await self.consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
         self._committed.update(offsets)
 
+    def note_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        """Offsets committed for the group by someone else (a transaction): lag counts from them."""
+        self._committed.update(offsets)
+
     async def lag(self, tp: TopicPartition) -> int | None:
         """The partition's end offset minus the group's committed offset: the records not yet done.
 

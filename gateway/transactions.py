@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from gateway.config import KafkaConfig
+from gateway.delivery import commit_rounds, report_lag
 from gateway.kafka import producer_options
 from gateway.metrics import PipelineMetrics
 from gateway.offsets import OffsetTracker
@@ -212,11 +213,7 @@ class ExactlyOnceDelivery:
         """Done in :meth:`publish`: the offsets are committed with the outputs, not after them."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
-            await self.commit()
-            await self._report_lag()
+        await commit_rounds(stop, self.interval_s, self.commit, self._report_lag)
 
     async def commit(self) -> None:
         """One round: a transaction for every partition with a contiguous done prefix."""
@@ -250,12 +247,10 @@ class ExactlyOnceDelivery:
             self.metrics.transaction("aborted", time.monotonic() - started)
             return  # held: the next round tries again
         self.tracker.committed({tp: upto})
+        self.source.note_committed({tp: upto})
         self._held -= committed
         self.metrics.transaction("committed", time.monotonic() - started)
         self.metrics.transaction_held(self._held)
 
     async def _report_lag(self) -> None:
-        for tp in self.source.assignment():
-            lag = await self.source.lag(tp)
-            if lag is not None:
-                self.metrics.lag(tp.topic, tp.partition, lag)
+        await report_lag(self.source, self.metrics)
