@@ -5,7 +5,11 @@ configuration. It is additive-increase/multiplicative-decrease, the rule TCP con
 built on, with a latency gradient in the manner of Netflix's concurrency-limits (``AIMDLimit`` and
 ``Gradient2Limit``):
 
-- **increase**: after ``limit × patience`` successes in a row while the limit was in use (as many
+- **slow start**: until the first refusal or sign of queueing, the limit grows by one every
+  ``patience`` successes while in use, so by about a quarter per round trip (as TCP's slow start
+  doubles its window until the first loss): a fast backend is found in tens of requests, not
+  thousands.
+- **increase**: after that, after ``limit × patience`` successes in a row while the limit was in use (as many
   requests in flight as allowed), the limit grows by one. An idle pipeline does not inflate it.
 - **decrease on refusal**: a 429 or 503 (the backend saying it is saturated) steps it down by one
   and marks that level as the ceiling; the limit then tries the ceiling again only after
@@ -44,6 +48,8 @@ class AdaptiveLimit:
     _ceiling: int | None = None  # the lowest limit a refusal came at, until a probe above it holds
     _refusals: int = 0  # refusals since the last increase: more than one means far over capacity
     _cooldown: int = 0  # answers to wait before another step down for latency (one step per episode)
+    _slow_start: bool = True  # until the first refusal or sign of queueing
+    _overshoot: int = 0  # refusals still expected from the round trip that ended the slow start
     # rows.bit_length() -> [baseline, recent]: the baseline is slow to rise and quick to fall
     _latency: dict[int, list[float]] = field(default_factory=dict)
 
@@ -57,8 +63,17 @@ class AdaptiveLimit:
             self._cooldown -= 1
         elif self._queueing(pair):
             self._streak = 0
+            self._slow_start = False
             self._cooldown = 2 * self.limit  # let the answers already under way come back first
             self.limit = max(self.minimum, self.limit - 1)
+            return self.limit
+        if self._slow_start:
+            # Three quarters in use counts: the requests a raised limit lets out are not sent yet.
+            if 4 * in_flight >= 3 * self.limit:
+                self._streak += 1
+            if self._streak >= self.patience:
+                self._streak = 0
+                self.limit = min(self.maximum, self.limit + 1)
             return self.limit
         if in_flight < self.limit:  # not using what it has: no evidence it could use more
             return self.limit
@@ -78,11 +93,18 @@ class AdaptiveLimit:
 
     def refused(self) -> int:
         """A 429 or 503: the backend is saturated. The first refusal steps down by one and marks
-        the level; refusals in a row mean it is far over capacity and cut the limit by ``backoff``."""
+        the level; refusals in a row mean it is far over capacity and cut the limit by ``backoff``.
+        The refusals that end the slow start step by one each: they are the few requests it sent
+        past the capacity in its last round trip, not a sign of being far over it."""
         self._streak = 0
+        if self._slow_start:
+            self._slow_start = False
+            self._overshoot = max(1, self.limit // 4)  # it grew by at most a quarter in its last round trip
         self._refusals += 1
         self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
-        cut = self.limit - 1 if self._refusals == 1 else int(self.limit * self.backoff)
+        stepping = self._refusals == 1 or self._overshoot > 0
+        self._overshoot = max(0, self._overshoot - 1)
+        cut = self.limit - 1 if stepping else int(self.limit * self.backoff)
         self.limit = max(self.minimum, cut)
         return self.limit
 

@@ -50,6 +50,16 @@ def test_it_follows_a_capacity_that_grows_and_one_that_shrinks() -> None:
     assert max(trace[20:]) <= 4
 
 
+def test_it_starts_fast_until_the_first_refusal() -> None:
+    """From 4 to a capacity of 32 in a few dozen round trips (at +1 per limit × patience answers
+    it would take over a hundred), then it stays at the capacity."""
+    limit = AdaptiveLimit(minimum=1, maximum=64, limit=4)
+    _, _, trace = rounds_against(limit, 32, 60)
+    assert next(i for i, value in enumerate(trace) if value >= 30) < 20
+    _, refused, trace = rounds_against(limit, 32, 200)
+    assert min(trace[50:]) >= 28 and max(trace) <= 33 and refused <= 0.02 * 32 * 200
+
+
 def test_an_idle_pipeline_does_not_inflate_it() -> None:
     limit = AdaptiveLimit(minimum=1, maximum=64, limit=4)
     for _ in range(10_000):
@@ -60,10 +70,11 @@ def test_an_idle_pipeline_does_not_inflate_it() -> None:
 def test_it_steps_down_before_a_queueing_backend_refuses() -> None:
     limit = AdaptiveLimit(minimum=1, maximum=64, limit=20)
     for _ in range(200):
-        limit.succeeded(0.05, 20, 25)
+        limit.succeeded(0.05, limit.limit, 25)
+    before = limit.limit
     for _ in range(200):  # the backend queues: latency triples, nobody refuses yet
         limit.succeeded(0.15, limit.limit, 25)
-    assert limit.limit < 20
+    assert limit.limit < before
 
 
 def test_latencies_of_different_sizes_are_not_compared() -> None:
@@ -78,9 +89,12 @@ def test_latencies_of_different_sizes_are_not_compared() -> None:
 def test_refusals_in_a_row_cut_harder() -> None:
     limit = AdaptiveLimit(minimum=1, maximum=64, limit=40)
     assert limit.refused() == 39  # one refusal: one step
-    for _ in range(5):
+    for _ in range(9):  # what the slow start's last round trip sent too many (a quarter): one step each
         limit.refused()
-    assert limit.limit < 20
+    assert limit.limit == 30
+    for _ in range(3):  # more: far over capacity
+        limit.refused()
+    assert limit.limit < 15
 
 
 async def test_slots_enforce_a_limit_that_changes_fifo() -> None:
