@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.baselines import hand_written_consumer, passthrough_ceiling
+from benchmarks.histograms import histogram_quantile, request_duration_buckets
+from benchmarks.latency import latency_at_half_load
 from benchmarks.modes import Sizes
 from benchmarks.report import Figure, Goal, Report, format_value
 from benchmarks.scenarios import (
@@ -18,19 +20,15 @@ from benchmarks.scenarios import (
     BOUND_LATENCIES_MS,
     BOUND_ROWS,
     LATENCY_LINGER_MS,
-    MEMORY_REQUEST_TIMEOUT_S,
     THROUGHPUT_VARIANTS,
     Bench,
     GatewayRun,
     backend_bound,
     backend_not_limiting,
     bound_rows_per_s,
-    histogram_quantile,
-    latency_at_half_load,
     rate_limited,
-    request_duration_buckets,
-    stalled_backend_memory,
 )
+from benchmarks.stalled_memory import MEMORY_REQUEST_TIMEOUT_S, stalled_backend_memory
 from benchmarks.workload import RunTopics, produce_backlog, read_topic
 
 RESULTS = Path(__file__).resolve().parent / "results"

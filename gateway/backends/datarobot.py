@@ -47,19 +47,25 @@ Decisions (the README's vendor notes summarise these):
 from __future__ import annotations
 
 import base64
-import re
 import zlib
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
 from typing import Any, cast
 
 import orjson
 
 from .csvcodec import CsvError, encode_csv, read_csv
+from .datarobot_response import (
+    BACKEND,
+    NO_PREDICTION,
+    ROW_COLUMN,
+    CsvLayout,
+    fail,
+    json_explanations,
+    row_ids,
+)
 from .errors import ResponseDecodeError, from_status, json_object
 from .scoring import (
     BodyTooLarge,
-    Explanation,
     ScoredRow,
     ScoringRequest,
     deployment_from_url,
@@ -70,12 +76,7 @@ from .scoring import (
     with_query,
 )
 
-BACKEND = "datarobot"
-ROW_COLUMN = "__gateway_row"
 REALTIME_LIMIT_BYTES = 50 * 1024 * 1024
-NO_PREDICTION = "no prediction returned"
-_EXPLANATION_COLUMN = re.compile(
-    r"EXPLANATION_(\d+)_(FEATURE_NAME|STRENGTH|QUALITATIVE_STRENGTH|ACTUAL_VALUE)")
 _GZIP_LEVEL = 1
 # Row keys beyond the prediction itself; a response without any of them takes the short path.
 _OPTIONAL_KEYS = frozenset({"passthroughValues", "predictionExplanations", "reasonCodes",
@@ -104,10 +105,6 @@ def _add_label(texts: dict[Any, str], label: Any) -> str:
     if text is None:
         text = texts[label] = label_text(label)
     return text
-
-
-def _strength(explanation: Explanation) -> float:
-    return abs(explanation.strength)
 
 
 def _gzip(data: bytes) -> bytes:
@@ -236,25 +233,25 @@ class DataRobotCodec:
             if media == "text/csv":
                 return self._decode_csv(request, body)
             if media and "json" not in media:
-                raise _fail(f"unexpected content type {content_type!r}: {body[:200]!r}")
+                raise fail(f"unexpected content type {content_type!r}: {body[:200]!r}")
             return self._decode_json(request, body)
         except ResponseDecodeError:
             raise
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise _fail(f"malformed response: {type(exc).__name__}: {exc}") from exc
+            raise fail(f"malformed response: {type(exc).__name__}: {exc}") from exc
 
     def _decode_json(self, request: ScoringRequest, body: bytes) -> list[ScoredRow]:
         doc = json_object(BACKEND, body)
         data = doc.get("data")
         if not isinstance(data, list):
             if "predictions" in doc:
-                raise _fail("legacy api/v1 response (predictions/class_probabilities) is not supported: "
+                raise fail("legacy api/v1 response (predictions/class_probabilities) is not supported: "
                             "use the /predApi/v1.0/deployments/{id}/predictions endpoint")
-            raise _fail("response has no 'data' array")
+            raise fail("response has no 'data' array")
         count = request.rows
         if len(data) != count:
-            raise _fail(f"response has {len(data)} rows, the request had {count}")
-        ids, in_order = _row_ids(data, count)
+            raise fail(f"response has {len(data)} rows, the request had {count}")
+        ids, in_order = row_ids(data, count)
         sources = request.source_rows
         own_column = request.row_key_column  # only echoed when the server ignored Accept: text/csv
         texts: dict[Any, str] = {}  # label → text, see _add_label
@@ -304,7 +301,7 @@ class DataRobotCodec:
                               passthrough))
             else:
                 source = sources[item["rowId"]] if sources else {}
-                explanations, kind = _json_explanations(explained or (), source, metadata)
+                explanations, kind = json_explanations(explained or (), source, metadata)
                 row = ScoredRow(prediction, probabilities, item.get("predictionThreshold"), explanations,
                                 kind, passthrough, metadata.get("baseValue") if metadata else None,
                                 metadata.get("remainingTotal") if metadata else None)
@@ -327,11 +324,11 @@ class DataRobotCodec:
         try:
             header, lines = read_csv(body)
         except CsvError as exc:
-            raise _fail(str(exc)) from exc
-        layout = _CsvLayout(header, request)
+            raise fail(str(exc)) from exc
+        layout = CsvLayout(header, request)
         count = request.rows
         if len(lines) != count:
-            raise _fail(f"response has {len(lines)} rows, the request had {count}")
+            raise fail(f"response has {len(lines)} rows, the request had {count}")
         fallback_kind = self.explanations if self.explanations in ("shap", "xemp") else None
         out: list[ScoredRow | None] = [None] * count
         undecided: list[ScoredRow] = []
@@ -339,9 +336,9 @@ class DataRobotCodec:
         for line in lines:
             position = int(line[layout.row_key])
             if not 0 <= position < count:
-                raise _fail(f"{ROW_COLUMN} {position} is outside the {count} rows sent")
+                raise fail(f"{ROW_COLUMN} {position} is outside the {count} rows sent")
             if out[position] is not None:
-                raise _fail(f"{ROW_COLUMN} {position} appears twice")
+                raise fail(f"{ROW_COLUMN} {position} appears twice")
             source = request.source_rows[position] if request.source_rows else {}
             row = out[position] = layout.scored_row(line, source)
             if row.explanation_kind is not None:
@@ -354,10 +351,6 @@ class DataRobotCodec:
         return out  # type: ignore[return-value]
 
 
-def _fail(message: str) -> ResponseDecodeError:
-    return ResponseDecodeError(BACKEND, message)
-
-
 def _authorization(scheme: str, token: str, username: str | None) -> str:
     if scheme == "bearer":
         return f"Bearer {token}"
@@ -368,131 +361,3 @@ def _authorization(scheme: str, token: str, username: str | None) -> str:
             raise ValueError("auth_scheme basic needs a username")
         return "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode("ascii")
     raise ValueError(f"auth_scheme must be bearer, token or basic, not {scheme!r}")
-
-
-_ROW_ID = itemgetter("rowId")
-
-
-def _row_ids(data: list[Any], count: int) -> tuple[list[int], bool]:
-    """Every row's ``rowId``, and whether they are simply 0..n-1 (as DataRobot sends them).
-
-    Otherwise they must be a permutation of the positions sent: anything else cannot be aligned.
-    """
-    try:
-        ids = list(map(_ROW_ID, data))
-    except KeyError:
-        raise _fail("a row has no rowId") from None
-    expected = list(range(count))
-    if ids == expected and set(map(type, ids)) <= {int}:
-        return ids, True
-    seen = bytearray(count)
-    for position in ids:
-        if type(position) is not int or not 0 <= position < count:
-            raise _fail(f"rowId {position!r} is outside the {count} rows sent")
-        if seen[position]:
-            raise _fail(f"rowId {position} appears twice")
-        seen[position] = 1
-    return ids, False
-
-
-def _json_explanations(entries: Sequence[Mapping[str, Any]], source: Mapping[str, Any],
-                       metadata: Mapping[str, Any] | None) -> tuple[list[Explanation], str | None]:
-    """The row's explanations by |strength|, and their kind when the row itself shows it."""
-    explanations = []
-    xemp = False
-    for entry in entries:
-        feature = entry["feature"]
-        qualitative = entry.get("qualitativeStrength")
-        if qualitative is not None:
-            xemp = True
-        value = source[feature] if feature in source else entry.get("featureValue")
-        explanations.append(Explanation(feature, value, float(entry["strength"]), qualitative))
-    explanations.sort(key=_strength, reverse=True)
-    if xemp:
-        return explanations, "xemp"
-    if metadata is not None or explanations:
-        return explanations, "shap"
-    return explanations, None
-
-
-class _CsvLayout:
-    """Column roles of a DataRobot CSV response (contract §3.8), worked out once per response."""
-
-    def __init__(self, header: list[str], request: ScoringRequest) -> None:
-        if request.row_key_column is None or request.row_key_column not in header:
-            raise _fail(f"CSV response has no {ROW_COLUMN} column to align rows by (rows carry no "
-                        "rowId in CSV; ask for JSON or let the codec add its row column)")
-        self.row_key = header.index(request.row_key_column)
-        echoed = set(request.passthrough_columns or ())
-        slots: dict[int, dict[str, int]] = {}
-        predictions: list[int] = []
-        self.passthrough: list[tuple[str, int]] = []
-        self.threshold = self.base_value = self.remaining_total = None
-        for at, name in enumerate(header):
-            match = _EXPLANATION_COLUMN.fullmatch(name)
-            if at == self.row_key:
-                continue
-            if match:
-                slots.setdefault(int(match.group(1)), {})[match.group(2)] = at
-            elif name == "THRESHOLD":
-                self.threshold = at
-            elif name == "SHAP_BASE_VALUE":
-                self.base_value = at
-            elif name == "SHAP_REMAINING_TOTAL":
-                self.remaining_total = at
-            elif name in echoed:
-                self.passthrough.append((name, at))
-            elif name.endswith("_PREDICTION"):
-                predictions.append(at)
-        self.slots = [(slot["FEATURE_NAME"], slot["STRENGTH"], slot.get("QUALITATIVE_STRENGTH"),
-                       slot.get("ACTUAL_VALUE")) for _, slot in sorted(slots.items())
-                      if "FEATURE_NAME" in slot and "STRENGTH" in slot]
-        self.prediction, self.classes = _prediction_columns(header, predictions)
-
-    def scored_row(self, line: list[str], source: Mapping[str, Any]) -> ScoredRow:
-        predicted = line[self.prediction]
-        passthrough = {name: line[at] for name, at in self.passthrough} or None
-        if predicted == "":
-            return ScoredRow(passthrough=passthrough, not_predicted_reason=NO_PREDICTION)
-        if self.classes:
-            prediction: Any = predicted
-            probabilities = {label: float(line[at]) for label, at in self.classes}
-        else:
-            prediction, probabilities = float(predicted), None
-        threshold = _optional_float(line, self.threshold)
-        explanations: list[Explanation] = []
-        xemp = False
-        for feature_at, strength_at, qualitative_at, actual_at in self.slots:
-            feature = line[feature_at]
-            if not feature:
-                continue
-            qualitative = line[qualitative_at] if qualitative_at is not None else ""
-            xemp = xemp or bool(qualitative)
-            value = source[feature] if feature in source else (
-                line[actual_at] if actual_at is not None else None)
-            explanations.append(Explanation(feature, value, float(line[strength_at]), qualitative or None))
-        explanations.sort(key=_strength, reverse=True)
-        kind = "xemp" if xemp else "shap" if explanations or self.base_value is not None else None
-        return ScoredRow(prediction, probabilities, threshold, explanations, kind, passthrough,
-                         _optional_float(line, self.base_value), _optional_float(line, self.remaining_total))
-
-
-def _optional_float(line: list[str], at: int | None) -> float | None:
-    if at is None or line[at] == "":
-        return None
-    return float(line[at])
-
-
-def _prediction_columns(header: list[str], columns: list[int]) -> tuple[int, list[tuple[str, int]]]:
-    """The ``<target>_PREDICTION`` column and the ``<target>_<class>_PREDICTION`` ones.
-
-    The target column is the one whose prefix every other prediction column shares.
-    """
-    names = {at: header[at][: -len("_PREDICTION")] for at in columns}
-    targets = [at for at, stem in names.items()
-               if all(other == at or names[other].startswith(stem + "_") for other in columns)]
-    if len(targets) != 1:
-        raise _fail(f"cannot tell the <target>_PREDICTION column among {[header[at] for at in columns]}")
-    target = targets[0]
-    skip = len(names[target]) + 1
-    return target, [(names[at][skip:], at) for at in columns if at != target]

@@ -10,7 +10,8 @@ import pytest
 
 from gateway.backends.csvcodec import encode_csv
 from gateway.backends.errors import DataError, FatalError, ResponseDecodeError, RetryableError
-from gateway.backends.qlik import NO_PREDICTION, QlikCodec
+from gateway.backends.qlik import QlikCodec
+from gateway.backends.qlik_response import NO_PREDICTION
 from gateway.backends.scoring import BodyTooLarge, ScoredRow
 
 TENANT = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments"
