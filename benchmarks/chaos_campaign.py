@@ -198,8 +198,10 @@ async def check_command(stage: Stage, config: dict[str, Any], result: ScenarioRe
 
 
 async def settle(stage: Stage, result: ScenarioResult, inputs: dict[str, Any], progress: GroupProgress,
-                 deadline: float, retries: RetryCount, route: str, before: tuple[int, int]) -> Outputs:
-    """Wait for the stream to be committed, then count: lost, duplicates, retries, amplification."""
+                 deadline: float, retries: RetryCount, route: str, before: tuple[int, int],
+                 committed_only: bool = False) -> Outputs:
+    """Wait for the stream to be committed, then count: lost, duplicates, retries, amplification
+    (``committed_only``: the outputs as a ``read_committed`` reader sees them)."""
     done = await progress.wait_done(deadline)
     result.check("every input offset committed before the deadline", done,
                  "" if done else f"committed share {await progress.fraction()}")
@@ -207,7 +209,7 @@ async def settle(stage: Stage, result: ScenarioResult, inputs: dict[str, Any], p
     for gateway in stage.gateways:
         if gateway.alive():
             await retries.scrape(gateway)
-    outputs = await read_outputs(stage.t)
+    outputs = await read_outputs(stage.t, committed_only=committed_only)
     counts = tally(inputs, outputs)
     result.tally = counts
     result.retries = retries.total

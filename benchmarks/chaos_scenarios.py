@@ -31,14 +31,19 @@ from benchmarks.chaos_campaign import (
 )
 from benchmarks.chaos_env import Gateway, freeze, resume
 from benchmarks.chaos_hostile import KIND_HEADER, hostile_stream, judge_hostile
-from benchmarks.chaos_ledger import end_offsets, read_inputs
+from benchmarks.chaos_ledger import end_offsets, read_inputs, read_outputs, tally
 from benchmarks.chaos_outages import api_429, api_503, api_down, api_hangs
 from gateway.sample_data import CHURN_FEATURES
 
 # ---- 1. crashes -----------------------------------------------------------------------------
 
-async def crashes(campaign: Campaign, result: ScenarioResult) -> None:
-    """kill -9 at random moments of the stream, restarting each time: nothing may be lost."""
+async def crashes(campaign: Campaign, result: ScenarioResult, delivery: str = "at_least_once") -> None:
+    """kill -9 at random moments of the stream, restarting each time: nothing may be lost (and with
+    ``delivery: exactly_once``, nothing repeated for a ``read_committed`` reader)."""
+    exactly_once = delivery == "exactly_once"
+    if exactly_once and campaign.broker == "tansu":
+        result.notes["skipped"] = "tansu has no Kafka transactions: run with --broker kafka"
+        return
     size = campaign.sizes
     rng = random.Random(campaign.rng.random())
     async with campaign.stage(result.key) as stage:
@@ -46,7 +51,8 @@ async def crashes(campaign: Campaign, result: ScenarioResult) -> None:
         inputs = await feed_churn(stage, size.crash_records, seed=1)
         progress = stage.progress(end_offsets(inputs, stage.t.partitions))
         await stage.emulator.configure(latency_ms=50)
-        config = stage.config(stage.qlik(), **paced(50, 100, 1))
+        transactions = {"delivery": delivery, "transaction_interval_ms": 100} if exactly_once else {}
+        config = stage.config(stage.qlik(), **paced(50, 100, 1), **transactions)
         await check_command(stage, config, result)
         before = await served(stage, "qlik")
         retries = RetryCount()
@@ -66,7 +72,13 @@ async def crashes(campaign: Campaign, result: ScenarioResult) -> None:
         result.check(f"{size.crash_kills} kill -9 landed mid-stream",
                      len(at) == size.crash_kills and max(at, default=1) < 1,
                      f"{len(at)} kills at committed shares {at}")
-        outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before)
+        outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before,
+                               committed_only=exactly_once)
+        if exactly_once and result.tally is not None:
+            uncommitted = tally(inputs, await read_outputs(stage.t))
+            result.notes["read_uncommitted_duplicates"] = uncommitted.duplicates
+            result.check("no duplicate for a read_committed reader", result.tally.duplicates == 0,
+                         f"{result.tally.duplicates} duplicates (read_uncommitted: {uncommitted.duplicates})")
         result.check("every killed process died by SIGKILL",
                      all(g.returncode == -9 for g in stage.gateways[:-1]),
                      str([g.returncode for g in stage.gateways[:-1]]))
@@ -346,6 +358,8 @@ Scenario = Callable[[Campaign, ScenarioResult], Awaitable[None]]
 
 SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "crashes": ("kill -9 mid-stream, restarted", crashes),
+    "crashes-exactly-once": ("kill -9 mid-stream, restarted, delivery exactly_once",
+                             lambda campaign, result: crashes(campaign, result, "exactly_once")),
     "backend-faults": ("503/429/hangs/drops", backend_faults),
     "broker-stalls": ("broker SIGSTOP/SIGCONT", broker_stalls),
     "hostile-input": ("hostile records", hostile_input),

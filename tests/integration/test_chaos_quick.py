@@ -43,10 +43,12 @@ async def campaign(tmp_path: Path) -> AsyncIterator[Campaign]:
 # test already holds the behaviour at a reduced size, each scenario costing a broker of its own and
 # tens of seconds: the API outages (tests/integration/test_outages.py), backend faults
 # (test_streaming's transient faults), the auth outage (test_streaming's auth failure), graceful
-# restarts (test_processes' SIGTERM), rebalances (test_processes' two members, test_rebalance).
+# restarts (test_processes' SIGTERM), rebalances (test_processes' two members, test_rebalance),
+# crashes under exactly-once (test_exactly_once's kills).
 # Crashes (several kill -9 in one stream) and broker stalls (SIGSTOP) have no other test.
 SUITE_SKIPS = frozenset({"hostile-input", "api-503", "api-down", "api-hangs", "api-429", "backend-faults",
-                         "auth-outage", "graceful-restarts", "rebalances"})
+                         "auth-outage", "graceful-restarts", "rebalances",
+                         "crashes-exactly-once"})
 
 
 @pytest.mark.timeout(420)
