@@ -31,7 +31,7 @@ from gateway.records import Rejected
 from gateway.source import decode_value
 
 FETCH_TIMEOUT_MS = 500
-MAX_IDLE_FETCHES = 20  # empty fetches below the range's end before the partition is taken as ended
+MAX_IDLE_FETCHES = 60  # empty fetches in a row (30 s) below the range's end: the read fails, it never truncates
 COORDINATES = ("kafka_partition", "kafka_offset", "kafka_timestamp_ms")
 
 
@@ -194,8 +194,12 @@ class TopicInput:
                 high = consumer.highwater(tp)  # from the fetch: offset listings may be wrong (tansu)
                 if high is None:
                     high = (await consumer.end_offsets([tp]))[tp]
-                if await consumer.position(tp) >= min(end, high) or idle >= MAX_IDLE_FETCHES:
+                if await consumer.position(tp) >= min(end, high):
                     return
+                if idle >= MAX_IDLE_FETCHES:
+                    raise BatchInputError(
+                        f"topic {tp.topic} partition {tp.partition}: nothing could be read from offset {position} "
+                        f"towards {end} for {idle * FETCH_TIMEOUT_MS / 1000:.0f} s")
                 continue
             idle = 0
             position = records[-1].offset + 1

@@ -84,6 +84,7 @@ async def test_earliest_to_latest_reads_everything(broker, topics, emu, tmp_path
     done = await asyncio.to_thread(run_batch, config, "--start", "earliest", "--end", "latest",
                                    "--writeback", str(out), "--format", "csv")
     assert done.returncode == 0, done.stderr
+    assert (out / "churn_source.csv").exists(), f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     source = read_table(out / "churn_source.csv")
     read = zip(source.column("kafka_partition").to_pylist(), source.column("kafka_offset").to_pylist(), strict=True)
     assert sorted(read) == sorted(placed)
