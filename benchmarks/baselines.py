@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,17 +138,25 @@ async def hand_written_consumer(bootstrap: str, topics: RunTopics, qlik_url: str
                       time.process_time() - cpu0 if done else 0.0, complete)
 
 
+def since_timestamp(record: Any, now_ms: float) -> float | None:
+    return now_ms - record.timestamp
+
+
 async def consumer_latency(bootstrap: str, topics: RunTopics, expected: int, timeout_s: float,
-                           ready: asyncio.Event, **options: Any) -> list[float]:
+                           ready: asyncio.Event, topic: str | None = None,
+                           latency_of: Callable[[Any, float], float | None] = since_timestamp,
+                           **options: Any) -> list[float]:
     """Receive time - record timestamp (ms) for a bare aiokafka consumer (``options`` on top of the
     client's defaults): the latency the broker and the client add before any processing. ``ready``
-    is set once the consumer is positioned, so the producer can start."""
+    is set once the consumer is positioned, so the producer can start. ``topic`` (default the
+    input) and ``latency_of`` (a record's latency at a receive time, None to leave it out) let it
+    time another topic by another clock."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", **options)
     await consumer.start()
     latencies: list[float] = []
     try:
-        partitions = [TopicPartition(topics.input, p) for p in range(topics.partitions)]
+        partitions = [TopicPartition(topic or topics.input, p) for p in range(topics.partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ready.set()
@@ -156,7 +165,10 @@ async def consumer_latency(bootstrap: str, topics: RunTopics, expected: int, tim
             data = await consumer.getmany(timeout_ms=100, max_records=2000)
             now_ms = time.time() * 1000.0
             for records in data.values():
-                latencies.extend(now_ms - r.timestamp for r in records)
+                for record in records:
+                    latency = latency_of(record, now_ms)
+                    if latency is not None:
+                        latencies.append(latency)
     finally:
         ready.set()
         await consumer.stop()

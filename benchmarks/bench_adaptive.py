@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 
 from benchmarks import plots
+from benchmarks.figures import median
 from benchmarks.machine import describe
 from benchmarks.modes import FULL, QUICK, Sizes
 from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum
@@ -108,11 +109,6 @@ async def campaign(sizes: Sizes, backlog: int, repetitions: int, workdir: Path, 
         finally:
             emulator.stop()
     return results
-
-
-def median(values: Sequence[float | None]) -> float | None:
-    known = sorted(v for v in values if v is not None)
-    return known[len(known) // 2] if known else None
 
 
 def summarise(results: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -20,16 +20,16 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks.figures import percentile
+from benchmarks.baselines import consumer_latency
+from benchmarks.figures import median, percentile
 from benchmarks.machine import describe
 from benchmarks.modes import FULL, QUICK, Sizes
 from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum
@@ -56,32 +56,13 @@ def sections(mode: str) -> dict[str, Any]:
     return {"delivery": mode, "transaction_interval_ms": TRANSACTION_INTERVAL_MS}
 
 
-async def readable_latencies(bootstrap: str, topic: str, partitions: int, since_ms: float, expected: int,
-                             timeout_s: float, ready: asyncio.Event) -> list[float]:
-    """When each prediction of a record produced after ``since_ms`` becomes readable to a
-    ``read_committed`` consumer, minus that input record's timestamp (ms)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_committed")
-    await consumer.start()
-    latencies: list[float] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ready.set()
-        deadline = time.monotonic() + timeout_s
-        while len(latencies) < expected and time.monotonic() < deadline:
-            data = await consumer.getmany(timeout_ms=50, max_records=5000)
-            now_ms = time.time() * 1000.0
-            for records in data.values():
-                for r in records:
-                    source_ms = orjson.loads(r.value)["source"]["timestamp_ms"]
-                    if source_ms >= since_ms:
-                        latencies.append(now_ms - source_ms)
-    finally:
-        ready.set()
-        await consumer.stop()
-    return latencies
+def readable_after(since_ms: float) -> Callable[[Any, float], float | None]:
+    """A prediction's latency as a reader sees it: receive time minus its input record's timestamp,
+    for inputs produced after ``since_ms`` (the warm-up left out)."""
+    def latency(record: Any, now_ms: float) -> float | None:
+        source_ms: float = orjson.loads(record.value)["source"]["timestamp_ms"]
+        return now_ms - source_ms if source_ms >= since_ms else None
+    return latency
 
 
 async def paced_latency(bench: Bench, plan: Plan, mode: str, label: str) -> dict[str, Any]:
@@ -95,8 +76,9 @@ async def paced_latency(bench: Bench, plan: Plan, mode: str, label: str) -> dict
         since_ms = time.time() * 1000.0
         expected = int(plan.paced_rate * plan.paced_s)
         ready = asyncio.Event()
-        reader = asyncio.create_task(readable_latencies(bootstrap, topics.predictions, topics.partitions, since_ms,
-                                                        expected, plan.paced_s * 2 + 30, ready))
+        reader = asyncio.create_task(consumer_latency(
+            bootstrap, topics, expected, plan.paced_s * 2 + 30, ready, topic=topics.predictions,
+            latency_of=readable_after(since_ms), isolation_level="read_committed"))
         await ready.wait()
         await produce_paced(bootstrap, topics, plan.paced_rate, plan.paced_s, bench.pool, start=plan.warmup)
         return await reader
@@ -133,11 +115,6 @@ async def campaign(sizes: Sizes, plan: Plan, workdir: Path) -> dict[str, Any]:
         finally:
             emulator.stop()
     return results
-
-
-def median(values: Sequence[float | None]) -> float | None:
-    known = sorted(v for v in values if v is not None)
-    return known[len(known) // 2] if known else None
 
 
 def summarise(results: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, float | None]]:

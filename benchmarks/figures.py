@@ -222,7 +222,7 @@ async def gateway_latency(suite: Suite) -> None:
                 goal = Goal(f"≤ linger_ms + 10 ms ({goal_ms:g} ms)", 1.0, goal_ms, at_most=True)
             report.add(Figure(S6, f"{name} {label} at {format_value(rate)} rec/s", "ms",
                               table[name].get(label, []), goal, note=note, key=f"{key}-{label}"))
-    suite.latency = {name: {label: _median(values) for label, values in by_label.items()}
+    suite.latency = {name: {label: median(values) for label, values in by_label.items()}
                      for name, by_label in table.items()}
     report.details["latency"] = [{**r.run.summary(), "paced_rate_per_s": r.rate_per_s,
                                   "measured_records": len(r.end_to_end_ms),
@@ -283,7 +283,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(ordered[min(rank, len(ordered)) - 1])
 
 
-def _median(values: Sequence[float | None]) -> float | None:
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of the measured values (None ones left out), or None when nothing was measured."""
     finite = sorted(v for v in values if v is not None)
     if not finite:
         return None
