@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
 
 from gateway.broker import create_topics
+from gateway.partitioner import partition_of
 from gateway.sample_data import churn_features
 
 PARTITIONS = 4
@@ -41,11 +41,6 @@ def value_pool(seed: int = 7, size: int = POOL_SIZE) -> list[bytes]:
 
 def customer_key(i: int) -> bytes:
     return b"customer-%d" % (i % CUSTOMERS)
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner, so a key lands where any client would put it."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True)

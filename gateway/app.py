@@ -19,7 +19,7 @@ from gateway.admin import AdminServer
 from gateway.config import Config, ConfigError, load_config
 from gateway.health import Health
 from gateway.logs import configure_logging
-from gateway.memory import keep_freed_memory
+from gateway.memory import tune_for_batches
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_until_signalled(config: Config) -> int:
-    keep_freed_memory()
+    tune_for_batches()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform

@@ -29,7 +29,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
+
+from gateway.partitioner import partition_of
 
 log = logging.getLogger("gateway.sink")
 
@@ -80,7 +81,7 @@ class KafkaSink:
         if found is None:
             if len(cache) >= _KEY_CACHE_LIMIT:
                 cache.clear()
-            found = cache[(topic, key)] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            found = cache[(topic, key)] = partitions[partition_of(key, len(partitions))]
         return found
 
     async def publish(self, messages: Sequence[Message], *, retry: bool = True) -> None:

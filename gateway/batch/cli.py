@@ -77,9 +77,9 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
 
 def main(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, load_config
-    from gateway.memory import keep_freed_memory
+    from gateway.memory import tune_for_batches
 
-    keep_freed_memory()
+    tune_for_batches()
     try:
         config = load_config(args.config)
     except ConfigError as exc:

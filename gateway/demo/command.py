@@ -19,7 +19,7 @@ from gateway.demo.options import BROKER_LOG_FILE, BROKER_START_S, HOST, LOG_FILE
 from gateway.demo.run import Demo
 from gateway.demo.summary import Summary
 from gateway.demo.waits import describe
-from gateway.memory import keep_freed_memory
+from gateway.memory import tune_for_batches
 
 T = TypeVar("T")
 log = logging.getLogger("gateway.demo")
@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
         broker = EmbeddedBroker(HOST, log_path=workdir / BROKER_LOG_FILE)
         try:
             _start_broker(broker)
-            keep_freed_memory()
+            tune_for_batches()
             summary = _run_loop(Demo(options, broker, workdir, console).run())
         except DemoError as exc:
             print(f"demo: {exc}", file=sys.stderr)

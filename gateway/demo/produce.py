@@ -6,10 +6,10 @@ import asyncio
 import time
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from gateway.demo.options import INPUT_TOPIC, PACED_TICK_S, PARTITIONS, PRODUCE_CHUNK, PRODUCER_BATCH_BYTES, TOPICS_S
 from gateway.demo.waits import _bounded
+from gateway.partitioner import partition_of
 from gateway.sample_data import SampleRecord
 
 
@@ -32,7 +32,7 @@ async def produce(bootstrap: str, records: list[SampleRecord], produced: list[in
             chunk = records[start:start + chunk_size]
             by_partition: dict[int, list[SampleRecord]] = {}
             for record in chunk:
-                partition = (murmur2(record.key) & 0x7FFFFFFF) % PARTITIONS
+                partition = partition_of(record.key, PARTITIONS)
                 by_partition.setdefault(partition, []).append(record)
             acks = []
             for partition, records_of in by_partition.items():
