@@ -54,6 +54,13 @@ from gateway.source import KafkaSource
 log = logging.getLogger("gateway.transactions")
 
 
+# Right after a commit the coordinator is still writing the transaction markers, and the next
+# transaction's first step is refused with CONCURRENT_TRANSACTIONS until it is done (KAFKA-5477).
+# aiokafka then waits retry_backoff_ms (100 ms by default) before asking again: once per round,
+# that wait was most of a transaction's time. The markers take milliseconds; ask again sooner.
+TRANSACTION_RETRY_BACKOFF_MS = 10
+
+
 class TransactionsUnsupported(RuntimeError):
     """The broker cannot run Kafka transactions (``delivery: exactly_once`` needs them)."""
 
@@ -156,7 +163,8 @@ class ExactlyOnceDelivery:
 
     async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:
         options = producer_options(self.kafka)
-        options.update(transactional_id=self.transactional_id(tp), enable_idempotence=True)
+        options.update(transactional_id=self.transactional_id(tp), enable_idempotence=True,
+                       retry_backoff_ms=TRANSACTION_RETRY_BACKOFF_MS)
         producer = AIOKafkaProducer(**options)
         try:
             await producer.start()  # InitProducerId: fences every earlier producer with this id
