@@ -1,4 +1,5 @@
-"""Keep the C allocator from handing memory back to the kernel after every batch.
+"""Memory settings for scoring at full speed: the C allocator keeps freed pages, and the cyclic
+collector runs rarely (``collect_less_often``); ``tune_for_batches`` applies both.
 
 A scored batch allocates its output records at once (one ``bytes`` per record, each from a fresh
 serialiser buffer) and frees them together once the broker has them. glibc's ``malloc`` then trims
