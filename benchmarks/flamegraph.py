@@ -29,8 +29,7 @@ def py_spy() -> Path:
     return found
 
 
-async def record_flame_graph(bench: Bench, out: Path, backlog: int, fmt: str = "flamegraph") -> Path:
-    """Profile one run into ``out``: ``fmt`` is py-spy's (``flamegraph`` SVG, ``raw`` folded stacks)."""
+async def record_flame_graph(bench: Bench, out: Path, backlog: int) -> Path:
     binary = py_spy()
     errors: list[str] = []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +38,7 @@ async def record_flame_graph(bench: Bench, out: Path, backlog: int, fmt: str = "
         await until_published(gateway, 1)
         started = time.monotonic()
         spy = await asyncio.create_subprocess_exec(
-            str(binary), "record", "--pid", str(gateway.pid), "--output", str(out), "--format", fmt,
+            str(binary), "record", "--pid", str(gateway.pid), "--output", str(out), "--format", "flamegraph",
             "--rate", str(SAMPLES_PER_S), "--nonblocking",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         try:
