@@ -47,9 +47,10 @@ class Outputs:
     dead_letter_headers: dict[str, list[tuple[str, bytes]]]
 
 
-async def read_inputs(topics: Topics) -> dict[str, Any]:
-    """Every input record by id (the broker's own view: offsets are assigned on produce)."""
-    return {record_id(r): r for r in await topics.read_all(topics.input, quiet_s=1.0)}
+async def read_inputs(topics: Topics, produced: int = 0) -> dict[str, Any]:
+    """Every input record by id (the broker's own view: offsets are assigned on produce);
+    ``produced``, when known, is how many to wait for."""
+    return {record_id(r): r for r in await topics.read_all(topics.input, quiet_s=1.0, at_least=produced)}
 
 
 def end_offsets(inputs: Mapping[str, Any], partitions: int) -> dict[int, int]:

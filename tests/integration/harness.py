@@ -232,15 +232,19 @@ class Topics:
                 if now > deadline:
                     raise AssertionError(f"timed out reading {topic}: {len(records)} records")
 
-    async def read_all(self, topic: str, quiet_s: float = 0.5, committed_only: bool = False) -> list[Any]:
+    async def read_all(self, topic: str, quiet_s: float = 0.5, committed_only: bool = False,
+                       at_least: int = 0, patience_s: float = 60.0) -> list[Any]:
         """Everything in ``topic`` now: read until a fetch of ``quiet_s`` brings nothing new
         (the broker's end offsets cannot be trusted on tansu); ``committed_only`` reads as a
-        ``read_committed`` consumer (outputs of committed transactions only)."""
+        ``read_committed`` consumer (outputs of committed transactions only). With ``at_least``,
+        quiet fetches do not end the read before that many records, for up to ``patience_s``: on a
+        fresh three-node cluster a partition can fetch nothing for more than a second."""
         records: list[Any] = []
+        deadline = time.monotonic() + patience_s
         async with self._from_beginning(topic, committed_only) as consumer:
             while True:
                 batch = await consumer.getmany(timeout_ms=int(quiet_s * 1000), max_records=50000)
-                if not batch:
+                if not batch and (len(records) >= at_least or time.monotonic() >= deadline):
                     return records
                 for rs in batch.values():
                     records.extend(rs)

@@ -80,7 +80,7 @@ async def test_killing_the_leader_twice_loses_nothing_and_readiness_shows_the_ou
                             topics.partitions, leader=1, nodes=[1, 2, 3])
     await topics.produce([orjson.dumps(churn_features(i)) for i in range(RECORDS)],
                          [b"customer-%d" % (i % 500) for i in range(RECORDS)])
-    inputs = await read_inputs(topics)
+    inputs = await read_inputs(topics, RECORDS)
     assert len(inputs) == RECORDS
     emu.configure(latency_ms=60)  # about 2 500 records/s: the stream outlasts both outages
     port = free_port()
@@ -147,7 +147,7 @@ async def test_exactly_once_survives_the_output_leader_killed(cluster: KafkaClus
                             topics.partitions, leader=1, nodes=[1, 2, 3])
     await topics.produce([orjson.dumps(churn_features(i)) for i in range(records)],
                          [b"customer-%d" % (i % 500) for i in range(records)])
-    inputs = await read_inputs(topics)
+    inputs = await read_inputs(topics, records)
     emu.configure(latency_ms=60)
     port = free_port()
     doc = gateway_config(topics, {"type": "qlik", "url": emu.qlik_url(), "token": "t"}, admin_port=port,

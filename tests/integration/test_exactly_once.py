@@ -61,7 +61,7 @@ async def wait_complete(topics: Topics, inputs: dict[str, Any], timeout_s: float
 async def test_kills_leave_every_output_exactly_once_for_read_committed(topics, emu, tmp_path):
     n, kills = 12_000, 3
     await topics.produce(values(n, malformed_every=97), [f"c{i % 300}".encode() for i in range(n)])
-    inputs = await read_inputs(topics)
+    inputs = await read_inputs(topics, n)
     emu.configure(latency_ms=20, per_row_ms=0)  # about 5 000 records/s: the kills land mid-stream
     config = write_config(tmp_path / "gw.yaml", exactly_once(topics, emu, explanations_topic=topics.explanations,
                                                              concurrency={"max_in_flight_requests": 4}))
@@ -92,7 +92,7 @@ async def test_kills_leave_every_output_exactly_once_for_read_committed(topics, 
 async def test_members_joining_and_leaving_change_nothing_for_read_committed(topics, emu, tmp_path):
     n = 10_000
     await topics.produce(values(n), [f"c{i % 300}".encode() for i in range(n)])
-    inputs = await read_inputs(topics)
+    inputs = await read_inputs(topics, n)
     emu.configure(latency_ms=20, per_row_ms=0)
     config = write_config(tmp_path / "gw.yaml", exactly_once(topics, emu, concurrency={"max_in_flight_requests": 3}))
     first = GatewayProcess(config, tmp_path / "first.log")
@@ -114,7 +114,7 @@ async def test_a_zombie_cannot_commit_after_it_lost_its_partitions(topics, emu, 
     publishes for them is never committed (its transactional producers were fenced)."""
     n = 4_000
     await topics.produce(values(n), [f"c{i % 200}".encode() for i in range(n)])
-    inputs = await read_inputs(topics)
+    inputs = await read_inputs(topics, n)
     emu.configure(latency_ms=50, per_row_ms=0)  # slow enough that the zombie has work in flight
     port_a, port_b = free_port(), free_port()
     config_a = write_config(tmp_path / "a.yaml", exactly_once(topics, emu, admin_port=port_a))

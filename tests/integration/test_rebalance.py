@@ -47,7 +47,7 @@ async def test_revoked_work_is_finished_or_abandoned_within_the_timeout(tmp_path
                                                                          latency_ms: int, shutdown_s: int) -> None:
     n = 3000
     await topics.produce([orjson.dumps(churn_features(i)) for i in range(n)], [b"k%d" % (i % 200) for i in range(n)])
-    inputs = await read_inputs(topics)
+    inputs = await read_inputs(topics, n)
     emu.configure(latency_ms=latency_ms)
     ports = {"a": free_port(), "b": free_port()}
 
