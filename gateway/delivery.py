@@ -110,20 +110,25 @@ LAG_REPORT_INTERVAL_S = 0.5
 
 async def commit_rounds(stop: asyncio.Event, interval_s: float, commit: Callable[[], Awaitable[None]],
                         lag: Callable[[], Awaitable[None]]) -> None:
-    """``commit`` every ``interval_s`` at a fixed rate, so a round's own time does not stretch the
-    interval (under exactly-once, what a record waits for its transaction); the lag, which may ask
-    the broker, at most every ``LAG_REPORT_INTERVAL_S``. One last round once ``stop`` is set."""
+    """``commit`` every ``interval_s`` and report the lag every ``LAG_REPORT_INTERVAL_S``, each at a
+    fixed rate and one last time once ``stop`` is set. Two loops: the lag asks the broker, which
+    now and then takes hundreds of milliseconds, and under exactly-once a round it held up is what
+    every record waiting for its transaction waits for."""
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_at_fixed_rate(stop, LAG_REPORT_INTERVAL_S, lag))
+        await _at_fixed_rate(stop, interval_s, commit)
+
+
+async def _at_fixed_rate(stop: asyncio.Event, interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
+    """A step's own time does not stretch the interval (under exactly-once, what a record waits for
+    its transaction)."""
     loop = asyncio.get_running_loop()
     due = loop.time() + interval_s
-    lag_due = loop.time()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, due - loop.time()))
         due = max(due + interval_s, loop.time())
-        await commit()
-        if loop.time() >= lag_due or stop.is_set():
-            lag_due = loop.time() + LAG_REPORT_INTERVAL_S
-            await lag()
+        await step()
 
 
 async def report_lag(source: KafkaSource, metrics: PipelineMetrics) -> None:

@@ -211,7 +211,7 @@ class Metrics:
             p + "transactions_total", "Kafka transactions of delivery exactly_once, by outcome.",
             ["pipeline", "outcome"], registry=registry)
         self.transaction_duration = Histogram(
-            p + "transaction_duration_seconds", "Begin to commit (or abort) of one Kafka transaction.",
+            p + "transaction_duration_seconds", "Committing one Kafka transaction in a round (or aborting it).",
             ["pipeline"], buckets=SECONDS_BUCKETS, registry=registry)
         self.transaction_held_records = Gauge(
             p + "transaction_held_records", "Records whose outputs wait for a Kafka transaction.",

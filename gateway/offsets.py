@@ -68,6 +68,11 @@ class OffsetTracker:
         return {p: s.next_commit for p, s in self._partitions.items()
                 if s.next_commit is not None and s.next_commit != s.committed}
 
+    def done_below(self, partition: object) -> int | None:
+        """The offset below which every tracked record of ``partition`` is acknowledged, if any."""
+        state = self._partitions.get(partition)
+        return state.next_commit if state is not None else None
+
     def committed(self, offsets: dict[object, int]) -> None:
         for partition, offset in offsets.items():
             state = self._partitions.get(partition)

@@ -60,7 +60,9 @@ class Pipeline:
         batching = config.batching
         self.batcher = Batcher(batching.max_rows, batching.max_bytes, batching.linger_ms)
         self.fixed_linger = batching.fixed_linger
-        self.order = KeyOrder() if config.ordering == "key" else NoOrder()
+        # Under exactly_once each input partition's outputs go out in offset order, which is key order.
+        keyed = config.ordering == "key" and config.delivery != "exactly_once"
+        self.order = KeyOrder() if keyed else NoOrder()
         self._generation = 0
         self._scoring = 0  # batches handed to the prediction lane and not yet scored
         self._tasks: set[asyncio.Task[None]] = set()

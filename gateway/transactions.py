@@ -1,31 +1,39 @@
 """Delivery exactly once (``delivery: exactly_once``): outputs and input offsets in one Kafka transaction.
 
 Scoring is a pure function of the input, so a repeated HTTP call is harmless; what must not repeat
-is the output. Each input partition gets a transactional producer of its own, and every
-``transaction_interval_ms`` the outputs of that partition's records go out with the offsets they
-complete, atomically: a consumer reading with ``isolation_level=read_committed`` sees each input
-record's outputs exactly once, whatever crashes, restarts or rebalances happen.
+is the output. Each input partition gets a transactional producer of its own; its records' outputs
+go out inside that producer's open transaction, and every ``transaction_interval_ms`` the
+transaction is committed together with the input offset its outputs complete, atomically: a
+consumer reading with ``isolation_level=read_committed`` sees each input record's outputs exactly
+once, whatever crashes, restarts or rebalances happen.
 
-The protocol for one partition, as :meth:`_Partition.commit` runs it:
-    1. the offset tracker says how far the records are done without a gap (batches finish out of
-       order; a record is done when its outputs are built, not yet sent);
-    2. begin a transaction; send the outputs of that contiguous prefix, in offset order, and wait
-       for the broker's acks;
-    3. add the offset after the prefix to the transaction (``send_offsets_to_transaction``);
-    4. commit the transaction. Only now are the outputs visible to ``read_committed`` readers and
-       the input offsets committed; the records leave the in-flight count.
-Any failure in 2-4 aborts the transaction; the outputs stay held and go out with the next one.
-What waits for a transaction counts against ``max_in_flight_records`` (the pipeline releases a
-batch only when its outputs are committed), so holding is bounded.
+The protocol for one partition (:class:`_Partition`):
+    1. batches finish out of order; a finished batch's outputs are held by input offset, and the
+       offset tracker says how far the partition is done without a gap;
+    2. that contiguous prefix is sent at once into the open transaction (begun by the first such
+       send, which also adds the consumer group to it), in offset order, so the broker already has
+       it when the round comes;
+    3. the round seals the partition (what finishes meanwhile waits for the next transaction),
+       sends what is left of the prefix, waits for the acks, adds the offset after the prefix
+       (``send_offsets_to_transaction``) and commits. Only now are the outputs visible to
+       ``read_committed`` readers and the input offsets committed; the records leave the
+       in-flight count.
+A failed send or commit aborts the transaction; its outputs are held again and go out with the next
+one. What waits for a commit counts against ``max_in_flight_records`` (the pipeline releases a
+batch only when its outputs are committed), so holding is bounded. Sending during the interval
+leaves the round two requests (the offsets and the commit) instead of five.
+
+Outputs of one partition are sent in offset order, so same-key records (a key lives in one input
+partition) are published in input order without the cross-batch wait of ``ordering: key``.
 
 Fencing: the transactional id is ``<group_id>.<pipeline>.<topic>.<partition>``. A producer with that
 id starts (``InitProducerId``) when the partition is assigned here, which fences any earlier
-producer with the same id: a member that lost the partition, say a process paused past its session
-timeout, cannot commit outputs for it afterwards (its next commit fails as fenced, the held outputs
-are dropped, the partition is no longer read here, and the rebalance under way hands this member
-its new assignment, with new producers). One id per input partition, not per process,
-because aiokafka's ``send_offsets_to_transaction`` carries no consumer group generation (KIP-447),
-so only the transactional id can tell an old owner from the new one.
+producer with the same id and aborts its open transaction: a member that lost the partition, say a
+process paused past its session timeout, cannot commit outputs for it afterwards (its next send or
+commit fails as fenced, the held outputs are dropped, the partition is no longer read here, and the
+rebalance under way hands this member its new assignment, with new producers). One id per input
+partition, not per process, because aiokafka's ``send_offsets_to_transaction`` carries no consumer
+group generation (KIP-447), so only the transactional id can tell an old owner from the new one.
 """
 
 from __future__ import annotations
@@ -34,12 +42,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
 from gateway.config import KafkaConfig
 from gateway.delivery import commit_rounds, report_lag
@@ -59,6 +68,7 @@ log = logging.getLogger("gateway.transactions")
 # aiokafka then waits retry_backoff_ms (100 ms by default) before asking again: once per round,
 # that wait was most of a transaction's time. The markers take milliseconds; ask again sooner.
 TRANSACTION_RETRY_BACKOFF_MS = 10
+STOP_TIMEOUT_S = 5.0
 
 
 class TransactionsUnsupported(RuntimeError):
@@ -79,30 +89,117 @@ class _Waiter:
 
 
 class _Partition:
-    """One input partition's transactional producer and the outputs it holds."""
+    """One input partition's transactional producer, its open transaction and the outputs it holds."""
 
-    def __init__(self, tp: TopicPartition) -> None:
+    def __init__(self, tp: TopicPartition, group_id: str, done_below: Callable[[], int | None]) -> None:
         self.tp = tp
+        self.group_id = group_id
+        self.done_below = done_below  # the offset tracker's contiguous done prefix of this partition
         self.producer: AIOKafkaProducer | None = None  # None until started: outputs are held meanwhile
         self.sink: KafkaSink | None = None
-        self.held: dict[int, list[Message]] = {}  # input offset -> its outputs
+        self.held: dict[int, list[Message]] = {}  # input offset -> its outputs, not sent yet
+        self.sent: list[tuple[int, list[Message]]] = []  # in the open transaction: held again on abort
         self.waiters: list[tuple[int, _Waiter]] = []  # (highest offset of the batch here, waiter)
-        self.fenced = False
+        self.open = False  # a transaction is begun
+        self.sealed = False  # a round is committing: what finishes now waits for the next transaction
+        self.failure: Exception | None = None  # a step of the open transaction failed: abort it
+        self._group_added: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # no send under way
+        self._idle.set()
 
-    async def commit(self, upto: int, group_id: str) -> int:
-        """Steps 2-4 for the held records below ``upto``; returns how many were committed."""
+    async def send_finished(self, limit: int | None = None) -> None:
+        """Step 2: send the held outputs of the done prefix into the open transaction, beginning one.
+
+        One send at a time: what finishes while a send is under way goes out with the next one, which
+        the same call makes (the client has one produce request per broker in flight anyway, so a send
+        per batch would only queue). ``limit`` (the round's offset) bounds what a sealed round sends."""
+        if not self._idle.is_set():
+            return  # the send under way picks these up
+        self._idle.clear()
+        try:
+            while self.failure is None and (limit is not None or not self.sealed):
+                chunk = self._take(limit if limit is not None else self.done_below())
+                if not chunk:
+                    return
+                await self._send(chunk)
+                if limit is not None:
+                    return
+        except (KafkaError, IllegalOperation) as exc:
+            self.failure = self.failure or exc
+        except BaseException:
+            # Cancelled with a send under way: whether it reached the broker is unknown, so this
+            # transaction must not commit.
+            self.failure = self.failure or KafkaError("a send of the open transaction was cancelled")
+            raise
+        finally:
+            self._idle.set()
+
+    def _take(self, upto: int | None) -> list[tuple[int, list[Message]]]:
+        if upto is None or self.producer is None:
+            return []
+        held = self.held
+        chunk = [(offset, held.pop(offset)) for offset in sorted(o for o in held if o < upto)]
+        self.sent.extend(chunk)
+        return chunk
+
+    async def _send(self, chunk: list[tuple[int, list[Message]]]) -> None:
         producer, sink = self.producer, self.sink
         assert producer is not None and sink is not None
-        offsets = sorted(offset for offset in self.held if offset < upto)
-        messages = [message for offset in offsets for message in self.held[offset]]
-        async with producer.transaction():
-            if messages:
-                await sink.publish(messages, retry=False)
-            await producer.send_offsets_to_transaction({self.tp: upto}, group_id)
-        for offset in offsets:
-            del self.held[offset]
+        if not self.open:
+            await producer.begin_transaction()
+            self.open = True
+            # AddOffsetsToTxn now, with the offset already committed, so that the round itself
+            # only commits the new offset (TxnOffsetCommit) and the transaction.
+            self._group_added = asyncio.ensure_future(
+                producer.send_offsets_to_transaction({self.tp: chunk[0][0]}, self.group_id))
+        await sink.publish([message for _, messages in chunk for message in messages], retry=False)
+
+    async def commit(self, upto: int) -> int:
+        """Step 3 for the records below ``upto``; returns how many were committed. Raises (with the
+        transaction still open) when it fails: :meth:`abort` is the caller's next step."""
+        producer = self.producer
+        assert producer is not None
+        self.sealed = True  # until committed, or until abort() is done
+        await self._idle.wait()
+        await self.send_finished(upto)
+        await self._settle_group()
+        if self.failure is not None:
+            raise self.failure
+        if not self.open:  # nothing to send (cannot happen while every record has an output)
+            await producer.begin_transaction()
+            self.open = True
+        await producer.send_offsets_to_transaction({self.tp: upto}, self.group_id)
+        await producer.commit_transaction()
+        self.sealed = False
+        self.open = False
+        committed = len(self.sent)
+        self.sent = []
         self._release(upto, committed=True)
-        return len(offsets)
+        return committed
+
+    async def _settle_group(self) -> None:
+        added, self._group_added = self._group_added, None
+        if added is not None:
+            try:
+                await added
+            except (KafkaError, IllegalOperation) as exc:
+                self.failure = self.failure or exc
+
+    async def abort(self) -> None:
+        """After a failure: abort the open transaction; what it carried is held again."""
+        self.sealed = True
+        try:
+            await self._idle.wait()
+            await self._settle_group()
+            for offset, messages in self.sent:
+                self.held[offset] = messages
+            self.sent = []
+            if self.open and self.producer is not None and not isinstance(self.failure, ProducerFenced):
+                await self.producer.abort_transaction()
+        finally:
+            self.open = False
+            self.failure = None
+            self.sealed = False
 
     def _release(self, upto: int | None, *, committed: bool) -> None:
         """Waiters whose records here are all below ``upto`` (every waiter when None) are done."""
@@ -114,10 +211,13 @@ class _Partition:
                 keep.append((highest, waiter))
         self.waiters = keep
 
-    def abandon(self) -> None:
-        """Fenced or revoked: nothing held here will be committed by this member."""
+    def abandon(self) -> int:
+        """Fenced or revoked: nothing held here will be committed by this member; how many it held."""
+        dropped = len(self.held) + len(self.sent)
         self.held.clear()
+        self.sent = []
         self._release(None, committed=False)
+        return dropped
 
 
 class ExactlyOnceDelivery:
@@ -147,7 +247,7 @@ class ExactlyOnceDelivery:
         its producer starts (records may be fetched before the start finishes)."""
         new = [tp for tp in tps if tp not in self._partitions]
         for tp in new:
-            self._partitions[tp] = _Partition(tp)
+            self._partitions[tp] = _Partition(tp, self.kafka.group_id, partial(self.tracker.done_below, tp))
         producers = await asyncio.gather(*(self._start(tp) for tp in new), return_exceptions=True)
         failure = next((p for p in producers if isinstance(p, BaseException)), None)
         for tp, producer in zip(new, producers, strict=True):
@@ -176,16 +276,25 @@ class ExactlyOnceDelivery:
         return producer
 
     async def revoked(self, tps: Iterable[TopicPartition]) -> None:
-        """After the drain and the last commit round: stop the revoked partitions' producers."""
-        for tp in tps:
-            partition = self._partitions.pop(tp, None)
-            if partition is not None:
-                self._held -= len(partition.held)
-                partition.abandon()
-                if partition.producer is not None:
-                    with contextlib.suppress(KafkaError):
-                        await partition.producer.stop()
+        """After the drain and the last commit round: abort what is still open, stop the producers."""
+        async with self._lock:  # not under a round's feet
+            for tp in tps:
+                partition = self._partitions.pop(tp, None)
+                if partition is not None:
+                    await self._stop(partition)
         self.metrics.transaction_held(self._held)
+
+    async def _stop(self, partition: _Partition) -> None:
+        """Bounded: a broker that does not answer must not hold up a shutdown or a rebalance (an
+        open transaction it could not abort is aborted by the next owner's producer, or times out)."""
+        with contextlib.suppress(KafkaError, IllegalOperation, AssertionError, TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await partition.abort()  # else its output partitions stay unreadable until then
+        self._held -= partition.abandon()
+        if partition.producer is not None:
+            with contextlib.suppress(KafkaError, TimeoutError):
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await partition.producer.stop()
 
     async def close(self) -> None:
         await self.revoked(list(self._partitions))
@@ -193,7 +302,8 @@ class ExactlyOnceDelivery:
     # ---- the pipeline's side ---------------------------------------------------------------------
 
     async def publish(self, published: Published, records: Sequence[InputRecord]) -> None:
-        """Step 1: hold the outputs by input record, and wait until they are committed."""
+        """Steps 1-2: hold the outputs by input record, send what became a contiguous prefix, and
+        wait until they are committed."""
         per_partition: dict[TopicPartition, int] = {}
         messages, owners, partitions = published.messages, published.owners, self._partitions
         for message, owner in zip(messages, owners, strict=True):
@@ -214,8 +324,11 @@ class ExactlyOnceDelivery:
         waiter = _Waiter(len(per_partition))
         for tp, highest in per_partition.items():
             partitions[tp].waiters.append((highest, waiter))
-        if per_partition:
-            await waiter.done
+        if not per_partition:
+            return
+        for tp in per_partition:
+            await partitions[tp].send_finished()
+        await waiter.done
 
     def acknowledge(self, records: Iterable[InputRecord]) -> None:
         """Done in :meth:`publish`: the offsets are committed with the outputs, not after them."""
@@ -234,30 +347,53 @@ class ExactlyOnceDelivery:
         partition = self._partitions[tp]
         started = time.monotonic()
         try:
-            committed = await partition.commit(upto, self.kafka.group_id)
+            committed = await partition.commit(upto)
         except ProducerFenced:
-            log.warning("transaction_fenced", extra={"pipeline": self.pipeline, "partition": tp.partition})
             self.metrics.transaction("aborted", time.monotonic() - started)
-            self._held -= len(partition.held)
-            partition.abandon()
-            self.tracker.forget([tp])
-            self._partitions.pop(tp, None)
-            # Another member owns it now; the rebalance that tells this one is under way. Until
-            # then nothing more is read from it here (a new producer would fence the new owner).
-            self.source.pause_partition(tp)
-            if partition.producer is not None:
-                with contextlib.suppress(KafkaError):
-                    await partition.producer.stop()
+            await self._fenced(partition)
             return
-        except KafkaError as exc:
+        except (KafkaError, IllegalOperation) as exc:
             log.warning("transaction_aborted", extra={"pipeline": self.pipeline, "partition": tp.partition,
                                                       "error": repr(exc)})
             self.metrics.transaction("aborted", time.monotonic() - started)
+            await self._abort(partition)
             return  # held: the next round tries again
         self.tracker.committed({tp: upto})
         self.source.note_committed({tp: upto})
         self._held -= committed
         self.metrics.transaction("committed", time.monotonic() - started)
+        self.metrics.transaction_held(self._held)
+
+    async def _abort(self, partition: _Partition) -> None:
+        try:
+            await partition.abort()
+        except ProducerFenced:
+            await self._fenced(partition)
+        except (KafkaError, IllegalOperation, AssertionError) as exc:
+            # The producer is beyond aborting (a fatal error): a new one with the same id takes
+            # over, fencing this one, and the held outputs go out with its first transaction.
+            log.warning("transactional_producer_restarted", extra={
+                "pipeline": self.pipeline, "partition": partition.tp.partition, "error": repr(exc)})
+            old, partition.producer, partition.sink = partition.producer, None, None
+            partition.open = False
+            if old is not None:
+                with contextlib.suppress(KafkaError):
+                    await old.stop()
+            producer = await self._start(partition.tp)
+            partition.producer, partition.sink = producer, KafkaSink(producer)
+
+    async def _fenced(self, partition: _Partition) -> None:
+        tp = partition.tp
+        log.warning("transaction_fenced", extra={"pipeline": self.pipeline, "partition": tp.partition})
+        self._held -= partition.abandon()
+        self.tracker.forget([tp])
+        self._partitions.pop(tp, None)
+        # Another member owns it now; the rebalance that tells this one is under way. Until
+        # then nothing more is read from it here (a new producer would fence the new owner).
+        self.source.pause_partition(tp)
+        if partition.producer is not None:
+            with contextlib.suppress(KafkaError):
+                await partition.producer.stop()
         self.metrics.transaction_held(self._held)
 
     async def _report_lag(self) -> None:
