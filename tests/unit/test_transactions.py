@@ -12,8 +12,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.offsets import OffsetTracker
+from gateway.partition_transaction import PartitionTransaction
 from gateway.sink import KafkaSink, Message
-from gateway.transactions import _Partition
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -73,14 +73,14 @@ class RecordingProducer:
         self.steps.append(("abort", None))
 
 
-def partition_with(producer: RecordingProducer) -> tuple[_Partition, OffsetTracker]:
+def partition_with(producer: RecordingProducer) -> tuple[PartitionTransaction, OffsetTracker]:
     tracker = OffsetTracker()
-    partition = _Partition(TP, "group", lambda: tracker.done_below(TP))
+    partition = PartitionTransaction(TP, "group", lambda: tracker.done_below(TP))
     partition.producer, partition.sink = producer, KafkaSink(producer)  # type: ignore[assignment, arg-type]
     return partition, tracker
 
 
-def finish(partition: _Partition, tracker: OffsetTracker, *offsets: int) -> None:
+def finish(partition: PartitionTransaction, tracker: OffsetTracker, *offsets: int) -> None:
     """What the pipeline does when a batch with these records is scored: hold and acknowledge."""
     for offset in offsets:
         message: Message = (OUT, b"k", f"out-{offset}".encode(), ())
