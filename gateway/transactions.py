@@ -99,7 +99,7 @@ class ExactlyOnceDelivery:
                 continue
             partition = self._partitions.get(tp)
             if partition is None:  # revoked while starting
-                await producer.stop()
+                await _stop_producer(producer)
             else:
                 partition.producer, partition.sink = producer, KafkaSink(producer)
         if failure is not None:
@@ -135,10 +135,7 @@ class ExactlyOnceDelivery:
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await partition.abort()  # else its output partitions stay unreadable until then
         self._held -= partition.abandon()
-        if partition.producer is not None:
-            with contextlib.suppress(KafkaError, TimeoutError):
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await partition.producer.stop()
+        await _stop_producer(partition.producer)
 
     async def close(self) -> None:
         await self.revoked(list(self._partitions))
@@ -221,10 +218,7 @@ class ExactlyOnceDelivery:
             log.warning("transactional_producer_restarted", extra={
                 "pipeline": self.pipeline, "partition": partition.tp.partition, "error": repr(exc)})
             old, partition.producer, partition.sink = partition.producer, None, None
-            partition.open = False
-            if old is not None:
-                with contextlib.suppress(KafkaError):
-                    await old.stop()
+            await _stop_producer(old)
             producer = await self._start(partition.tp)
             partition.producer, partition.sink = producer, KafkaSink(producer)
 
@@ -237,10 +231,16 @@ class ExactlyOnceDelivery:
         # Another member owns it now; the rebalance that tells this one is under way. Until
         # then nothing more is read from it here (a new producer would fence the new owner).
         self.source.pause_partition(tp)
-        if partition.producer is not None:
-            with contextlib.suppress(KafkaError):
-                await partition.producer.stop()
+        await _stop_producer(partition.producer)
         self.metrics.transaction_held(self._held)
 
     async def _report_lag(self) -> None:
         await report_lag(self.source, self.metrics)
+
+
+async def _stop_producer(producer: AIOKafkaProducer | None) -> None:
+    """Bounded, and quiet about a broker that is gone: the producer is finished with either way."""
+    if producer is not None:
+        with contextlib.suppress(KafkaError, TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await producer.stop()
