@@ -30,7 +30,7 @@ from gateway.backends.scoring import Codec, ScoringRequest
 from gateway.batcher import Batch, Batcher
 from gateway.delivery import offsets_by_partition
 from gateway.emulator import EmulatorOptions, start_emulator
-from gateway.memory import keep_freed_memory
+from gateway.memory import tune_for_batches
 from gateway.offsets import OffsetTracker
 from gateway.outputs import Outputs
 from gateway.sample_data import churn_records
@@ -151,11 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    parser.add_argument("--only", default="", help="variants separated by semicolons (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as the gateway's own process does
-    chosen = [v.strip() for v in args.only.split(",") if v.strip()] or list(VARIANTS)
+    tune_for_batches()  # as the gateway's own process does (allocator and collector settings)
+    chosen = [v.strip() for v in args.only.split(";") if v.strip()] or list(VARIANTS)
     results = asyncio.run(measure(args.records, args.repeats, chosen))
     width = max(map(len, results))
     print(f"{'µs of CPU per record':{width}}  " + "  ".join(f"{s:>11}" for s in (*STAGES, "total")))

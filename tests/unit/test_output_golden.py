@@ -73,15 +73,30 @@ def decode_rejects() -> list[tuple[Any, Any]]:
     return pairs
 
 
+def hostile_names() -> list[tuple[Any, Any]]:
+    """Records of other topics and partitions, a passthrough with a non-string key, and names that
+    need escaping in every part an output record copies from the configuration."""
+    rows: list[tuple[Any, Any]] = []
+    for i, (topic, partition) in enumerate([("fraud.features_v2", 0), ("churn-features", 11), ("fraud.features_v2", 0)]):
+        source = ConsumerRecord(topic, partition, 9_000_000_000 + i, 1_763_800_000_000 - i, 0, b"k", b'{"a": 1}',
+                                None, 8, 1, [])
+        rows.append((source, ScoredRow(True if i else None, {"%d": 0.5, '"q"': 0.5} if i != 1 else None,
+                                       0.5 if i == 2 else None, [], None, {7: "seven"} if i == 1 else None)))
+    return rows
+
+
 def wire() -> list[dict[str, Any]]:
     """Every message the output stage builds, as (topic, key, value, headers)."""
     produced: list[dict[str, Any]] = []
-    for explanations_topic in (None, "churn-explanations"):
-        outputs = Outputs(pipeline="churn", backend="qlik", deployment="3f8e2a52-6a1b-4c2e-9d8f-4b7a1c2e5d90",
+    configurations = [("churn", "qlik", "3f8e2a52-6a1b-4c2e-9d8f-4b7a1c2e5d90", None, 12.34567),
+                      ("churn", "qlik", "3f8e2a52-6a1b-4c2e-9d8f-4b7a1c2e5d90", "churn-explanations", 12.34567),
+                      ('fraud "%s" 100% \u2028\\', "datarobot", "dep/%d\t", None, 0.1 + 0.2)]
+    for pipeline, backend, deployment, explanations_topic, latency_ms in configurations:
+        outputs = Outputs(pipeline=pipeline, backend=backend, deployment=deployment,
                           predictions="churn-predictions", dead_letter="churn-dead-letter",
                           explanations=explanations_topic)
-        pairs = scored()
-        published = outputs.batch([r for r, _ in pairs], [o for _, o in pairs], 12.34567)
+        pairs = scored() + (hostile_names() if backend == "datarobot" else [])
+        published = outputs.batch([r for r, _ in pairs], [o for _, o in pairs], latency_ms)
         rejects = outputs.rejects(decode_rejects())
         deferred = outputs.explained([r for r, _ in pairs], [o for _, o in pairs]) if explanations_topic else None
         for batch in (published, rejects, *([deferred] if deferred else [])):
