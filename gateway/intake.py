@@ -1,8 +1,9 @@
 """Intake: records from the input topic into batches, under backpressure.
 
 Each fetched record is tracked by the offset tracker, decoded (a JSON object, or ``Rejected`` at
-stage ``decode``), checked by the codec (sendable, or ``Rejected`` at stage ``validate``) and added
-to the batcher, which hands full batches on; rejects go straight to the dead-letter topic.
+stage ``decode`` with the reason ``source.decode_value`` gives), checked by the codec (sendable, or
+``Rejected`` at stage ``validate``) and added to the batcher, which hands full batches on; rejects
+go straight to the dead-letter topic.
 
 Backpressure: at most ``max_in_flight_records`` records are between fetch and acknowledgement; the
 consumer is paused at that mark and resumed below half of it, and also while the circuit breaker
@@ -16,7 +17,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
+
+import orjson
 
 from gateway.backends.scoring import Codec
 from gateway.batcher import Batch, Batcher
@@ -26,6 +30,7 @@ from gateway.records import STAGE_VALIDATE, InputRecord, Rejected
 from gateway.source import KafkaSource, decode_value
 
 POLL_IDLE_S = 0.1
+_OFFSET = attrgetter("offset")
 
 Rejects = list[tuple[InputRecord, Rejected]]
 
@@ -71,13 +76,18 @@ class Intake:
     def _take(self, data: dict[Any, list[Any]]) -> None:
         """Track, decode, check and batch one fetch's records (the per-record loop: no awaits)."""
         batcher, check_row, dispatch = self.batcher, self.codec.check_json_row, self._dispatch
+        loads, unreadable = orjson.loads, orjson.JSONDecodeError
         rejects: Rejects = []
         count = 0
         for tp, records in data.items():
-            self.tracker.track(tp, [r.offset for r in records])
+            self.tracker.track(tp, list(map(_OFFSET, records)))
             count += len(records)
             for record in records:
-                row = decode_value(record.value)
+                value = record.value
+                try:
+                    row = loads(value)  # a tombstone's None too: it raises the same error
+                except unreadable:
+                    row = None
                 if type(row) is dict:
                     reason = check_row(row)
                     if reason is None:
@@ -86,8 +96,8 @@ class Intake:
                             dispatch(batch)
                         continue
                     rejects.append((record, Rejected(STAGE_VALIDATE, reason)))
-                else:
-                    rejects.append((record, row))  # type: ignore[arg-type]
+                else:  # decode_value says why, once per refused record
+                    rejects.append((record, decode_value(value)))  # type: ignore[arg-type]
         if count:
             self.in_flight += count
             self.metrics.consumed(count)

@@ -145,6 +145,29 @@ class BatchHistogramChild:
         if total > 0.0 and math.isfinite(total):
             self.total += total
 
+    def observe_ages(self, now_ms: float, stamps_ms: list[int]) -> None:
+        """Count the age in seconds of every timestamp (ms), a future one as 0, without a value per
+        record: an age is at most a bound exactly when the timestamp is at least ``now`` minus it,
+        so the sorted timestamps are cut at each bound (in C), and the ages sum from one slice."""
+        if not stamps_ms:
+            return
+        ordered = sorted(stamps_ms)
+        counts, count = self.counts, len(ordered)
+        left = bisect.bisect_left
+        younger = 0  # timestamps at or after the current cut: ages within the bound
+        for i, bound in enumerate(self._bounds):
+            within = count - left(ordered, now_ms - bound * 1000.0)
+            if within != younger:
+                counts[i] += within - younger
+                younger = within
+                if younger == count:
+                    break
+        counts[-1] += count - younger
+        past = left(ordered, now_ms)  # timestamps before now; the rest are aged 0
+        total = (now_ms * past - sum(ordered[:past])) / 1000.0
+        if total > 0.0 and math.isfinite(total):
+            self.total += total
+
 
 class ScoringMetrics(Protocol):
     """What the scoring lanes report (:class:`PipelineMetrics` for a pipeline; ``batch`` counts its own)."""
@@ -337,6 +360,10 @@ class PipelineMetrics:
     def end_to_end(self, seconds: Sequence[float]) -> None:
         """Latencies of every record of a published batch, counted in one call."""
         self._end_to_end.observe_many(seconds)
+
+    def end_to_end_since(self, now_ms: float, stamps_ms: list[int]) -> None:
+        """:meth:`end_to_end` of records with these timestamps, published at ``now_ms``."""
+        self._end_to_end.observe_ages(now_ms, stamps_ms)
 
     def lag(self, topic: str, partition: int, lag: int) -> None:
         key = (topic, partition)

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from gateway.dispatcher import Outcome
 from gateway.records import (
     InputRecord,
+    PredictionWriter,
     Rejected,
     dead_letter_document,
     dumps,
     explanation_document,
-    prediction_document,
 )
 from gateway.sink import Message
 
@@ -50,11 +50,10 @@ class Outputs:
     def batch(self, records: Sequence[InputRecord], outcomes: Sequence[Outcome], latency_ms: float) -> Published:
         """One message per record, plus an explanation record per explained prediction when they go
         with the predictions to their own topic."""
-        name, backend, deployment = self.pipeline, self.backend, self.deployment
-        predictions, dead_letter = self.predictions, self.dead_letter
+        name, predictions, dead_letter = self.pipeline, self.predictions, self.dead_letter
         explanations = self.explanations if self.explanations_with_predictions else None
-        embed = self.explanations is None
-        latency_ms = round(latency_ms, 3)
+        write = PredictionWriter(pipeline=name, backend=self.backend, deployment=self.deployment,
+                                 latency_ms=round(latency_ms, 3), embed_explanations=self.explanations is None).write
         out = Published()
         append, owner, stages = out.messages.append, out.owners.append, out.dead_by_stage
         for i, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
@@ -64,9 +63,7 @@ class Outputs:
                 stages[outcome.stage] = stages.get(outcome.stage, 0) + 1
                 append((dead_letter, key, dumps(dead_letter_document(record, outcome, pipeline=name)), headers))
                 continue
-            append((predictions, key, dumps(prediction_document(
-                record, outcome, pipeline=name, backend=backend, deployment=deployment,
-                latency_ms=latency_ms, embed_explanations=embed)), headers))
+            append((predictions, key, write(record, outcome), headers))
             if explanations is not None and outcome.explanations:
                 owner(i)
                 append((explanations, key, dumps(explanation_document(record, outcome, pipeline=name)), headers))

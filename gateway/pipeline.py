@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Sequence
+from operator import attrgetter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -45,6 +46,7 @@ from gateway.source import KafkaSource
 from gateway.transactions import ExactlyOnceDelivery
 
 log = logging.getLogger("gateway.pipeline")
+_TIMESTAMP = attrgetter("timestamp")
 
 
 class Pipeline:
@@ -257,8 +259,7 @@ class Pipeline:
             metrics.dead_letters(stage, n)
         if published.dead:
             metrics.published("dead_letter", published.dead)
-        now_ms = time.time() * 1000.0
-        metrics.end_to_end([max(0.0, (now_ms - record.timestamp) / 1000.0) for record in records])
+        metrics.end_to_end_since(time.time() * 1000.0, list(map(_TIMESTAMP, records)))
 
     def _release(self, batch: Batch) -> None:
         """Later batches sharing a key may publish now."""

@@ -109,6 +109,59 @@ def dead_letter_document(record: InputRecord, rejected: Rejected, *, pipeline: s
     return doc
 
 
+def _literal(data: bytes) -> bytes:
+    """``data`` as the constant part of a bytes ``%`` format."""
+    return data.replace(b"%", b"%%")
+
+
+class PredictionWriter:
+    """Prediction records of one batch, as bytes: what :func:`prediction_document` and :func:`dumps`
+    write, without a document per record.
+
+    Everything but the offset, the timestamp and the row's own fields is the same for every record
+    of a batch and partition, so it is serialised once into a ``%`` format; per record, orjson writes
+    the row's fields as one small object whose braces are dropped (the keys keep their order, so the
+    bytes are those of the whole document). A record whose offset or timestamp is not an integer
+    takes the document path. ``tests/unit/test_output_golden.py`` holds both to the same bytes.
+    """
+
+    __slots__ = ("_embed", "_formats", "_names", "_pipeline", "_tail")
+
+    def __init__(self, *, pipeline: str, backend: str, deployment: str, latency_ms: float,
+                 embed_explanations: bool) -> None:
+        self._embed = embed_explanations
+        self._names: dict[str, Any] = {"pipeline": pipeline, "backend": backend, "deployment": deployment,
+                                       "latency_ms": latency_ms}
+        self._pipeline = _literal(orjson.dumps(pipeline))
+        self._tail = _literal(b',"backend":' + orjson.dumps(backend) + b',"deployment":' + orjson.dumps(deployment)
+                              + b',"latency_ms":' + orjson.dumps(latency_ms))
+        self._formats: dict[tuple[str, int], bytes] = {}
+
+    def _format(self, topic: str, partition: int) -> bytes:
+        found = self._formats[(topic, partition)] = (
+            b'{"id":' + _literal(orjson.dumps(f"{topic}/{partition}/")[:-1]) + b'%d","pipeline":' + self._pipeline
+            + b',"source":{"topic":' + _literal(orjson.dumps(topic)) + b',"partition":'
+            + _literal(orjson.dumps(partition)) + b',"offset":%d,"timestamp_ms":%d},%b' + self._tail + b"%b}")
+        return found
+
+    def write(self, record: InputRecord, row: ScoredRow) -> bytes:
+        topic, partition, offset = record.topic, record.partition, record.offset
+        form = self._formats.get((topic, partition)) or self._format(topic, partition)
+        if self._embed:
+            fields = dumps({"prediction": row.prediction, "probabilities": row.probabilities,
+                            "threshold": row.threshold, "explanation_kind": row.explanation_kind,
+                            "explanations": row.explanations})
+        else:
+            fields = dumps({"prediction": row.prediction, "probabilities": row.probabilities,
+                            "threshold": row.threshold, "explanation_kind": row.explanation_kind})
+        passthrough = row.passthrough
+        extra = b',"passthrough":' + dumps(passthrough) if passthrough else b""
+        timestamp = record.timestamp
+        if type(offset) is int and type(timestamp) is int:
+            return form % (offset, offset, timestamp, fields[1:-1], extra)
+        return dumps(prediction_document(record, row, embed_explanations=self._embed, **self._names))
+
+
 def dumps(doc: dict[str, Any]) -> bytes:
     """JSON bytes of an output record. Every key the decoders produce is a string; the option that
     also allows other keys costs 60 % more per record, so it is only the fallback."""

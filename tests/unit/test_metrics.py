@@ -215,6 +215,27 @@ def test_end_to_end_matches_prometheus_histogram_semantics(registry: CollectorRe
     assert ours[P + "end_to_end_latency_seconds_sum"] == pytest.approx(reference["ref_sum"])
 
 
+@pytest.mark.parametrize("size", [0, 1, 7, 500])
+def test_end_to_end_from_timestamps_counts_what_the_ages_would(size: int) -> None:
+    """The pipeline reports record timestamps and a publish time; the buckets and the sum must be
+    those of the ages in seconds, a timestamp ahead of the clock aged 0, bounds inclusive."""
+    rng = random.Random(size)
+    now_ms = 1_763_800_000_000.0
+    ages_ms = [int(10 ** rng.uniform(-1, 5.7)) for _ in range(size)]
+    ages_ms[: min(size, 4)] = [0, 2000, 300_000, -1500][: min(size, 4)]  # bounds, and a future timestamp
+    stamps = [int(now_ms) - age for age in ages_ms]
+    by_stamps, by_ages = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    for _ in range(2):
+        by_stamps.pipeline("churn").end_to_end_since(now_ms, stamps)
+        by_ages.pipeline("churn").end_to_end([max(0.0, age / 1000.0) for age in ages_ms])
+    got = batch_histogram(by_stamps.registry, "churn")
+    want = batch_histogram(by_ages.registry, "churn")
+    assert {k: v for k, v in got.items() if not k.endswith("_sum")} == \
+        {k: v for k, v in want.items() if not k.endswith("_sum")}
+    assert got[P + "end_to_end_latency_seconds_sum"] == pytest.approx(want[P + "end_to_end_latency_seconds_sum"])
+    assert got[P + "end_to_end_latency_seconds_count"] == 2 * size
+
+
 def test_end_to_end_keeps_the_sum_monotonic_and_ignores_nan(
         registry: CollectorRegistry, churn: PipelineMetrics) -> None:
     churn.end_to_end([0.2, 0.3])

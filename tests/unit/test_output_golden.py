@@ -77,7 +77,8 @@ def hostile_names() -> list[tuple[Any, Any]]:
     """Records of other topics and partitions, a passthrough with a non-string key, and names that
     need escaping in every part an output record copies from the configuration."""
     rows: list[tuple[Any, Any]] = []
-    for i, (topic, partition) in enumerate([("fraud.features_v2", 0), ("churn-features", 11), ("fraud.features_v2", 0)]):
+    sources = [("fraud.features_v2", 0), ("churn-features", 11), ("fraud.features_v2", 0)]
+    for i, (topic, partition) in enumerate(sources):
         source = ConsumerRecord(topic, partition, 9_000_000_000 + i, 1_763_800_000_000 - i, 0, b"k", b'{"a": 1}',
                                 None, 8, 1, [])
         rows.append((source, ScoredRow(True if i else None, {"%d": 0.5, '"q"': 0.5} if i != 1 else None,
@@ -116,3 +117,17 @@ def test_output_records_are_byte_for_byte_the_golden_ones() -> None:
     assert len(lines) == len(expected)
     for got, want in zip(lines, expected, strict=True):
         assert got == want
+
+
+def test_a_record_without_an_integer_timestamp_is_written_as_its_document() -> None:
+    """The per-batch format only fits integer offsets and timestamps; anything else (a record built
+    by hand, not by the client) takes the document path and is written the same way."""
+    from gateway.records import PredictionWriter, dumps, prediction_document
+
+    source = ConsumerRecord("t", 0, 5, None, 0, None, b"{}", None, 2, 0, [])
+    row = ScoredRow("yes", {"yes": 1.0}, None, [], None, {"id": 1})
+    names: dict[str, Any] = {"pipeline": "p%", "backend": "qlik", "deployment": "d", "latency_ms": 1.5}
+    for embed in (True, False):
+        written = PredictionWriter(embed_explanations=embed, **names).write(source, row)  # type: ignore[arg-type]
+        assert written == dumps(prediction_document(source, row, embed_explanations=embed, **names))  # type: ignore[arg-type]
+        assert orjson.loads(written)["source"]["timestamp_ms"] is None
