@@ -145,7 +145,9 @@ class PredictionWriter:
         return found
 
     def write(self, record: InputRecord, row: ScoredRow) -> bytes:
-        topic, partition, offset = record.topic, record.partition, record.offset
+        topic, partition, offset, timestamp = record.topic, record.partition, record.offset, record.timestamp
+        if type(offset) is not int or type(timestamp) is not int:
+            return dumps(prediction_document(record, row, embed_explanations=self._embed, **self._names))
         form = self._formats.get((topic, partition)) or self._format(topic, partition)
         if self._embed:
             fields = dumps({"prediction": row.prediction, "probabilities": row.probabilities,
@@ -156,10 +158,7 @@ class PredictionWriter:
                             "threshold": row.threshold, "explanation_kind": row.explanation_kind})
         passthrough = row.passthrough
         extra = b',"passthrough":' + dumps(passthrough) if passthrough else b""
-        timestamp = record.timestamp
-        if type(offset) is int and type(timestamp) is int:
-            return form % (offset, offset, timestamp, fields[1:-1], extra)
-        return dumps(prediction_document(record, row, embed_explanations=self._embed, **self._names))
+        return form % (offset, offset, timestamp, fields[1:-1], extra)
 
 
 def dumps(doc: dict[str, Any]) -> bytes:

@@ -107,9 +107,9 @@ class QlikCodec:
         return self._index_missing(row) if (problem := row_problem(row)) is None else problem
 
     def check_json_row(self, row: dict[str, Any]) -> str | None:
-        problem = json_row_problem(row)  # once per record: the index check is inlined
-        if problem is None and self.index_column and row.get(self.index_column) is None:
-            return f"index column {self.index_column!r} is missing or null"
+        problem = json_row_problem(row)  # once per record: no second call without an index column
+        if problem is None and self.index_column:
+            return self._index_missing(row)
         return problem
 
     def _index_missing(self, row: Mapping[str, Any]) -> str | None:
