@@ -297,6 +297,9 @@ class KafkaCluster:
             "replica.fetch.max.bytes": str(5 * 1048576),
             "log.segment.bytes": str(16 * 1048576),
             "log.retention.check.interval.ms": "60000",
+            # No time-based deletion: some tests stamp records in the past (2023), and a retention
+            # check between producing and reading them would move the log start past them.
+            "log.retention.ms": "-1",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
