@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from benchmarks.processes import GatewayProcess
-from benchmarks.scenarios import POLL_S, Bench, qlik_backend, run_gateway
+from benchmarks.scenarios import WATCH_POLL_S, Bench, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics
 
 SAMPLES_PER_S = 250
@@ -64,4 +64,4 @@ async def until_published(gateway: GatewayProcess, count: int) -> None:
     while True:
         if not gateway.running() or (await gateway.published() or 0) >= count:
             return
-        await asyncio.sleep(POLL_S / 4)
+        await asyncio.sleep(WATCH_POLL_S)  # each /metrics render would show in the profile
