@@ -28,9 +28,9 @@ from tests.kafka.choice import make_broker
 from tests.kafka.cluster import KafkaCluster
 
 POLL_S = 0.2
-# While a scored run is watched, once outputs appear: each /metrics render costs the gateway a few milliseconds of CPU,
-# so polling at POLL_S would bill it ~2-5 % of a core that Prometheus (one scrape per 15-60 s) does
-# not, and that the in-process ceiling never pays.
+# How often a watched run polls once outputs appear: each /metrics render costs the gateway a few
+# milliseconds of CPU, so polling at POLL_S would bill it ~2-5 % of a core that Prometheus (one
+# scrape per 15-60 s) does not, and that the in-process ceiling never pays.
 WATCH_POLL_S = 1.0
 LATENCY_LINGER_MS = 10  # the product default, written out because scenario 6's goal depends on it
 SETTLE_S = 3.0
