@@ -59,8 +59,7 @@ def prediction_document(record: InputRecord, row: ScoredRow, *, pipeline: str, b
     """``latency_ms`` is the batch's, rounded once by the caller (rounding costs more than the rest).
 
     One dict display per shape (a display is built in one step, item assignments are not), and the
-    explanations as they are: orjson writes the :class:`Explanation` dataclasses as the same objects,
-    field by field, without a dict per explanation."""
+    explanations as they are: each :class:`Explanation` is already the object the record writes."""
     topic, partition, offset = record.topic, record.partition, record.offset
     doc: dict[str, Any]
     if embed_explanations:

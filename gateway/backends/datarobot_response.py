@@ -23,7 +23,7 @@ EXPLANATION_COLUMN = re.compile(
 
 
 def strength(explanation: Explanation) -> float:
-    return abs(explanation.strength)
+    return abs(explanation["strength"])
 
 
 def fail(message: str) -> ResponseDecodeError:
@@ -58,7 +58,7 @@ def row_ids(data: list[Any], count: int) -> tuple[list[int], bool]:
 def json_explanations(entries: Sequence[Mapping[str, Any]], source: Mapping[str, Any],
                        metadata: Mapping[str, Any] | None) -> tuple[list[Explanation], str | None]:
     """The row's explanations by |strength|, and their kind when the row itself shows it."""
-    explanations = []
+    explanations: list[Explanation] = []
     xemp = False
     for entry in entries:
         feature = entry["feature"]
@@ -66,7 +66,8 @@ def json_explanations(entries: Sequence[Mapping[str, Any]], source: Mapping[str,
         if qualitative is not None:
             xemp = True
         value = source[feature] if feature in source else entry.get("featureValue")
-        explanations.append(Explanation(feature, value, float(entry["strength"]), qualitative))
+        explanations.append({"feature": feature, "value": value, "strength": float(entry["strength"]),
+                             "qualitative": qualitative})
     explanations.sort(key=strength, reverse=True)
     if xemp:
         return explanations, "xemp"
@@ -130,7 +131,8 @@ class CsvLayout:
             xemp = xemp or bool(qualitative)
             value = source[feature] if feature in source else (
                 line[actual_at] if actual_at is not None else None)
-            explanations.append(Explanation(feature, value, float(line[strength_at]), qualitative or None))
+            explanations.append({"feature": feature, "value": value, "strength": float(line[strength_at]),
+                                 "qualitative": qualitative or None})
         explanations.sort(key=strength, reverse=True)
         kind = "xemp" if xemp else "shap" if explanations or self.base_value is not None else None
         return ScoredRow(prediction, probabilities, threshold, explanations, kind, passthrough,

@@ -3,7 +3,7 @@ aligned back to the request (the decisions are listed in ``gateway.backends.qlik
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -120,8 +120,11 @@ def _dict_maker(keys: list[str], columns: list[int],
     return lambda row: dict(zip(keys, getter(row), strict=False))
 
 
-def _strength(explanation: Explanation) -> float:
-    return abs(explanation.strength)
+def _cells(columns: list[int]) -> Callable[[list[Any]], Sequence[Any]]:
+    """A row's cells at ``columns``, as one C call (``itemgetter`` of one column is no sequence)."""
+    if len(columns) > 1:
+        return itemgetter(*columns)
+    return lambda row: [row[at] for at in columns]
 
 
 @dataclass(slots=True)
@@ -228,6 +231,8 @@ class ResponseLayout:
         passthrough_of = (_dict_maker(self.passthrough_names, self.passthrough_columns)
                           if self.passthrough_names else _none)
         shap = self.shap
+        features = [feature for feature, _ in shap]
+        shap_cells = _cells([at for _, at in shap])
         sources = request.source_rows
         numeric = self.numeric_prediction
         out: list[ScoredRow | None] = [None] * len(rows)
@@ -248,9 +253,12 @@ class ResponseLayout:
                     predicted = _number(predicted)
             if shap:
                 source = sources[position] if sources else {}
-                explanations = [Explanation(feature, source.get(feature), float(row[at]))
-                                for feature, at in shap if row[at] is not None]
-                explanations.sort(key=_strength, reverse=True)
+                # by |strength| descending, ties in column order: tuples sort without a key call
+                ranked = sorted([(-abs(strength := float(cell)), k, strength)
+                                 for k, cell in enumerate(shap_cells(row)) if cell is not None])
+                explanations: list[Explanation] = [
+                    {"feature": (feature := features[k]), "value": source.get(feature), "strength": strength,
+                     "qualitative": None} for _, k, strength in ranked]
                 out[position] = ScoredRow(predicted, probabilities, None, explanations, "shap",
                                           passthrough_of(row))
             else:

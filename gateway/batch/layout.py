@@ -126,13 +126,13 @@ class Layout:
     def _explanation_columns(self, rows: list[ScoredRow]) -> tuple[list[str], list[pa.Array], list[pa.Array]]:
         """The features explained (in the order sent), one strength column per feature and, for XEMP,
         one qualitative-strength column per feature (a row's cell is null where it was not explained)."""
-        strengths = [{e.feature: e.strength for e in r.explanations} for r in rows]
+        strengths = [{e["feature"]: e["strength"] for e in r.explanations} for r in rows]
         rank = {name: i for i, name in enumerate(self.feature_order)}
         names = sorted(set().union(*strengths), key=lambda name: (rank.get(name, len(rank)), name))
         values = [pa.array([s.get(name) for s in strengths], pa.float64()) for name in names]
         qualitative: list[pa.Array] = []
         if _is_xemp(rows):
-            symbols = [{e.feature: e.qualitative for e in r.explanations} for r in rows]
+            symbols = [{e["feature"]: e["qualitative"] for e in r.explanations} for r in rows]
             qualitative = [pa.array([q.get(name) for q in symbols], pa.string()) for name in names]
         return names, values, qualitative
 
@@ -179,12 +179,12 @@ class Layout:
         for n in range(slots):
             entries = [r.explanations[n] if n < len(r.explanations) else None for r in rows]
             columns[f"explanation_{n + 1}_feature"] = pa.array(
-                [e.feature if e else None for e in entries], pa.string())
+                [e["feature"] if e else None for e in entries], pa.string())
             columns[f"explanation_{n + 1}_strength"] = pa.array(
-                [e.strength if e else None for e in entries], pa.float64())
+                [e["strength"] if e else None for e in entries], pa.float64())
             if xemp:
                 columns[f"explanation_{n + 1}_qualitativeStrength"] = pa.array(
-                    [e.qualitative if e else None for e in entries], pa.string())
+                    [e["qualitative"] if e else None for e in entries], pa.string())
         return columns
 
 

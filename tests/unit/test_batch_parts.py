@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
-from gateway.backends.scoring import Explanation, ScoredRow, row_problem
+from gateway.backends.scoring import ScoredRow, explanation, row_problem
 from gateway.batch.arrow_rows import conform, row_problems, rows_of, unify
 from gateway.batch.file_input import FileInput
 from gateway.batch.layout import Layout, vendor_message
@@ -105,7 +105,7 @@ def segment(size: int, first: int = 0) -> Segment:
 
 
 def outcomes() -> list[ScoredRow | Rejected]:
-    shap = [Explanation("BaseFee", 50.0, 0.2), Explanation("PlanType", "Basic", -0.1)]
+    shap = [explanation("BaseFee", 50.0, 0.2), explanation("PlanType", "Basic", -0.1)]
     return [ScoredRow("yes", {"no": 0.4, "yes": 0.6}, None, shap, "shap"),
             Rejected("score", "Invalid value in row 0: BaseFee", 422, 1),
             ScoredRow("no", {"yes": 0.3, "no": 0.7}, None, shap[:1], "shap"),
@@ -133,7 +133,7 @@ def test_qlik_layout_columns_and_every_row_once():
 
 
 def test_datarobot_layout_is_the_batch_scoring_clients():
-    xemp = [Explanation("BaseFee", 50.0, 0.3, "++"), Explanation("PlanType", "Basic", -0.1, "-")]
+    xemp = [explanation("BaseFee", 50.0, 0.3, "++"), explanation("PlanType", "Basic", -0.1, "-")]
     rows = [ScoredRow("yes", {"yes": 0.6, "no": 0.4}, 0.5, xemp, "xemp"), ScoredRow("no", {"yes": 0.2, "no": 0.8})]
     tables = Layout("datarobot", "datarobot", "automl_row_index", False).tables(segment(2), rows)
     assert set(tables) == {"predictions", "source"}

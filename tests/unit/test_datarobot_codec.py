@@ -203,7 +203,7 @@ def test_xemp_explanations() -> None:
                                   binary_item(1, 0.1, predictionExplanations=[])]})
     first, second = c.decode(request, 200, "application/json", body)
     assert first.explanation_kind == "xemp"
-    assert [(e.feature, e.value, e.strength, e.qualitative) for e in first.explanations] == [
+    assert [(e["feature"], e["value"], e["strength"], e["qualitative"]) for e in first.explanations] == [
         ("BaseFee", 50.0, 0.9, "+++"), ("PlanType", "Standard", -0.2, "--"), ("Unsent", "c9", 0.05, "+")]
     assert second.explanations == [] and second.explanation_kind == "xemp"  # the response's kind
     # no row tells the kind and the deployment's default was asked for: unknown
@@ -222,7 +222,7 @@ def test_shap_explanations_with_metadata() -> None:
                                   binary_item(1, 0.3, predictionExplanations=[])]})
     first, second = c.decode(request, 200, "application/json", body)
     assert first.explanation_kind == "shap"
-    assert [(e.feature, e.value, e.strength, e.qualitative) for e in first.explanations] == [
+    assert [(e["feature"], e["value"], e["strength"], e["qualitative"]) for e in first.explanations] == [
         ("HasRenewed", True, -0.4, None), ("BaseFee", 50.0, 0.05, None)]
     assert first.base_value == 0.3964062631 and first.remaining_total == -0.089668474
     assert second.explanation_kind == "shap"  # asked for SHAP; an empty list is still SHAP's answer
@@ -236,7 +236,7 @@ def test_legacy_reason_codes_and_passthrough() -> None:
                                           "qualitativeStrength": "++", "label": 1}], passthroughValues={"id": "a"}),
         binary_item(1, 0.2, passthroughValues={"id": "b"})]})
     first, second = c.decode(request, 200, "application/json", body)
-    assert first.explanations[0].feature == "BaseFee" and first.explanation_kind == "xemp"
+    assert first.explanations[0]["feature"] == "BaseFee" and first.explanation_kind == "xemp"
     assert first.passthrough == {"id": "a"} and second.passthrough == {"id": "b"}
 
 
@@ -304,10 +304,10 @@ def test_csv_binary_response_with_explanations() -> None:
          "Standard", 0)])
     first, second = c.decode(request, 200, "text/csv; charset=utf-8", body)
     assert first.prediction == "yes" and first.probabilities == {"yes": 0.7, "no": 0.3} and first.threshold == 0.5
-    assert [(e.feature, e.value, e.strength, e.qualitative) for e in first.explanations] == [
+    assert [(e["feature"], e["value"], e["strength"], e["qualitative"]) for e in first.explanations] == [
         ("BaseFee", 50.0, 0.6, "++"), ("PlanType", "Standard", 0.1, "+")]
     assert first.explanation_kind == "xemp" and first.passthrough == {"PlanType": "Standard"}
-    assert second.prediction == "no" and [e.feature for e in second.explanations] == ["BaseFee"]
+    assert second.prediction == "no" and [e["feature"] for e in second.explanations] == ["BaseFee"]
 
 
 def test_csv_shap_regression_and_multiclass() -> None:
@@ -319,7 +319,7 @@ def test_csv_shap_regression_and_multiclass() -> None:
     body = encode_csv(header, [(12.5, "BaseFee", 2.0, None, "50", 10.0, 0.5, 0), (7.0, "", "", "", "", 10.0, -3.0, 1)])
     first, second = c.decode(request, 200, "text/csv", body)
     assert (first.prediction, first.probabilities, first.base_value, first.remaining_total) == (12.5, None, 10.0, 0.5)
-    assert first.explanation_kind == "shap" and first.explanations[0].value == 50.0
+    assert first.explanation_kind == "shap" and first.explanations[0]["value"] == 50.0
     assert second.explanations == [] and second.explanation_kind == "shap"
     c = codec(response_format="csv")
     header = ["species_PREDICTION", "species_setosa_PREDICTION", "species_versicolor_PREDICTION", ROW_COLUMN]

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from gateway.backends.scoring import Explanation, ScoredRow
+from gateway.backends.scoring import Explanation, ScoredRow, explanation
 from gateway.outputs import Outputs
 from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 from gateway.source import decode_value
@@ -34,8 +34,8 @@ def record(offset: int, value: bytes | None, key: bytes | None = b"customer-1", 
 
 def explanations(kind: str) -> list[Explanation]:
     qualitative = "+++" if kind == "xemp" else None
-    return [Explanation("BaseFee", 80.0, 0.29, qualitative), Explanation("PlanType", "Premium", -0.125, qualitative),
-            Explanation("Note", HOSTILE[0], 1e-05, qualitative)]
+    return [explanation("BaseFee", 80.0, 0.29, qualitative), explanation("PlanType", "Premium", -0.125, qualitative),
+            explanation("Note", HOSTILE[0], 1e-05, qualitative)]
 
 
 def scored() -> list[tuple[Any, Any]]:

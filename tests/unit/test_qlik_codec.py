@@ -173,7 +173,7 @@ def test_csv_response() -> None:
                                 (0, "no", 0.6, 0.4, -0.1, 0.3, None)])
     first, second = c.decode(request, 200, "text/csv; charset=utf-8", body)
     assert first.prediction == "no" and first.probabilities == {"no": 0.6, "yes": 0.4}
-    assert [(e.feature, e.value, e.strength) for e in first.explanations] == [("BaseFee", 50.0, 0.3),
+    assert [(e["feature"], e["value"], e["strength"]) for e in first.explanations] == [("BaseFee", 50.0, 0.3),
                                                                                 ("PlanType", "Standard", -0.1)]
     assert second.not_predicted_reason == "value 'x, y' not usable" and not second.predicted
 
@@ -193,9 +193,9 @@ def test_shap_explanations_carry_input_values_sorted_by_magnitude() -> None:
     body = response(schema, [[0, "no", 0.6, 0.4, -0.05, 0.3, -0.2], [1, "yes", 0.3, 0.7, 0.01, None, 0.02]])
     first, second = c.decode(request, 200, "application/json", body)
     assert first.explanation_kind == "shap"
-    assert [(e.feature, e.value, e.strength, e.qualitative) for e in first.explanations] == [
+    assert [(e["feature"], e["value"], e["strength"], e["qualitative"]) for e in first.explanations] == [
         ("BaseFee", 50.0, 0.3, None), ("Promotion", True, -0.2, None), ("PlanType", "Standard", -0.05, None)]
-    assert [e.feature for e in second.explanations] == ["Promotion", "PlanType"]  # null SHAP cell skipped
+    assert [e["feature"] for e in second.explanations] == ["Promotion", "PlanType"]  # null SHAP cell skipped
 
 
 def test_rows_without_prediction_are_never_silent() -> None:
@@ -260,7 +260,7 @@ def test_the_third_party_column_layout() -> None:
     (row,) = c.decode(request, 200, "application/json", body)
     assert row.prediction == "0" and row.probabilities == {"0": 0.8, "1": 0.2}
     assert row.passthrough == {"age": 40, "country": "France", "customer_id": "c1", "is_churn": 0}
-    assert [(e.feature, e.value) for e in row.explanations] == [("age", 40), ("country", "France")]
+    assert [(e["feature"], e["value"]) for e in row.explanations] == [("age", 40), ("country", "France")]
 
 
 @pytest.mark.parametrize("rows, message", [

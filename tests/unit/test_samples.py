@@ -108,12 +108,12 @@ def test_xemp_fixtures_match_the_batch_clients_output(name: str, client_csv: str
         assert row.prediction == text(item["prediction"]) and row.threshold is None
         features = [(want[f"explanation_{n}_feature"], want[f"explanation_{n}_strength"]) for n in range(1, 6)]
         features = [(f, float(s)) for f, s in features if f]
-        assert [(e.feature, e.strength) for e in row.explanations] == features
-        assert [e.value for e in row.explanations] == [e["featureValue"] for e in item["predictionExplanations"]]
-        assert [e.qualitative for e in row.explanations] == [
+        assert [(e["feature"], e["strength"]) for e in row.explanations] == features
+        assert [e["value"] for e in row.explanations] == [e["featureValue"] for e in item["predictionExplanations"]]
+        assert [e["qualitative"] for e in row.explanations] == [
             e["qualitativeStrength"] for e in item["predictionExplanations"]]
         assert row.explanation_kind == "xemp"
-        magnitudes = [abs(e.strength) for e in row.explanations]
+        magnitudes = [abs(e["strength"]) for e in row.explanations]
         assert magnitudes == sorted(magnitudes, reverse=True)
     if "mixed" in name:
         assert sorted({len(r.explanations) for r in rows}) == [0, 3, 4, 5]
@@ -154,7 +154,7 @@ def test_datarobot_seed_xemp_and_shap_examples() -> None:
     codec = DataRobotCodec(url=DR_URL, token="t", max_bytes=None, max_explanations=3)
     (row,) = codec.decode(codec.encode(None, [{}]), 200, "application/json", raw.encode())
     assert row.prediction == "0" and row.probabilities == {"1": 0.07836511, "0": 0.92163489}
-    assert [(e.feature, e.value, e.qualitative) for e in row.explanations] == [
+    assert [(e["feature"], e["value"], e["qualitative"]) for e in row.explanations] == [
         ("Sex", "male", "---"), ("Age", 62, "---"), ("Fare", 9.6875, "--")]
     assert row.explanation_kind == "xemp"
 
@@ -163,7 +163,7 @@ def test_datarobot_seed_xemp_and_shap_examples() -> None:
     source = [{"number_diagnoses": 9, "number_inpatient": 0}]
     (row,) = codec.decode(codec.encode(None, source), 200, "application/json", raw.encode())
     assert row.prediction == "0.0" and row.probabilities == {"1": 0.3111782477, "0.0": 0.6888217523}
-    assert [(e.feature, e.value, e.strength, e.qualitative) for e in row.explanations] == [
+    assert [(e["feature"], e["value"], e["strength"], e["qualitative"]) for e in row.explanations] == [
         ("number_diagnoses", 9, 0.0534648234, None), ("number_inpatient", 0, -0.0490243586, None)]
     assert (row.explanation_kind, row.base_value, row.remaining_total) == ("shap", 0.3964062631, -0.089668474)
 
@@ -207,9 +207,9 @@ def test_qlik_seed_response() -> None:
         assert row.prediction == values["Churned_predicted"]
         assert row.probabilities == {"no": values["Churned_no"], "yes": values["Churned_yes"]}
         shap = {n[:-5]: v for n, v in values.items() if n.endswith("_SHAP")}
-        assert {e.feature: e.strength for e in row.explanations} == shap and len(row.explanations) == 8
-        assert all(e.value == sent[cells[0]][e.feature] for e in row.explanations)
-        assert [e.feature for e in row.explanations] == sorted(shap, key=lambda f: -abs(shap[f]))
+        assert {e["feature"]: e["strength"] for e in row.explanations} == shap and len(row.explanations) == 8
+        assert all(e["value"] == sent[cells[0]][e["feature"]] for e in row.explanations)
+        assert [e["feature"] for e in row.explanations] == sorted(shap, key=lambda f: -abs(shap[f]))
         assert row.explanation_kind == "shap"
 
 
