@@ -25,12 +25,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from gateway.partitioner import partition_of
+from gateway.partitioner import partition_of, partitions_of
 
 log = logging.getLogger("gateway.sink")
 
@@ -38,6 +39,7 @@ log = logging.getLogger("gateway.sink")
 Message = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 
 _KEY_CACHE_LIMIT = 100_000
+_TOPIC = itemgetter(0)
 # Acks on a healthy cluster take milliseconds; seconds without one means the partition has no
 # leader (or the broker is gone), which is what readiness should say.
 PUBLISH_STALL_S = 3.0
@@ -73,7 +75,7 @@ class KafkaSink:
         return partitions
 
     def _partition(self, topic: str, partitions: list[int], key: bytes | None) -> int:
-        """Kafka's default partitioning (murmur2 of the key), cached: keys repeat in practice."""
+        """Kafka's default partitioning (murmur2 of the key), from the cache :meth:`_learn_keys` filled."""
         if key is None:
             return partitions[self._round_robin.randrange(len(partitions))]
         cache = self._key_partition
@@ -84,16 +86,39 @@ class KafkaSink:
             found = cache[(topic, key)] = partitions[partition_of(key, len(partitions))]
         return found
 
+    def _learn_keys(self, messages: Sequence[Message]) -> None:
+        """Cache the partition of every key not cached yet, hashing them in one batch per topic
+        (see ``gateway.partitioner.partitions_of``): most keys of a high-cardinality stream are new."""
+        cache = self._key_partition
+        unknown: dict[str, list[bytes]] = {}
+        for topic, key, _, _ in messages:
+            if key is not None and (topic, key) not in cache:
+                keys = unknown.get(topic)
+                if keys is None:
+                    unknown[topic] = [key]
+                else:
+                    keys.append(key)
+        if not unknown:
+            return
+        if len(cache) + sum(map(len, unknown.values())) > _KEY_CACHE_LIMIT:
+            cache.clear()
+        for topic, keys in unknown.items():
+            partitions = self._partitions[topic]
+            for key, index in zip(keys, partitions_of(keys, len(partitions)), strict=True):
+                cache[(topic, key)] = partitions[index]
+
     async def publish(self, messages: Sequence[Message], *, retry: bool = True) -> None:
         """Publish all messages; returns once the broker acknowledged every one of them.
 
         ``retry=False`` (inside a transaction, which must be aborted and redone as a whole instead)
         raises the first failure rather than sending the failed batches again."""
+        for topic in set(map(_TOPIC, messages)) - self._partitions.keys():
+            await self._partitions_of(topic)
+        self._learn_keys(messages)
         groups: dict[tuple[str, int], list[Message]] = {}
         for message in messages:
             topic = message[0]
-            partitions = self._partitions.get(topic) or await self._partitions_of(topic)
-            target = (topic, self._partition(topic, partitions, message[1]))
+            target = (topic, self._partition(topic, self._partitions[topic], message[1]))
             group = groups.get(target)
             if group is None:
                 groups[target] = [message]
