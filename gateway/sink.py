@@ -31,7 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from gateway.partitioner import partition_of, partitions_of
+from gateway.partitioner import partitions_of
 
 log = logging.getLogger("gateway.sink")
 
@@ -40,6 +40,7 @@ Message = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 
 _KEY_CACHE_LIMIT = 100_000
 _TOPIC = itemgetter(0)
+_KEY = itemgetter(1)
 # Acks on a healthy cluster take milliseconds; seconds without one means the partition has no
 # leader (or the broker is gone), which is what readiness should say.
 PUBLISH_STALL_S = 3.0
@@ -56,7 +57,7 @@ class KafkaSink:
         self._stall_s = stall_s
         self._stalled: dict[tuple[str, int], str] = {}
         self._partitions: dict[str, list[int]] = {}
-        self._key_partition: dict[tuple[str, bytes], int] = {}
+        self._key_partition: dict[str, dict[bytes, int]] = {}  # per topic: a key's partition
         self._round_robin = random.Random()
         self._retry_backoff_s = retry_backoff_s
         self._max_backoff_s = max_backoff_s
@@ -74,56 +75,55 @@ class KafkaSink:
             partitions = self._partitions[topic] = sorted(found)
         return partitions
 
-    def _partition(self, topic: str, partitions: list[int], key: bytes | None) -> int:
-        """Kafka's default partitioning (murmur2 of the key), from the cache :meth:`_learn_keys` filled."""
-        if key is None:
-            return partitions[self._round_robin.randrange(len(partitions))]
-        cache = self._key_partition
-        found = cache.get((topic, key))
-        if found is None:
-            if len(cache) >= _KEY_CACHE_LIMIT:
+    def _group(self, topic: str, messages: Sequence[Message],
+               groups: dict[tuple[str, int], list[Message]]) -> None:
+        """Add ``messages`` (all for ``topic``) to ``groups`` by the partition Kafka's default
+        partitioner picks for each key, in order within each partition. The keys a topic has not
+        seen yet are hashed in one batch (``gateway.partitioner.partitions_of``): most keys of a
+        high-cardinality stream are new. Unkeyed messages are spread at random."""
+        partitions = self._partitions[topic]
+        cache = self._key_partition.get(topic)
+        if cache is None:
+            cache = self._key_partition[topic] = {}
+        keys = list(map(_KEY, messages))
+        unknown = [key for key in keys if key is not None and key not in cache]
+        if unknown:
+            if len(cache) + len(unknown) > _KEY_CACHE_LIMIT:
                 cache.clear()
-            found = cache[(topic, key)] = partitions[partition_of(key, len(partitions))]
-        return found
-
-    def _learn_keys(self, messages: Sequence[Message]) -> None:
-        """Cache the partition of every key not cached yet, hashing them in one batch per topic
-        (see ``gateway.partitioner.partitions_of``): most keys of a high-cardinality stream are new."""
-        cache = self._key_partition
-        unknown: dict[str, list[bytes]] = {}
-        for topic, key, _, _ in messages:
-            if key is not None and (topic, key) not in cache:
-                keys = unknown.get(topic)
-                if keys is None:
-                    unknown[topic] = [key]
-                else:
-                    keys.append(key)
-        if not unknown:
-            return
-        if len(cache) + sum(map(len, unknown.values())) > _KEY_CACHE_LIMIT:
-            cache.clear()
-        for topic, keys in unknown.items():
-            partitions = self._partitions[topic]
-            for key, index in zip(keys, partitions_of(keys, len(partitions)), strict=True):
-                cache[(topic, key)] = partitions[index]
+                unknown = [key for key in keys if key is not None]
+            cache.update(zip(unknown, [partitions[at] for at in partitions_of(unknown, len(partitions))],
+                             strict=True))
+        targets = {partition: (topic, partition) for partition in partitions}
+        spread = self._round_robin.randrange
+        for message, key in zip(messages, keys, strict=True):
+            target = targets[cache[key] if key is not None else partitions[spread(len(partitions))]]
+            group = groups.get(target)
+            if group is None:
+                groups[target] = [message]
+            else:
+                group.append(message)
 
     async def publish(self, messages: Sequence[Message], *, retry: bool = True) -> None:
         """Publish all messages; returns once the broker acknowledged every one of them.
 
         ``retry=False`` (inside a transaction, which must be aborted and redone as a whole instead)
         raises the first failure rather than sending the failed batches again."""
-        for topic in set(map(_TOPIC, messages)) - self._partitions.keys():
+        topics = set(map(_TOPIC, messages))
+        for topic in topics - self._partitions.keys():
             await self._partitions_of(topic)
-        self._learn_keys(messages)
         groups: dict[tuple[str, int], list[Message]] = {}
-        for message in messages:
-            topic = message[0]
-            target = (topic, self._partition(topic, self._partitions[topic], message[1]))
-            group = groups.get(target)
-            if group is None:
-                groups[target] = [message]
-            else:
-                group.append(message)
+        if len(topics) == 1:
+            self._group(next(iter(topics)), messages, groups)
+        else:
+            by_topic: dict[str, list[Message]] = {}
+            for message in messages:
+                found = by_topic.get(message[0])
+                if found is None:
+                    by_topic[message[0]] = [message]
+                else:
+                    found.append(message)
+            for topic, some in by_topic.items():
+                self._group(topic, some, groups)
         pending = list(groups.items())
         delay = self._retry_backoff_s
         while pending:
