@@ -142,8 +142,11 @@ class Gateway(GatewayProcess):
         return await super().published() or 0
 
     async def readyz(self) -> tuple[int, dict[str, Any]] | None:
+        url = self.admin_url
+        if url is None:
+            return None
         try:
-            async with self.session.get(self.admin_url + "/readyz", timeout=_HTTP_TIMEOUT) as r:
+            async with self.session.get(url + "/readyz", timeout=_HTTP_TIMEOUT) as r:
                 body = await r.read()
                 self.stage.evidence.add_blob(f"{self.label} /readyz", body)
                 return r.status, orjson.loads(body)

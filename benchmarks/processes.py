@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.broker import free_port
+
+# The gateway's start-up log line, as JSON ("admin_port": N) or as text (admin_port=N).
+_ADMIN_PORT = re.compile(r'gateway_started.*?admin_port"?[:=] ?(\d+)')
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -191,8 +195,10 @@ class GatewayProcess:
                  label: str, *, env: Mapping[str, str] | None = None) -> None:
         self.session = session
         self.label = label
-        self.admin_port = free_port()
-        self.config = dict(config, admin={"host": "127.0.0.1", "port": self.admin_port})
+        # Port 0: the gateway binds a free port itself and logs it. A port picked here and bound
+        # later can be taken meanwhile (by another connection's ephemeral source port, say).
+        self._admin_port: int | None = None
+        self.config = dict(config, admin={"host": "127.0.0.1", "port": 0})
         self.config_path = workdir / f"{label}.yaml"
         self.log_path = workdir / f"{label}.log"
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
@@ -202,8 +208,22 @@ class GatewayProcess:
         self.exit_status: int | None = None
 
     @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+    def admin_port(self) -> int | None:
+        """The admin server's port, from the log's start-up line; None until that is written."""
+        if self._admin_port is None:
+            try:
+                text = self.log_path.read_text(errors="replace")
+            except OSError:
+                return None
+            found = _ADMIN_PORT.search(text)
+            if found is not None:
+                self._admin_port = int(found.group(1))
+        return self._admin_port
+
+    @property
+    def admin_url(self) -> str | None:
+        port = self.admin_port
+        return None if port is None else f"http://127.0.0.1:{port}"
 
     def start(self) -> Self:
         self._proc = spawn(self.log_path, "run", "--config", str(self.config_path), env=self._env)
@@ -231,8 +251,11 @@ class GatewayProcess:
 
     async def scrape(self) -> str | None:
         """The admin port's /metrics as text; None while the admin server is not up yet."""
+        url = self.admin_url
+        if url is None:
+            return None
         try:
-            async with self.session.get(self.admin_url + "/metrics",
+            async with self.session.get(url + "/metrics",
                                         timeout=aiohttp.ClientTimeout(total=5)) as r:
                 if r.status != 200:
                     return None
