@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -46,6 +46,10 @@ from gateway.source import KafkaSource
 from gateway.transactions import ExactlyOnceDelivery
 
 log = logging.getLogger("gateway.pipeline")
+# Each closing step (the last commit, stopping the consumer, stopping the producer) gets this long
+# after the drain: a coordinator that is gone (a broker just restarted) must not hold the exit past
+# the pod's grace period. A commit cut short only means records read again (at least once).
+CLOSE_STEP_TIMEOUT_S = 5.0
 _TIMESTAMP = attrgetter("timestamp")
 
 
@@ -110,11 +114,19 @@ class Pipeline:
                     await start_client(source.start(self._on_revoked, self._on_assigned), self.kafka)
                     await self._run_tasks(stop)
                 finally:
-                    await source.stop()
+                    await self._bounded(source.stop(), "stop_consumer")
                     await self._delivery.close()
             finally:
-                await producer.stop()
+                await self._bounded(producer.stop(), "stop_producer")
         log.info("pipeline_stopped", extra={"pipeline": self.name})
+
+    async def _bounded(self, step: Awaitable[None], name: str) -> None:
+        """A closing step, given :data:`CLOSE_STEP_TIMEOUT_S`; past it the exit goes on without it."""
+        try:
+            await asyncio.wait_for(step, CLOSE_STEP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("close_step_timeout", extra={"pipeline": self.name, "step": name,
+                                                     "timeout_s": CLOSE_STEP_TIMEOUT_S})
 
     def _make_delivery(self, sink: KafkaSink, source: KafkaSource) -> Delivery:
         cfg = self.config
@@ -139,7 +151,7 @@ class Pipeline:
                 committer_stop.set()
                 following.cancel()
         self._group = None
-        await delivery.commit()
+        await self._bounded(delivery.commit(), "commit")
         if self._failure is not None:
             raise self._failure
 
