@@ -53,7 +53,7 @@ def partition_of(key: bytes, partitions: int) -> int:
 def partitions_of(keys: Sequence[bytes], partitions: int) -> list[int]:
     """:func:`partition_of` for every key, in order."""
     if len(keys) < VECTOR_MIN_KEYS:
-        return [(murmur2(key) & 0x7FFFFFFF) % partitions for key in keys]
+        return [partition_of(key, partitions) for key in keys]
     hashes = murmur2_many(keys)
     return ((hashes & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()  # type: ignore[no-any-return]
 
