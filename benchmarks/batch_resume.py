@@ -30,8 +30,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import yaml
 
-from gateway.broker import free_port
-from gateway.sample_data import CHURN_FEATURES, churn_features
+from gateway.commands.demo.sample_data import CHURN_FEATURES, churn_features
+from gateway.kafka.embedded import free_port
 
 KILL_SHARES = (0.2, 0.5, 0.8)
 SUFFIXES = ("", "_shap", "_source", "_coord_shap", "_not_predicted")

@@ -36,8 +36,8 @@ import pyarrow.csv as pa_csv
 import yaml
 
 from benchmarks.machine import describe
-from gateway.broker import free_port
-from gateway.sample_data import CHURN_FEATURES, churn_features
+from gateway.commands.demo.sample_data import CHURN_FEATURES, churn_features
+from gateway.kafka.embedded import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_ROWS_PER_S = 50_000  # CSV -> Parquet without explanations

@@ -31,10 +31,10 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.codec import row_tuples
 from gateway.backends.csvcodec import encode_csv
-from gateway.backends.datarobot import DataRobotCodec
-from gateway.backends.qlik import QlikCodec
-from gateway.backends.scoring import row_tuples
+from gateway.backends.datarobot.codec import DataRobotCodec
+from gateway.backends.qlik.codec import QlikCodec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "codecs.json"
 ROWS = 500

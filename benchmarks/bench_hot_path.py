@@ -24,17 +24,17 @@ import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from benchmarks.machine import describe as describe_machine
-from gateway.backends.datarobot import DataRobotCodec
-from gateway.backends.qlik import QlikCodec
-from gateway.backends.scoring import Codec, ScoringRequest
-from gateway.batcher import Batch, Batcher
-from gateway.delivery import offsets_by_partition
+from gateway.backends.codec import Codec, ScoringRequest
+from gateway.backends.datarobot.codec import DataRobotCodec
+from gateway.backends.qlik.codec import QlikCodec
+from gateway.commands.demo.sample_data import churn_records
+from gateway.delivery.at_least_once import offsets_by_partition
+from gateway.delivery.offsets import OffsetTracker
 from gateway.emulator import EmulatorOptions, start_emulator
-from gateway.memory import tune_for_batches
-from gateway.offsets import OffsetTracker
-from gateway.outputs import Outputs
-from gateway.sample_data import churn_records
-from gateway.source import decode_value
+from gateway.kafka.source import decode_value
+from gateway.runtime.memory import tune_for_batches
+from gateway.stream.batcher import Batch, Batcher
+from gateway.stream.outputs import Outputs
 
 STAGES = ("intake", "encode", "decode", "outputs", "acknowledge")
 ROWS_PER_BATCH = 500

@@ -22,9 +22,9 @@ from typing import Any
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from gateway.admin import AdminServer
-from gateway.health import Health
-from gateway.metrics import SECONDS_BUCKETS, Metrics, PipelineMetrics
+from gateway.runtime.admin import AdminServer
+from gateway.runtime.health import Health
+from gateway.runtime.metrics import SECONDS_BUCKETS, Metrics, PipelineMetrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "metrics.json"
 TARGET_RECORDS_PER_S = 30_000

@@ -21,9 +21,9 @@ import orjson
 import uvloop
 
 from gateway.app import serve
-from gateway.broker import EmbeddedBroker, create_topics, free_port
+from gateway.commands.demo.sample_data import churn_records
 from gateway.config import parse_config
-from gateway.sample_data import churn_records
+from gateway.kafka.embedded import EmbeddedBroker, create_topics, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,7 +59,7 @@ class _Metrics:
     def __init__(self, real: bool) -> None:
         from prometheus_client import CollectorRegistry
 
-        from gateway.metrics import Metrics
+        from gateway.runtime.metrics import Metrics
 
         self.registry = CollectorRegistry()
         self._real = Metrics(self.registry) if real else None

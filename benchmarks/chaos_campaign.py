@@ -23,7 +23,7 @@ import aiohttp
 
 from benchmarks.chaos_env import Gateway, GroupProgress, Stage
 from benchmarks.chaos_ledger import Outputs, Tally, read_inputs, read_outputs, tally
-from gateway.sample_data import churn_records
+from gateway.commands.demo.sample_data import churn_records
 
 POLL_S = 0.2
 RETRIES = "scoring_gateway_retries_total"

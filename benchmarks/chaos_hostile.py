@@ -30,7 +30,7 @@ import orjson
 
 from benchmarks.chaos_campaign import ScenarioResult
 from benchmarks.chaos_ledger import Outputs
-from gateway.sample_data import CHURN_FEATURES, churn_features
+from gateway.commands.demo.sample_data import CHURN_FEATURES, churn_features
 
 KIND_HEADER = "chaos-kind"
 PREDICTED = "predicted"

@@ -33,7 +33,7 @@ from benchmarks.chaos_env import Gateway, freeze, resume
 from benchmarks.chaos_hostile import KIND_HEADER, hostile_stream, judge_hostile
 from benchmarks.chaos_ledger import end_offsets, read_inputs, read_outputs, tally
 from benchmarks.chaos_outages import api_429, api_503, api_down, api_hangs
-from gateway.sample_data import CHURN_FEATURES
+from gateway.commands.demo.sample_data import CHURN_FEATURES
 
 # ---- 1. crashes -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gateway.sample_data import churn_records
+from gateway.commands.demo.sample_data import churn_records
 from tests.integration.harness import Topics
 
 TICK_S = 0.1  # the stream produces what is due every tick

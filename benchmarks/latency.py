@@ -14,7 +14,7 @@ from benchmarks.processes import GatewayProcess
 from benchmarks.scenarios import LATENCY_LINGER_MS, POLL_S, Bench, GatewayRun, ScenarioFailed, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics, TopicContents, produce_backlog, produce_paced
 from gateway.config import KafkaConfig
-from gateway.kafka import consumer_options
+from gateway.kafka.connection import consumer_options
 
 # ---- scenario 6: latency at half the maximum throughput ---------------------------------------
 

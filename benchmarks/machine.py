@@ -60,7 +60,7 @@ def _version(name: str) -> str | None:
 
 def _broker_version() -> str | None:
     try:
-        from gateway.broker import broker_binary
+        from gateway.kafka.embedded import broker_binary
 
         out = subprocess.run([broker_binary(), "--version"], capture_output=True, text=True, timeout=10)
         return (out.stdout or out.stderr).strip() or None

@@ -27,7 +27,7 @@ import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.broker import free_port
+from gateway.kafka.embedded import free_port
 
 # The gateway's start-up log line, as JSON ("admin_port": N) or as text (admin_port=N).
 _ADMIN_PORT = re.compile(r'gateway_started.*?admin_port"?[:=] ?(\d+)')

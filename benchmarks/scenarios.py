@@ -23,7 +23,7 @@ import aiohttp
 from benchmarks.modes import Sizes
 from benchmarks.processes import EmulatorProcess, GatewayProcess, MetricSample, ProcessProbe
 from benchmarks.workload import RunTopics, TopicContents, produce_backlog, read_topic, value_pool
-from gateway.broker import EmbeddedBroker
+from gateway.kafka.embedded import EmbeddedBroker
 from tests.kafka.choice import make_broker
 from tests.kafka.cluster import KafkaCluster
 
@@ -229,7 +229,7 @@ async def run_gateway(bench: Bench, label: str, backend: dict[str, Any], *, back
         try:
             progress = await watch(gateway, probes, budget_s=bench.sizes.run_budget_s,
                                    expected=expected, window_s=window_s, feeder=feeder)
-            metrics = await gateway.metrics()
+            metrics = await gateway.runtime.metrics()
             feed_result = await feeder if feeder is not None else None
         finally:
             if feeder is not None and not feeder.done():

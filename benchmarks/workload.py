@@ -1,7 +1,7 @@
 """The load: churn feature records in, and the output topics read back with their timestamps.
 
 Records are the eight features of the emulator's ``churn`` deployment, drawn by the product's own
-generator (:func:`gateway.sample_data.churn_features`, ~165 bytes of JSON, near the 200-byte values
+generator (:func:`gateway.commands.demo.sample_data.churn_features`, ~165 bytes of JSON, near the 200-byte values
 the baselines were measured with), keyed by customer so that key ordering matters as it would in
 production. Values come from a pool encoded once, so producing a million-record backlog costs the
 broker's time, not the generator's.
@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gateway.broker import create_topics
-from gateway.partitioner import partition_of
-from gateway.sample_data import churn_features
+from gateway.commands.demo.sample_data import churn_features
+from gateway.kafka.embedded import create_topics
+from gateway.kafka.partitioner import partition_of
 
 PARTITIONS = 4
 CUSTOMERS = 50_000

@@ -1,10 +1,15 @@
 """scoring-gateway: Kafka feature records → micro-batched real-time scoring → Kafka predictions.
 
-The data flow, one module per step:
-``source`` (Kafka in) → ``batcher`` → ``backends`` (encode) → ``dispatcher`` (concurrency, retries,
-rate limit) → ``backends`` (decode) → ``sink`` (Kafka out), with ``offsets`` releasing the source's
-position once the sink has acknowledged every output. ``pipeline`` wires one pipeline; ``app`` runs
-them all with the admin server.
+One package per role; a record passes through them in this order:
+    kafka/       the Kafka seam: the source a pipeline fetches from, the sink it publishes to
+    stream/      one pipeline: intake, batching, key order, output records (``stream.pipeline``)
+    scoring/     a batch's lanes and requests: breaker, concurrency, rate limit, retries, HTTP
+    backends/    the vendors' wire formats: Qlik Predict and DataRobot encoders and decoders
+    delivery/    outputs published and input offsets committed, at least once or exactly once
+    runtime/     admin server, health, metrics, logs, memory settings
+    config/      YAML in, typed settings out: the single source of every key and default
+    commands/    the sub-commands besides ``run`` (``app``): check, schema, batch, replay, demo
+    emulator/    the local Qlik/DataRobot scoring server for the demo and the tests
 """
 
 __version__ = "0.1.0"

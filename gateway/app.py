@@ -15,15 +15,15 @@ import sys
 
 from prometheus_client import CollectorRegistry
 
-from gateway.admin import AdminServer
 from gateway.config import Config, ConfigError, load_config
-from gateway.health import Health
-from gateway.logs import configure_logging
-from gateway.memory import tune_for_batches
-from gateway.metrics import Metrics
-from gateway.pipeline import Pipeline
+from gateway.runtime.admin import AdminServer
+from gateway.runtime.health import Health
+from gateway.runtime.logs import configure_logging
+from gateway.runtime.memory import tune_for_batches
+from gateway.runtime.metrics import Metrics
+from gateway.stream.pipeline import Pipeline
 
-log = logging.getLogger("gateway.app")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ least when it holds ``"``, ``,``, CR or LF or starts/ends with whitespace;
 booleans as ``True``/``False`` by default (what pandas writes, and therefore what DataRobot's
 own Python client sends); a lone empty field is written ``""`` so the row does not read back as
 a blank line. Non-finite floats are written empty (callers reject them earlier, see
-:func:`~gateway.backends.scoring.row_problem`).
+:func:`~gateway.backends.codec.row_problem`).
 
 :func:`read_csv` parses response bodies with the C ``csv`` reader in strict mode and checks that
 every row has the header's width, so a truncated or garbled body is an error, not short rows.

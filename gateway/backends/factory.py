@@ -11,9 +11,9 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from .datarobot import DataRobotCodec
-from .qlik import QlikCodec
-from .scoring import Codec
+from gateway.backends.codec import Codec
+from gateway.backends.datarobot.codec import DataRobotCodec
+from gateway.backends.qlik.codec import QlikCodec
 
 
 def make_codec(pipeline: Any, *, explain: bool = True) -> Codec:

@@ -1,6 +1,6 @@
 """Running one Qlik batch-prediction job inside the emulator.
 
-The job is the gateway's own batch job (:func:`gateway.batch.job.run_job`): the same file reader,
+The job is the gateway's own batch job (:func:`gateway.commands.batch.job.run_job`): the same file reader,
 layout and writeback code as ``scoring-gateway batch`` write the same files. Only the scorer
 differs: instead of HTTP, each batch is encoded by the gateway's Qlik codec, answered by the
 real-time route's own functions (:func:`gateway.emulator.qlik.respond`, so the rows, SHAP values
@@ -22,17 +22,17 @@ from typing import Any
 
 from multidict import MultiDict
 
-from gateway.backends.qlik import QlikCodec
-from gateway.batch.file_input import FileInput
-from gateway.batch.job import JobSpec, run_job
-from gateway.batch.layout import ModelFacts
-from gateway.batch.options import BatchInputError, writeback_names
-from gateway.batch.scorer import Outcome
-from gateway.batch.scoring_loop import BatchStopped, StopRequest
+from gateway.backends.qlik.codec import QlikCodec
+from gateway.commands.batch.file_input import FileInput
+from gateway.commands.batch.job import JobSpec, run_job
+from gateway.commands.batch.layout import ModelFacts
+from gateway.commands.batch.options import BatchInputError, writeback_names
+from gateway.commands.batch.scorer import Outcome
+from gateway.commands.batch.scoring_loop import BatchStopped, StopRequest
 from gateway.emulator.models import Deployment
 from gateway.emulator.qlik import QlikQuery, parse_input, respond
 from gateway.emulator.vendor import Refusal
-from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, Rejected
+from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, Rejected
 
 PERSONAL_SPACE = "personal"
 BATCH_ROWS = 500

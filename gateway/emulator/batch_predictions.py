@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.batch.options import WRITEBACK_FIELDS as NAME_FIELDS
-from gateway.batch.options import writeback_names
+from gateway.commands.batch.options import WRITEBACK_FIELDS as NAME_FIELDS
+from gateway.commands.batch.options import writeback_names
 from gateway.emulator.models import Deployment, DeploymentCatalog
 from gateway.emulator.qlik import QlikApi, failure
 from gateway.emulator.settings import EmulatorOptions

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gateway.admin import AdminServer
-from gateway.health import Health
+from gateway.runtime.admin import AdminServer
+from gateway.runtime.health import Health
 
 from .dockerfile import final_stage, healthcheck_command, parse_dockerfile
 from .project import (
@@ -38,7 +38,7 @@ from .project import (
 )
 from .render import Obj, pod_template, split_image
 
-CHECK_MODULE = REPO / "gateway" / "check.py"
+CHECK_MODULE = REPO / "gateway" / "commands" / "check.py"
 SASL_MECHANISMS = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
 
 
@@ -184,7 +184,7 @@ def test_secrets_reach_the_config_only_through_the_environment() -> None:
 
 
 @pytest.mark.skipif(is_placeholder(CHECK_MODULE),
-                    reason="gateway/check.py is still the skeleton's placeholder")
+                    reason="gateway/commands/check.py is still the skeleton's placeholder")
 def test_config_passes_scoring_gateway_check(base_objects: list[Obj]) -> None:
     env = dummy_env(base_objects)
     result = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(APP_CONFIG)],

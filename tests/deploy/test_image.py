@@ -273,7 +273,7 @@ def test_the_wheel_the_image_installs_runs(stages: list[Stage], tmp_path: Path) 
     assert help_run.returncode == 0, help_run.stderr
     for command in ("run", "check", "emulate", "demo"):
         assert command in help_run.stdout
-    if not is_placeholder(REPO / "gateway" / "check.py"):
+    if not is_placeholder(REPO / "gateway" / "commands" / "check.py"):
         env = {name: "dummy-value" for name in config_env(app_config())}
         env["KAFKA_BOOTSTRAP_SERVERS"] = "kafka:9093"
         checked = subprocess.run([str(entrypoint), "check", "--config", str(APP_CONFIG)],

@@ -16,8 +16,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from gateway.commands.demo.sample_data import CHURN_FEATURES
 from gateway.emulator import Emulator, EmulatorOptions, start_emulator
-from gateway.sample_data import CHURN_FEATURES
 from tests.integration.batch_support import churn_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qlik_batch_prediction_create.json"

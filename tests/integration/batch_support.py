@@ -17,7 +17,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import yaml
 
-from gateway.sample_data import CHURN_FEATURES, churn_features
+from gateway.commands.demo.sample_data import CHURN_FEATURES, churn_features
 
 PREDICTIONS, SHAP, SOURCE, COORD_SHAP, NOT_PREDICTED = ("", "_shap", "_source", "_coord_shap", "_not_predicted")
 

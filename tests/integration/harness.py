@@ -24,7 +24,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from gateway.broker import create_topics, free_port
+from gateway.kafka.embedded import create_topics, free_port
 from tests.kafka.choice import broker_kind, in_ci
 from tests.kafka.runtime import KafkaUnavailable
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
-from gateway.sample_data import CHURN_FEATURES
+from gateway.commands.demo.sample_data import CHURN_FEATURES
 from tests.integration.batch_support import batch_config, churn_table, run_batch
 
 pytestmark = pytest.mark.integration

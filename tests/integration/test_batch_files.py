@@ -7,9 +7,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from gateway.commands.demo.sample_data import CHURN_FEATURES
 from gateway.emulator.attribution import base_values
 from gateway.emulator.models import CHURN
-from gateway.sample_data import CHURN_FEATURES
 from tests.integration.batch_support import (
     batch_config,
     output_files,

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from benchmarks.chaos_ledger import read_inputs, read_outputs, tally
-from gateway.broker import free_port
+from gateway.kafka.embedded import free_port
 from tests.integration.harness import GatewayProcess, Topics, churn_features, gateway_config, start_broker, write_config
 from tests.kafka.admin import create_led_topics, partition_leaders
 from tests.kafka.cluster import KafkaCluster

@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks.chaos_campaign import QUICK, Campaign
 from benchmarks.chaos_scenarios import SCENARIOS, run_scenario
-from gateway.broker import create_topics
-from gateway.kafka import producer_options
-from gateway.sink import KafkaSink
+from gateway.kafka.connection import producer_options
+from gateway.kafka.embedded import create_topics
+from gateway.kafka.sink import KafkaSink
 from tests.integration.harness import BROKER, Topics, idempotent, unique
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ async def test_concurrent_publishes_to_one_partition_neither_time_out_nor_duplic
     try:
         sink = KafkaSink(producer)
         await sink.prepare([topic])
-        caplog.set_level(logging.WARNING, logger="gateway.sink")
+        caplog.set_level(logging.WARNING, logger="gateway.kafka.sink")
         # three producer batches per publish (each value fills most of one), 100 publishes at once
         await asyncio.gather(*(sink.publish([(topic, b"k", b"%06d" % (3 * i + j) + b"x" * 200_000, [])
                                              for j in range(3)]) for i in range(100)))

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from gateway.broker import create_topics, free_port
-from gateway.check import probe
+from gateway.commands.check import probe
 from gateway.config import parse_config
+from gateway.kafka.embedded import create_topics, free_port
 from tests.integration.harness import EmulatorProcess, unique
 
 pytestmark = pytest.mark.integration

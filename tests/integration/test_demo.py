@@ -15,9 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.config import load_config
-from gateway.demo import percentile
-from gateway.sample_data import (
+from gateway.commands.demo import percentile
+from gateway.commands.demo.sample_data import (
     CHURN_FEATURES,
     INVALID_JSON,
     JSON_ARRAY,
@@ -26,6 +25,7 @@ from gateway.sample_data import (
     churn_records,
     malformed_count,
 )
+from gateway.config import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ async def test_an_early_gateway_failure_is_one_clear_cause(tmp_path: Path) -> No
 
     from prometheus_client import CollectorRegistry
 
-    from gateway.demo import DemoError, DemoOptions, EmbeddedGateway, demo_config, write_config
+    from gateway.commands.demo import DemoError, DemoOptions, EmbeddedGateway, demo_config, write_config
 
     options = DemoOptions("qlik", 10, "shap", False, tmp_path, 0.0, 7)
     with socket.socket() as taken:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from benchmarks.chaos_ledger import Outputs, read_inputs, read_outputs, tally
-from gateway.broker import free_port
+from gateway.kafka.embedded import free_port
 from tests.integration.harness import (
     SESSION_TIMEOUT_MS,
     GatewayProcess,
@@ -142,7 +142,7 @@ async def test_a_zombie_cannot_commit_after_it_lost_its_partitions(topics, emu, 
 
 async def test_on_tansu_exactly_once_stops_start_up_naming_the_key(tmp_path):
     """A broker without transactions: one clear line naming ``delivery``, exit 1."""
-    from gateway.broker import EmbeddedBroker
+    from gateway.kafka.embedded import EmbeddedBroker
 
     with EmbeddedBroker() as tansu:
         topics = Topics(tansu.bootstrap)

@@ -26,8 +26,8 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.app import serve
-from gateway.broker import free_port
 from gateway.config import parse_config
+from gateway.kafka.embedded import free_port
 from tests.integration.harness import InProcessGateway, Topics, churn_features, gateway_config, ids_of, start_broker
 from tests.integration.test_security import make_ca, make_server_cert
 from tests.kafka.cluster import KafkaCluster, Listener

@@ -8,7 +8,7 @@ import urllib.request
 import orjson
 import pytest
 
-from gateway.broker import free_port
+from gateway.kafka.embedded import free_port
 from tests.integration.harness import (
     GatewayProcess,
     Topics,

@@ -155,7 +155,7 @@ async def test_hanging_backend_pauses_the_consumer_and_bounds_memory(tmp_path, t
 
 
 def _free():
-    from gateway.broker import free_port
+    from gateway.kafka.embedded import free_port
     return free_port()
 
 

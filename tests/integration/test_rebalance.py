@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from benchmarks.chaos_ledger import read_inputs, read_outputs, tally
-from gateway.broker import free_port
+from gateway.kafka.embedded import free_port
 from tests.integration.harness import GatewayProcess, async_wait_until, churn_features, gateway_config, write_config
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gateway.broker import create_topics, free_port
-from gateway.records import TOMBSTONE_REASON
-from gateway.replay import PROVENANCE_HEADER, replay_group
+from gateway.commands.replay import PROVENANCE_HEADER, replay_group
+from gateway.kafka.embedded import create_topics, free_port
+from gateway.stream.records import TOMBSTONE_REASON
 from tests.integration.harness import (
     GatewayProcess,
     Topics,

@@ -2,7 +2,7 @@
 
 Kafka SASL and TLS end to end (PLAIN, SCRAM-SHA-256/512, SSL, mutual TLS, refusals) run on Apache
 Kafka in ``test_kafka_security.py``. Here: the settings where they are made
-(``gateway.kafka.client_options`` and the aiokafka clients built from them, for every protocol and
+(``gateway.kafka.connection.client_options`` and the aiokafka clients built from them, for every protocol and
 mechanism), and the embedded tansu broker's refusal of a SCRAM login (it ends the exchange in a way
 aiokafka reports as ``KeyError('v')``), which must still stop the gateway with one readable line
 and keep the password out of what it prints.
@@ -31,9 +31,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from benchmarks.chaos_campaign import feed_churn
 from benchmarks.chaos_env import DATAROBOT_KEY_VAR, TOKEN_VAR, Stage
 from benchmarks.chaos_ledger import end_offsets, read_outputs, tally
-from gateway.broker import broker_binary, free_port
 from gateway.config import parse_config
-from gateway.kafka import client_options, consumer_options, producer_options
+from gateway.kafka.connection import client_options, consumer_options, producer_options
+from gateway.kafka.embedded import broker_binary, free_port
 from tests.integration.harness import GatewayProcess, churn_features, gateway_config, write_config
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from gateway.broker import EmbeddedBroker
+from gateway.kafka.embedded import EmbeddedBroker
 from tests.kafka.cluster import KafkaCluster
 from tests.kafka.runtime import KAFKA_VERSION
 

@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.admin import AdminServer
-from gateway.health import Health
-from gateway.metrics import Metrics
+from gateway.runtime.admin import AdminServer
+from gateway.runtime.health import Health
+from gateway.runtime.metrics import Metrics
 
 
 class Admin:

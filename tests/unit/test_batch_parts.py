@@ -15,17 +15,17 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
-from gateway.backends.scoring import ScoredRow, explanation, row_problem
-from gateway.batch.arrow_rows import conform, row_problems, rows_of, unify
-from gateway.batch.file_input import FileInput
-from gateway.batch.layout import Layout, vendor_message
-from gateway.batch.options import BatchInputError, file_names, input_format, writeback_names
-from gateway.batch.progress import Progress
-from gateway.batch.segments import Segment, cut, generated_index
-from gateway.batch.state import RunState
-from gateway.batch.topic_input import parse_bound
-from gateway.batch.writeback import assemble, write_parts
-from gateway.records import Rejected
+from gateway.backends.codec import ScoredRow, explanation, row_problem
+from gateway.commands.batch.arrow_rows import conform, row_problems, rows_of, unify
+from gateway.commands.batch.file_input import FileInput
+from gateway.commands.batch.layout import Layout, vendor_message
+from gateway.commands.batch.options import BatchInputError, file_names, input_format, writeback_names
+from gateway.commands.batch.progress import Progress
+from gateway.commands.batch.segments import Segment, cut, generated_index
+from gateway.commands.batch.state import RunState
+from gateway.commands.batch.topic_input import parse_bound
+from gateway.commands.batch.writeback import assemble, write_parts
+from gateway.stream.records import Rejected
 
 
 def test_file_names_default_from_the_name_and_gain_the_extension():

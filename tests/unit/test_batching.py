@@ -1,8 +1,8 @@
 import asyncio
 from types import SimpleNamespace
 
-from gateway.batcher import Batcher
-from gateway.ordering import KeyOrder
+from gateway.stream.batcher import Batcher
+from gateway.stream.ordering import KeyOrder
 
 
 def rec(key, offset=0, size=10):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.breaker import BreakerSettings, CircuitBreaker, Permit, State
+from gateway.scoring.breaker import BreakerSettings, CircuitBreaker, Permit, State
 
 SETTINGS = BreakerSettings(failure_threshold=3, failure_ratio=0.5, window_s=10.0, min_requests=6,
                            close_after_successes=3, initial_backoff_s=1.0, max_backoff_s=8.0, max_in_flight=8)

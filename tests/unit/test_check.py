@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway import check
+from gateway.commands import check
 from gateway.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway import pipeline
-from gateway.pipeline import Pipeline
+from gateway.stream import pipeline
+from gateway.stream.pipeline import Pipeline
 
 
 async def test_a_stuck_close_step_is_given_up_after_its_timeout(monkeypatch: pytest.MonkeyPatch,
@@ -18,7 +18,7 @@ async def test_a_stuck_close_step_is_given_up_after_its_timeout(monkeypatch: pyt
     monkeypatch.setattr(pipeline, "CLOSE_STEP_TIMEOUT_S", 0.1)
     stuck = asyncio.get_running_loop().create_future()  # never resolved
     began = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="gateway.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="gateway.stream.pipeline"):
         await Pipeline._bounded(SimpleNamespace(name="p"), stuck, "stop_consumer")  # type: ignore[arg-type]
     assert time.monotonic() - began < 2
     assert stuck.cancelled()

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.concurrency import AdaptiveLimit, RequestSlots
+from gateway.scoring.concurrency import AdaptiveLimit, RequestSlots
 
 
 def rounds_against(limit: AdaptiveLimit, capacity: int, rounds: int, latency_s: float = 0.05,

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway import check
+from gateway.commands import check
 from gateway.config import ConfigError, KafkaConfig, json_schema, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,7 @@ def test_schema_command_prints_a_draft_2020_12_schema_with_every_key_described(p
         assert not required or "default" not in prop, f"{path} is required but shows a default"
     written = tmp_path / "scoring-gateway.schema.json"
     parser = argparse.ArgumentParser()
-    from gateway import schema as command
+    from gateway.commands import schema as command
 
     command.add_arguments(parser)
     assert command.main(parser.parse_args(["--output", str(written)])) == 0
@@ -124,7 +124,7 @@ def test_schema_command_prints_a_draft_2020_12_schema_with_every_key_described(p
 
 
 def test_schema_command_reports_an_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway import schema as command
+    from gateway.commands import schema as command
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

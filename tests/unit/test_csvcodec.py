@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.backends import csvcodec
+from gateway.backends.codec import row_tuples
 from gateway.backends.csvcodec import CsvError, encode_csv, quote_field, read_csv
-from gateway.backends.scoring import row_tuples
 
 # Text that stresses both paths: JSON escapes, CSV specials, the tokens the JSON path rewrites.
 TRICKY = st.sampled_from([",", '"', "\r", "\n", "\r\n", " ", "\t", "\\", "\x00", "\x01", "\x1f",

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gateway.health import Health
-from gateway.metrics import Metrics
+from gateway.runtime.health import Health
+from gateway.runtime.metrics import Metrics
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 DASHBOARD = K8S / "grafana-dashboard.json"

@@ -11,10 +11,10 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 import pytest
 
+from gateway.backends.codec import BodyTooLarge
 from gateway.backends.csvcodec import encode_csv
-from gateway.backends.datarobot import NO_PREDICTION, REALTIME_LIMIT_BYTES, ROW_COLUMN, DataRobotCodec, label_text
+from gateway.backends.datarobot.codec import NO_PREDICTION, REALTIME_LIMIT_BYTES, ROW_COLUMN, DataRobotCodec, label_text
 from gateway.backends.errors import DataError, FatalError, ResponseDecodeError
-from gateway.backends.scoring import BodyTooLarge
 
 URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/5f3c1b2a9d8e7f6a5b4c3d2e/predictions"
 FEATURES = ["PlanType", "BaseFee", "HasRenewed", "Note"]

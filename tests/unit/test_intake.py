@@ -7,12 +7,12 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from gateway.backends.qlik import QlikCodec
-from gateway.batcher import Batch, Batcher
-from gateway.intake import Intake, Rejects
-from gateway.offsets import OffsetTracker
-from gateway.records import STAGE_DECODE, STAGE_VALIDATE
-from gateway.source import decode_value
+from gateway.backends.qlik.codec import QlikCodec
+from gateway.delivery.offsets import OffsetTracker
+from gateway.kafka.source import decode_value
+from gateway.stream.batcher import Batch, Batcher
+from gateway.stream.intake import Intake, Rejects
+from gateway.stream.records import STAGE_DECODE, STAGE_VALIDATE
 
 
 class CountingMetrics:

@@ -1,4 +1,4 @@
-"""The one translation of aiokafka's connection and login failures (gateway.kafka.connection_failure)."""
+"""The one translation of aiokafka's connection and login failures (gateway.kafka.connection.connection_failure)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiokafka import errors as kafka_errors
 
-from gateway.broker import free_port
 from gateway.config import parse_config
-from gateway.kafka import KafkaStartError, connection_failure, producer_options, start_client
+from gateway.kafka.connection import KafkaStartError, connection_failure, producer_options, start_client
+from gateway.kafka.embedded import free_port
 
 PASSWORD = "pw-never-shown-9c1d"
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from gateway.logs import GatewayLogHandler, configure_logging, event
+from gateway.runtime.logs import GatewayLogHandler, configure_logging, event
 
 SECRET = "qlik-api-key-7f3a9c2e1b"
 DR_KEY = "dr-key-0b1c2d3e4f"
@@ -38,13 +38,13 @@ def lines(stream: io.StringIO) -> list[dict]:
 
 def test_json_lines_carry_the_standard_keys_and_typed_fields(root: logging.Logger) -> None:
     stream = configured()
-    log = logging.getLogger("gateway.pipeline")
+    log = logging.getLogger("gateway.stream.pipeline")
     event(log, "batch_published", pipeline="churn", rows=500, latency_s=0.012, ok=True)
     log.warning("plain %s message", "library", extra={"partition": 3})
     first, second = lines(stream)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["ts"])
     assert {k: v for k, v in first.items() if k != "ts"} == {
-        "level": "info", "event": "batch_published", "logger": "gateway.pipeline",
+        "level": "info", "event": "batch_published", "logger": "gateway.stream.pipeline",
         "pipeline": "churn", "rows": 500, "latency_s": 0.012, "ok": True}
     assert second["event"] == "plain library message" and second["partition"] == 3 and second["level"] == "warning"
 

@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from gateway import memory
+from gateway.runtime import memory
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")

@@ -9,8 +9,8 @@ import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from gateway.health import Health
-from gateway.metrics import SECONDS_BUCKETS, Metrics, PipelineMetrics
+from gateway.runtime.health import Health
+from gateway.runtime.metrics import SECONDS_BUCKETS, Metrics, PipelineMetrics
 
 P = "scoring_gateway_"
 

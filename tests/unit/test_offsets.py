@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.offsets import OffsetOrderError, OffsetTracker
+from gateway.delivery.offsets import OffsetOrderError, OffsetTracker
 
 
 def test_commits_only_the_contiguous_acknowledged_prefix():

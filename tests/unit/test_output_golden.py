@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from gateway.backends.scoring import Explanation, ScoredRow, explanation
-from gateway.outputs import Outputs
-from gateway.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
-from gateway.source import decode_value
+from gateway.backends.codec import Explanation, ScoredRow, explanation
+from gateway.kafka.source import decode_value
+from gateway.stream.outputs import Outputs
+from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "outputs.jsonl"
 HOSTILE = ['comma, "quote"', "line\nbreak\r\n", "tab\tnul\x00", "unicode ü 名前 🙂 \u2028", "=cmd|' /C calc'!A0", ""]
@@ -122,7 +122,7 @@ def test_output_records_are_byte_for_byte_the_golden_ones() -> None:
 def test_a_record_without_an_integer_timestamp_is_written_as_its_document() -> None:
     """The per-batch format only fits integer offsets and timestamps; anything else (a record built
     by hand, not by the client) takes the document path and is written the same way."""
-    from gateway.records import PredictionWriter, dumps, prediction_document
+    from gateway.stream.records import PredictionWriter, dumps, prediction_document
 
     source = ConsumerRecord("t", 0, 5, None, 0, None, b"{}", None, 2, 0, [])
     row = ScoredRow("yes", {"yes": 1.0}, None, [], None, {"id": 1})

@@ -1,8 +1,8 @@
 import itertools
 import random
 
-from gateway.ratelimit import RateLimiter
-from gateway.retry import RetryPolicy
+from gateway.scoring.ratelimit import RateLimiter
+from gateway.scoring.retry import RetryPolicy
 
 
 class Clock:
@@ -58,7 +58,7 @@ async def test_waiting_requests_take_a_new_rate_at_once(monkeypatch):
     re-shared after a rebalance), not only to requests that arrive later."""
     import asyncio
 
-    import gateway.ratelimit
+    import gateway.scoring.ratelimit
 
     clock = Clock()
     real_sleep = asyncio.sleep
@@ -67,7 +67,7 @@ async def test_waiting_requests_take_a_new_rate_at_once(monkeypatch):
         clock.now += seconds
         await real_sleep(0)
 
-    monkeypatch.setattr(gateway.ratelimit.asyncio, "sleep", sleep)
+    monkeypatch.setattr(gateway.scoring.ratelimit.asyncio, "sleep", sleep)
     limiter = RateLimiter(600, clock=clock)  # 10/s
     starts: list[float] = []
 

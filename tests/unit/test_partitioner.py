@@ -7,7 +7,7 @@ import random
 import pytest
 from aiokafka.partitioner import murmur2 as reference
 
-from gateway.partitioner import VECTOR_MIN_KEYS, murmur2, murmur2_many, partition_of, partitions_of
+from gateway.kafka.partitioner import VECTOR_MIN_KEYS, murmur2, murmur2_many, partition_of, partitions_of
 
 
 def test_same_hash_as_the_kafka_client_for_every_length_and_byte() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.health import Health
-from gateway.sink import KafkaSink
+from gateway.kafka.sink import KafkaSink
+from gateway.runtime.health import Health
 
 
 class Batch:

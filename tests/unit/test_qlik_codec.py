@@ -8,11 +8,11 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 import pytest
 
+from gateway.backends.codec import BodyTooLarge, ScoredRow
 from gateway.backends.csvcodec import encode_csv
 from gateway.backends.errors import DataError, FatalError, ResponseDecodeError, RetryableError
-from gateway.backends.qlik import QlikCodec
-from gateway.backends.qlik_response import NO_PREDICTION
-from gateway.backends.scoring import BodyTooLarge, ScoredRow
+from gateway.backends.qlik.codec import QlikCodec
+from gateway.backends.qlik.response import NO_PREDICTION
 
 TENANT = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments"
 URL = f"{TENANT}/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"

@@ -11,10 +11,17 @@ import orjson
 import pytest
 
 from gateway.cli import build_parser
-from gateway.records import Rejected, dead_letter_document, dumps
-from gateway.replay.options import PROVENANCE_HEADER, ReplayOptions, UsageError, parse_time, replay_group
-from gateway.replay.selection import DeadLetter, Selection, Unreadable, Verdict, read_dead_letter, replay_message
-from gateway.source import decode_value
+from gateway.commands.replay.options import PROVENANCE_HEADER, ReplayOptions, UsageError, parse_time, replay_group
+from gateway.commands.replay.selection import (
+    DeadLetter,
+    Selection,
+    Unreadable,
+    Verdict,
+    read_dead_letter,
+    replay_message,
+)
+from gateway.kafka.source import decode_value
+from gateway.stream.records import Rejected, dead_letter_document, dumps
 
 
 @dataclass

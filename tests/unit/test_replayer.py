@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from gateway.records import Rejected, dead_letter_document, dumps
-from gateway.replay.progress import PlainProgress, Summary, UnreadableWarnings
-from gateway.replay.replayer import Plan, Replayer, Tally
-from gateway.replay.selection import Selection
-from gateway.replay.topics import Layout
+from gateway.commands.replay.progress import PlainProgress, Summary, UnreadableWarnings
+from gateway.commands.replay.replayer import Plan, Replayer, Tally
+from gateway.commands.replay.selection import Selection
+from gateway.commands.replay.topics import Layout
+from gateway.stream.records import Rejected, dead_letter_document, dumps
 
 DLQ = "churn-dead-letter"
 P0, P1 = TopicPartition(DLQ, 0), TopicPartition(DLQ, 1)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backends.datarobot import DataRobotCodec
+from gateway.backends.datarobot.codec import DataRobotCodec
 from gateway.backends.errors import ResponseDecodeError
-from gateway.backends.qlik import QlikCodec
+from gateway.backends.qlik.codec import QlikCodec
 from tests.vendor_samples import DATAROBOT as DR
 from tests.vendor_samples import QLIK
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.partitioner import VECTOR_MIN_KEYS, partition_of
-from gateway.sink import KafkaSink
+from gateway.kafka.partitioner import VECTOR_MIN_KEYS, partition_of
+from gateway.kafka.sink import KafkaSink
 
 
 class Batch:

@@ -11,9 +11,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from gateway.offsets import OffsetTracker
-from gateway.partition_transaction import PartitionTransaction
-from gateway.sink import KafkaSink, Message
+from gateway.delivery.offsets import OffsetTracker
+from gateway.delivery.partition_transaction import PartitionTransaction
+from gateway.kafka.sink import KafkaSink, Message
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,0 +1,1 @@
+"""DataRobot's Prediction API: the request encoder (``codec``) and the response decoder (``response``)."""

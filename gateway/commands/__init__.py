@@ -1,0 +1,1 @@
+"""The sub-commands besides ``run`` (``gateway.app``): check, schema, batch, replay and demo."""

@@ -1,0 +1,172 @@
+"""Kafka in: a consumer-group member with manual commits, and the decoding of record values.
+
+A value must be a JSON object of feature -> value. Anything else (invalid UTF-8, invalid JSON,
+NaN/Infinity, a JSON array or scalar) is not the gateway's to guess at: it is rejected at stage
+``decode`` with the original bytes kept in the dead-letter record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from gateway.stream.records import STAGE_DECODE, TOMBSTONE_REASON, Rejected
+
+
+def decode_value(value: bytes | None) -> dict[str, Any] | Rejected:
+    if value is None:
+        return Rejected(STAGE_DECODE, TOMBSTONE_REASON)
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Rejected(STAGE_DECODE, f"value is not valid JSON: {exc}")
+    if type(doc) is not dict:
+        return Rejected(STAGE_DECODE, f"value is a JSON {_json_type(doc)}, expected an object")
+    return doc
+
+
+def _json_type(doc: Any) -> str:
+    return {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+            type(None): "null"}.get(type(doc), type(doc).__name__)
+
+
+PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
+
+# End offsets are asked for all assigned partitions at once, at most this often (one ListOffsets
+# per broker), and a question the broker does not answer in time falls back to the high watermark
+# of the last fetch rather than holding up the commit loop.
+END_OFFSETS_MAX_AGE_S = 0.5
+LAG_QUERY_TIMEOUT_S = 2.0
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._on_assigned(set(assigned))
+
+
+class KafkaSource:
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self._paused = False
+        self._committed: dict[TopicPartition, int] = {}
+        self._ends: dict[TopicPartition, int] = {}
+        self._ends_at = -1e9
+
+    async def start(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
+        async def revoked(partitions: set[TopicPartition]) -> None:
+            await on_revoked(partitions)  # drains and commits first
+            for tp in partitions:  # another member commits them from now on
+                self._committed.pop(tp, None)
+                self._ends.pop(tp, None)
+
+        self.consumer.subscribe([self.topic], listener=_Listener(revoked, on_assigned))
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def fetch(self, timeout_s: float, max_records: int) -> dict[TopicPartition, list[Any]]:
+        batches: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
+            timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return batches
+
+    def partition_count(self) -> int | None:
+        """Partitions of the input topic, from the consumer's metadata (None before it knows)."""
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        return len(partitions) if partitions else None
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment())
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        if not self._paused:
+            assigned = self.assignment()
+            if assigned:
+                self.consumer.pause(*assigned)
+            self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            assigned = self.assignment()
+            if assigned:
+                self.consumer.resume(*assigned)
+            self._paused = False
+
+    def pause_partition(self, tp: TopicPartition) -> None:
+        """Stop reading one partition until the next assignment (it was taken over elsewhere)."""
+        if tp in self.assignment():
+            self.consumer.pause(tp)
+
+    def reapply_pause(self, assigned: set[TopicPartition]) -> None:
+        """Newly assigned partitions start unpaused; keep them paused if the pipeline is."""
+        if self._paused and assigned:
+            self.consumer.pause(*assigned)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await self.consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+        self._committed.update(offsets)
+
+    def note_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        """Offsets committed for the group by someone else (a transaction): lag counts from them."""
+        self._committed.update(offsets)
+
+    async def lag(self, tp: TopicPartition) -> int | None:
+        """The partition's end offset minus the group's committed offset: the records not yet done.
+
+        Before the group has committed anything for the partition, every retained record counts
+        (end minus the log start offset). None when the broker cannot say right now.
+        """
+        end = await self._end_offset(tp)
+        committed = await self._committed_offset(tp) if end is not None else None
+        if end is None or committed is None:
+            return None
+        return max(0, end - committed)
+
+    async def _end_offset(self, tp: TopicPartition) -> int | None:
+        now = time.monotonic()
+        if tp not in self._ends or now - self._ends_at > END_OFFSETS_MAX_AGE_S:
+            self._ends_at = now  # also after a failure: ask again only after the max age
+            assigned = self.assignment() | {tp}
+            try:
+                found = await asyncio.wait_for(self.consumer.end_offsets(list(assigned)), LAG_QUERY_TIMEOUT_S)
+            except (TimeoutError, KafkaError, ValueError):
+                found = {}
+            self._ends = {p: int(offset) for p, offset in found.items()}
+        end = self._ends.get(tp)
+        if end is None:
+            highwater = self.consumer.highwater(tp)  # from the last fetch response
+            return None if highwater is None else int(highwater)
+        return end
+
+    async def _committed_offset(self, tp: TopicPartition) -> int | None:
+        found: int | None = self._committed.get(tp)
+        if found is not None:
+            return found
+        try:
+            found = await asyncio.wait_for(self.consumer.committed(tp), LAG_QUERY_TIMEOUT_S)
+            if found is not None:
+                self._committed[tp] = int(found)
+                return int(found)
+            start = await asyncio.wait_for(self.consumer.beginning_offsets([tp]), LAG_QUERY_TIMEOUT_S)
+        except (TimeoutError, KafkaError, ValueError):
+            return None
+        return int(start[tp]) if tp in start else None

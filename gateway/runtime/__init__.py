@@ -1,0 +1,1 @@
+"""The process around the pipelines: admin server, health, metrics, logs and memory settings."""
