@@ -153,3 +153,70 @@ async def until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
     while not condition():
         assert loop.time() < deadline, "timed out waiting for a condition"
         await asyncio.sleep(0.001)
+
+
+# -- an aiohttp-like session ----------------------------------------------------------------------
+
+@dataclass
+class SentRequest:
+    method: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeResponse:
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    async def read(self) -> bytes:
+        return self.body
+
+
+class _Exchange:
+    """What ``ClientSession.request`` returns: an async context manager around the response."""
+
+    def __init__(self, outcome: FakeResponse | BaseException, gate: asyncio.Event | None) -> None:
+        self._outcome = outcome
+        self._gate = gate
+
+    async def __aenter__(self) -> FakeResponse:
+        if self._gate is not None:
+            await self._gate.wait()
+        await asyncio.sleep(0)
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class FakeSession:
+    """Stands in for ``aiohttp.ClientSession`` as the client uses it (``request`` in ``async with``):
+    ``handler`` answers each request with a response, or with the transport exception to raise."""
+
+    def __init__(self, handler: Callable[[SentRequest], FakeResponse | BaseException]) -> None:
+        self.handler = handler
+        self.sent: list[SentRequest] = []
+        self.gate: asyncio.Event | None = None  # when set by a test: answers wait for it to open
+
+    def request(self, method: str, url: str, *, data: bytes, headers: dict[str, str]) -> _Exchange:
+        sent = SentRequest(method, url, data, dict(headers))
+        self.sent.append(sent)
+        return _Exchange(self.handler(sent), self.gate)
+
+
+def qlik_answer(sent: SentRequest) -> FakeResponse:
+    """A Qlik Predict answer to a request body ``{"schema": [...], "rows": [...]}``: a regression
+    prediction of 0.5 + the row's position, and a SHAP column per feature when the URL asks for it."""
+    body = orjson.loads(sent.body)
+    features = [column["name"] for column in body["schema"]]
+    shap = "includeShap=true" in sent.url
+    schema = [{"name": "automl_row_index"}, {"name": "churn_predicted"},
+              *([{"name": f"{name}_SHAP"} for name in features] if shap else [])]
+    table = [[i, 0.5 + i, *([0.1] * len(features) if shap else [])] for i in range(len(body["rows"]))]
+    doc = {"data": {"type": "realtime-prediction", "attributes": {"schema": schema, "rows": table}}}
+    return FakeResponse(200, orjson.dumps(doc), {"Content-Type": "application/json"})
