@@ -5,10 +5,12 @@ request metrics and the request slots accounted for in each case."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
+from collections.abc import Mapping, Sequence
 from email.utils import formatdate
-from typing import cast
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -16,12 +18,20 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from multidict import CIMultiDict
 
-from gateway.backends.codec import ScoredRow
+from gateway.backends.codec import ScoredRow, ScoringRequest
 from gateway.backends.errors import DataError, FatalError, RetryableError, ScoringError
 from gateway.backends.qlik.codec import QlikCodec
 from gateway.scoring.client import BackendClient
 from gateway.scoring.concurrency import AdaptiveLimit
-from tests.unit.scoring.fakes import FakeResponse, FakeSession, RecordingMetrics, SentRequest, qlik_answer, until
+from tests.unit.scoring.fakes import (
+    FakeCodec,
+    FakeResponse,
+    FakeSession,
+    RecordingMetrics,
+    SentRequest,
+    qlik_answer,
+    until,
+)
 
 URL = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/dep-42/realtime-predictions/actions/run"
 TOKEN = "eyJ-secret-token"
@@ -203,3 +213,37 @@ async def test_explanation_calls_are_labelled_by_kind_and_slow_ones_counted() ->
     fast, _, quick = client(include_shap=True)
     await fast.send(fast.codec.encode(None, ROWS))
     assert quick.slow == []
+
+
+async def test_a_server_error_is_no_sample_for_an_adaptive_limit() -> None:
+    adaptive = AdaptiveLimit(minimum=1, maximum=16, limit=8)
+    backend, _, metrics = client(FakeResponse(500, b"oops"), adaptive=adaptive)
+    await failure(backend)
+    assert backend.slots.limit == 8 and metrics.limits == [8]
+
+
+class AutoExplanations(FakeCodec):
+    """Asks for the deployment's default explanations; the answer says they are XEMP."""
+
+    explanations = "auto"
+
+    def encode(self, features: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:
+        request = super().encode(features, rows)
+        request.explanations = self.explanations
+        return request
+
+    def decode(self, request: ScoringRequest, status: int, content_type: str, body: bytes) -> list[ScoredRow]:
+        return [ScoredRow(prediction=row["id"], explanation_kind="xemp") for row in orjson.loads(body)]
+
+
+async def test_a_slow_call_for_the_deployments_default_explanations_is_logged_once_known_to_be_xemp(
+        caplog: pytest.LogCaptureFixture) -> None:
+    session = FakeSession(lambda sent: FakeResponse(200, sent.body))
+    metrics = RecordingMetrics()
+    backend = BackendClient(pipeline="churn", codec=AutoExplanations(), session=cast(aiohttp.ClientSession, session),
+                            max_in_flight_requests=1, metrics=metrics, slow_threshold_s=-1.0)
+    with caplog.at_level(logging.WARNING, logger="gateway.scoring.client"):
+        await backend.send(backend.codec.encode(None, [{"id": 1}, {"id": 2}]))
+    assert metrics.requests == [("fake", "xemp", "200")] and metrics.slow == ["xemp"]
+    [record] = [r for r in caplog.records if r.getMessage() == "slow_xemp_call"]
+    assert (record.pipeline, record.deployment, record.rows) == ("churn", "d-1", 2)  # type: ignore[attr-defined]

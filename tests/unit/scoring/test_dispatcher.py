@@ -4,6 +4,8 @@ Retry-After, refusals of the data and the bisection that isolates the rows refus
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from gateway.backends.codec import ScoredRow
 from gateway.backends.errors import RetryableError
 from gateway.scoring.breaker import BreakerSettings, State
@@ -66,8 +68,8 @@ async def test_retry_after_is_honoured_up_to_its_cap_between_attempts_and_holds_
     outcomes = await r.score(rows(1))
     assert predictions(outcomes) == [0]
     assert r.policy.asked == [(1, 30.0), (2, 30.0)]  # the vendor's value reaches the policy ...
-    gaps = [b - a for a, b in zip(r.backend.sent_at, r.backend.sent_at[1:], strict=False)]
-    assert all(0.03 <= gap < 0.5 for gap in gaps), gaps  # ... which waits the capped 0.03 s, not 30 s
+    gaps = [b - a for a, b in pairwise(r.backend.sent_at)]
+    assert all(0.03 <= gap < 5.0 for gap in gaps), gaps  # ... which waits the capped 0.03 s, not 30 s
     assert limiter.holds == [0.03, 0.03]  # and no request of the lane starts before then
     assert limiter.acquired == 3
     assert r.metrics.retries == ["429", "429"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from tests.unit.scoring.dispatch_rig import (
     unavailable,
     unprocessable,
 )
-from tests.unit.scoring.fakes import Script, scored, until
+from tests.unit.scoring.fakes import RecordingLimiter, Script, scored, until
 
 # ---- a server error on some rows (500): the data's, or the backend's? ------------------------------
 
@@ -76,12 +77,14 @@ async def test_probes_stay_spaced_while_the_backend_answers_500_to_everything() 
     await r.score([{"id": "canary"}])
     down = True
     task = asyncio.create_task(r.score(rows(4)))
-    await asyncio.sleep(0.2)  # the test measures how many requests go out in a span of time
+    batch = [0, 1, 2, 3]
+    await until(lambda: r.backend.requests.count(batch) >= 4)  # the first request and three probes
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # Probes at least 10 ms apart (half the initial backoff) over 0.2 s: at most 20, each with its canary.
-    assert len(r.backend.requests) <= 1 + 2 * 21, len(r.backend.requests)
+    probes = [at for at, request in zip(r.backend.sent_at, r.backend.requests, strict=True) if request == batch][1:4]
+    gaps = [b - a for a, b in pairwise(probes)]
+    assert min(gaps) >= 0.01, gaps  # at least half the initial backoff apart (equal jitter)
 
 
 async def test_requests_failing_together_ask_the_canary_once() -> None:
@@ -92,7 +95,8 @@ async def test_requests_failing_together_ask_the_canary_once() -> None:
             raise server_error()
         return scored(batch)
 
-    r = rig(answer, max_attempts=1)
+    limiter = RecordingLimiter()
+    r = rig(answer, max_attempts=1, limiter=limiter)
     await r.score([{"id": "ok"}])
     down = True
     r.backend.gate = gate = asyncio.Event()
@@ -105,6 +109,7 @@ async def test_requests_failing_together_ask_the_canary_once() -> None:
     gave_up = Rejected(STAGE_SCORE, "gave up after 1 attempts: Internal Server Error", 500, 1)
     assert results == [[gave_up]] * 3
     assert r.transitions == []  # the canary answered: the failures were the rows', not the backend's
+    assert limiter.acquired == len(r.backend.requests) == 5  # the canary keeps to the rate limit too
 
 
 # ---- the circuit breaker -------------------------------------------------------------------------
@@ -169,7 +174,7 @@ async def test_a_refused_configuration_opens_the_breaker_and_the_batch_waits_for
     assert refusal.refused and refusal.after is State.OPEN
     assert refusal.reason == "fake refused the request (HTTP 401): invalid API key"
     # Probes every max_backoff_s; a repeated refusal is no new transition.
-    gaps = [b - a for a, b in zip(r.backend.sent_at, r.backend.sent_at[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(r.backend.sent_at)]
     assert all(gap >= 0.02 for gap in gaps), gaps
     assert r.metrics.circuits == [("open", True), ("half_open", True)]
     assert r.metrics.retries == ["fatal"] * 3
