@@ -209,3 +209,27 @@ async def test_a_cancelled_probe_returns_its_permit_so_the_next_request_may_prob
     gate.set()
     async with asyncio.timeout(1.0):  # a probe permit never returned would hold it forever
         assert predictions(await r.score([{"id": "next"}])) == ["next"]
+
+
+async def test_an_outages_retry_after_spaces_the_breakers_probe_too() -> None:
+    r = rig(Script(unavailable(retry_after=0.05)), max_retry_after_s=1.0, breaker=BreakerSettings(
+        failure_threshold=1, initial_backoff_s=0.004, max_backoff_s=0.02))
+    assert predictions(await r.score(rows(1))) == [0]
+    [gap] = [b - a for a, b in pairwise(r.backend.sent_at)]
+    assert gap >= 0.05  # not the breaker's own 2-4 ms: the vendor asked to be left alone that long
+
+
+async def test_capacity_means_a_free_slot_a_ready_rate_limiter_and_a_closed_breaker() -> None:
+    limiter = RecordingLimiter()
+    r = rig(Script(unavailable()), breaker=BreakerSettings(failure_threshold=1, initial_backoff_s=0.1))
+    paced = rig(Script(), limiter=limiter)
+    limit = r.backend.slots.limit
+    assert r.dispatcher.has_capacity(limit - 1) and not r.dispatcher.has_capacity(limit)
+    limiter.hold(1.0)  # the recording limiter is not ready once held
+    assert not paced.dispatcher.has_capacity(0)
+    task = asyncio.create_task(r.score(rows(1)))
+    await until(lambda: r.breaker.state is State.OPEN)
+    assert not r.dispatcher.has_capacity(0) and r.dispatcher.holding
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
