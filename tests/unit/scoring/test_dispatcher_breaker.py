@@ -63,8 +63,6 @@ async def test_a_500_on_every_request_is_an_outage_the_canary_reveals_and_the_ba
     assert r.breaker.state is State.HALF_OPEN
 
 
-@pytest.mark.xfail(strict=True, reason="a failed probe whose 500 the canary confirms schedules no next probe: "
-                                       "probe and canary go out back to back until the backend heals")
 async def test_probes_stay_spaced_while_the_backend_answers_500_to_everything() -> None:
     down = False
 
