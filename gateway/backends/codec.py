@@ -147,10 +147,12 @@ def with_query(url: str, params: Sequence[tuple[str, str]], *, strict: bool = Fa
     """``url`` with ``params`` appended to whatever query it already has (repeated names allowed).
 
     ``strict`` percent-encodes every byte of the UTF-8 form that is not unreserved (a space is
-    ``%20``, never ``+``, and ``/`` is escaped too): what DataRobot asks of class names."""
+    ``%20``, never ``+``; ``&``, ``=`` and ``+`` are escaped): what DataRobot asks of class names.
+    ``/`` stays as it is: a query may hold it literally (RFC 3986 §3.4), and the HTTP client writes
+    it literally whatever it is given, so the URL built here is the one that goes on the wire."""
     if not params:
         return url
-    encoded = urlencode(params, safe="", quote_via=quote) if strict else urlencode(params)
+    encoded = urlencode(params, safe="/", quote_via=quote) if strict else urlencode(params)
     return url + ("&" if urlsplit(url).query else "?") + encoded
 
 
