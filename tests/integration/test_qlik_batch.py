@@ -140,16 +140,18 @@ async def test_a_failing_job_exits_1_with_its_error_message(emulator: Emulator, 
     assert report["batchPrediction"]["errorMessage"] == "dataset 'no-such-dataset' was not found"
 
 
-async def test_sigterm_cancels_the_job_through_the_cancel_route(emulator: Emulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_a_signal_cancels_the_job_through_the_cancel_route(emulator: Emulator, tmp_path: Path,
+                                                                signum: signal.Signals, status: int) -> None:
     emulator.configure(per_row_ms=5.0)  # 2.5 s a batch of 500 rows: the job runs for about 10 s
     command = Command(write_config(tmp_path, emulator.url), "--dataset-id", DATASET, "--space-id", SPACE)
     await command.start()
     await command.wait_for_stderr(b"qlik-batch churn: pending")
     assert command.proc is not None
-    command.proc.send_signal(signal.SIGTERM)
+    command.proc.send_signal(signum)
     code, report, err = await command.finish()
-    assert code == 143, err
-    assert "stopped by SIGTERM; the job was cancelled" in err
+    assert code == status, err
+    assert f"stopped by {signum.name}; the job was cancelled" in err
     assert report is not None and report["outcome"] == "stopped" and report["cancelled"] is True
     assert report["batchPrediction"]["status"] == "cancelled"
     assert not (tmp_path / "spaces" / SPACE / "churn.parquet").exists()
