@@ -51,9 +51,23 @@ def make_codec(pipeline: Any, *, explain: bool = True) -> Codec:
             threshold_low=getattr(backend, "threshold_low", None),
             threshold_high=getattr(backend, "threshold_high", None),
             passthrough_columns=passthrough if passthrough == "all" else tuple(passthrough or ()),
+            **datarobot_query_options(backend),
         )
     raise ValueError(f"pipeline {getattr(pipeline, 'name', '?')!r}: backend.type must be qlik or "
                      f"datarobot, not {kind!r}")
+
+
+# -- DataRobot query options (explanation class selectors, prediction warnings, adjusted predictions) --
+
+def datarobot_query_options(backend: Any) -> dict[str, Any]:
+    """The DataRobot codec's keywords for the four query keys the seed lists after the explanation
+    ones; each left out of the backend means "not sent"."""
+    return {
+        "explanation_num_top_classes": getattr(backend, "explanation_num_top_classes", None),
+        "explanation_class_names": tuple(getattr(backend, "explanation_class_names", None) or ()),
+        "exclude_adjusted_predictions": getattr(backend, "exclude_adjusted_predictions", None),
+        "prediction_warning_enabled": getattr(backend, "prediction_warning_enabled", None),
+    }
 
 
 def make_ssl_context(ca_file: str | None) -> ssl.SSLContext | None:

@@ -57,6 +57,9 @@ class Model:
     terms: tuple[Term, ...]  # the model's own order, which is the order of Qlik's SHAP columns
     intercepts: tuple[float, ...]  # one per output: 1 for binary and regression, one per class
     threshold: float = 0.5
+    # The range of predictions seen in training, for DataRobot's prediction warnings (regression):
+    # a prediction outside it is an outlier. None = the deployment has prediction warnings off.
+    prediction_range: tuple[float, float] | None = None
     base_values: tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -198,6 +201,7 @@ CUSTOMER_VALUE = Model(
         numeric("ServiceRating", (85.0,), mean=3.9, exemplars=(2.9, 3.4, 3.9, 4.4, 4.9)),
     ),
     intercepts=(-250.0,),
+    prediction_range=(0.0, 4000.0),
 )
 
 # Classes in ascending order, as Qlik lists class columns: high, low, medium.

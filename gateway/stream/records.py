@@ -2,6 +2,13 @@
 
 Every input record yields one prediction record or one dead-letter record; ``id`` is the input's
 ``topic/partition/offset`` so consumers can drop the duplicates an at-least-once restart may cause.
+
+Fields added after PRODUCT.md §4 appear only when they have a value, so records without them keep
+their bytes: ``prediction_warning`` (DataRobot prediction warnings: true when the row's prediction is
+outside the deployment's expected range), ``adjusted_prediction`` (DataRobot's exposure-adjusted
+prediction) and ``vendor_fields`` (every per-row field of the vendor's answer the gateway does not
+model, under the vendor's own name: never dropped). A multiclass explanation names its class in
+``class``.
 """
 
 from __future__ import annotations
@@ -76,6 +83,12 @@ def prediction_document(record: InputRecord, row: ScoredRow, *, pipeline: str, b
                "latency_ms": latency_ms}
     if row.passthrough:
         doc["passthrough"] = row.passthrough
+    if row.prediction_warning is not None:
+        doc["prediction_warning"] = row.prediction_warning
+    if row.adjusted_prediction is not None:
+        doc["adjusted_prediction"] = row.adjusted_prediction
+    if row.vendor_fields:
+        doc["vendor_fields"] = row.vendor_fields
     return doc
 
 
@@ -157,7 +170,21 @@ class PredictionWriter:
                             "threshold": row.threshold, "explanation_kind": row.explanation_kind})
         passthrough = row.passthrough
         extra = b',"passthrough":' + dumps(passthrough) if passthrough else b""
+        if row.prediction_warning is not None or row.adjusted_prediction is not None or row.vendor_fields:
+            extra += _vendor_extras(row)
         return form % (offset, offset, timestamp, fields[1:-1], extra)
+
+
+def _vendor_extras(row: ScoredRow) -> bytes:
+    """The optional DataRobot fields, in :func:`prediction_document`'s order (rare: off the fast path)."""
+    extras: dict[str, Any] = {}
+    if row.prediction_warning is not None:
+        extras["prediction_warning"] = row.prediction_warning
+    if row.adjusted_prediction is not None:
+        extras["adjusted_prediction"] = row.adjusted_prediction
+    if row.vendor_fields:
+        extras["vendor_fields"] = row.vendor_fields
+    return b"," + dumps(extras)[1:-1]
 
 
 def dumps(doc: dict[str, Any]) -> bytes:

@@ -133,6 +133,11 @@ class EmulatorProcess:
         with urllib.request.urlopen(req, timeout=5) as r:
             return orjson.loads(r.read())
 
+    def requests(self) -> list[str]:
+        """The path and query of the last prediction requests, as the emulator received them."""
+        with urllib.request.urlopen(self.url + "/_emulator/requests", timeout=5) as r:
+            return list(orjson.loads(r.read())["requests"])
+
     def reset(self) -> None:
         self.configure(latency_ms=0, per_row_ms=0, error_rate={}, hang_rate=0, drop_rate=0,
                        rate_limit_per_minute=None, max_concurrent_requests=None, crash_value=None)

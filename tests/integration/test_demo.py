@@ -89,6 +89,9 @@ def test_demo_accounts_for_every_record(tmp_path: Path, backend: str, explanatio
     # Sample outputs are shown, with the explanations asked for.
     assert f'"explanation_kind": "{kind}"' in result.stdout
     assert '"stage": "decode"' in result.stdout and f'"stage": "{model_stage}"' in result.stdout
+    if backend == "datarobot":  # the DataRobot query options: a prediction warning, a multiclass refusal
+        assert "prediction_warning=true" in result.stdout
+        assert "HTTP 422: Multiclass models cannot be used for Prediction Explanations" in result.stdout
     # The config written is the config that ran: it validates and targets the demo's own topics.
     config = load_config(summary["config"])
     assert Path(summary["config"]).parent == tmp_path.resolve()

@@ -1,5 +1,6 @@
-"""The README's configuration reference tables say what the schema says: every key, its default, its
-meaning (the field's description) and, for backend keys, which vendor it belongs to."""
+"""The configuration reference tables say what the schema says: every key, its default, its meaning
+(the field's description) and, for backend keys, which vendor it belongs to. The tables are the
+README's and those of the documentation pages that document a feature's own keys."""
 
 from __future__ import annotations
 
@@ -10,17 +11,29 @@ from typing import Any
 
 from gateway.config import json_schema
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+# Pages with a "## Configuration keys" section of tables in the README's format.
+PAGES = (ROOT / "docs" / "vendors" / "datarobot-parameters.md",)
 # README heading -> the key path its table's keys are under.
 TABLES = {"### `kafka`": "kafka.", "### `admin` and top level": "", "### `pipelines[]`": "pipelines[].",
           "### `pipelines[].backend`": "pipelines[].backend."}
 
 
+def sections() -> list[str]:
+    """The README's reference section, then each page's."""
+    found = [README.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]]
+    for page in PAGES:
+        found.append(page.read_text(encoding="utf-8").split("## Configuration keys", 1)[1].split("\n## ", 1)[0])
+    return found
+
+
 def documented() -> dict[str, tuple[str, ...]]:
-    """key path -> (default, meaning) or (vendor, default, meaning), from the README's tables."""
-    section = README.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    """key path -> (default, meaning) or (vendor, default, meaning), from the reference tables."""
     rows: dict[str, tuple[str, ...]] = {}
-    for heading, prefix in TABLES.items():
+    for section, heading, prefix in ((s, h, p) for s in sections() for h, p in TABLES.items()):
+        if heading + "\n" not in section:
+            continue
         table = section.split(heading + "\n", 1)[1].split("\n### ", 1)[0]
         for line in table.splitlines():
             cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]

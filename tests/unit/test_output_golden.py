@@ -23,6 +23,9 @@ from gateway.stream.outputs import Outputs
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "outputs.jsonl"
+# Records with the fields DataRobot's class selectors, prediction warnings and adjusted predictions
+# add (written by this test with SG_WRITE_GOLDEN=1 when they were introduced; outputs.jsonl untouched).
+GOLDEN_DATAROBOT_FIELDS = GOLDEN.with_name("outputs_datarobot_fields.jsonl")
 HOSTILE = ['comma, "quote"', "line\nbreak\r\n", "tab\tnul\x00", "unicode ü 名前 🙂 \u2028", "=cmd|' /C calc'!A0", ""]
 
 
@@ -131,3 +134,69 @@ def test_a_record_without_an_integer_timestamp_is_written_as_its_document() -> N
         written = PredictionWriter(embed_explanations=embed, **names).write(source, row)  # type: ignore[arg-type]
         assert written == dumps(prediction_document(source, row, embed_explanations=embed, **names))  # type: ignore[arg-type]
         assert orjson.loads(written)["source"]["timestamp_ms"] is None
+
+
+def datarobot_fields() -> list[tuple[Any, Any]]:
+    """Per-class explanations (XEMP and SHAP), a prediction warning either way, an adjusted
+    prediction, unmodelled vendor fields (hostile text included), alone and together."""
+    def per_class(kind: str) -> list[Explanation]:
+        qualitative = "++" if kind == "xemp" else None
+        return [{**explanation("OpenTickets", 3, -0.9, qualitative), "class": "medium"},  # type: ignore[typeddict-item]
+                {**explanation("Channel", "phone", 0.4, qualitative), "class": "high"},
+                {**explanation("Channel", HOSTILE[3], 0.2, qualitative), "class": HOSTILE[0]}]
+    probabilities = {"high": 0.6, "low": 0.1, "medium": 0.3}
+    rows: list[tuple[Any, Any]] = [
+        (record(300, b'{"a": 1}'), ScoredRow("high", probabilities, None, per_class("xemp"), "xemp", None)),
+        (record(301, b'{"a": 2}'), ScoredRow("high", probabilities, None, per_class("shap"), "shap",
+                                             {"ticket": "T-1"}, 0.33, -0.01)),
+        (record(302, b'{"a": 3}'), ScoredRow(7351.5, None, None, [], None, None, prediction_warning=True)),
+        (record(303, b'{"a": 4}'), ScoredRow(1351.0, None, None, [], None, None, prediction_warning=False)),
+        (record(304, b'{"a": 5}'), ScoredRow(120.5, None, None, [], None, None, adjusted_prediction=98.25,
+                                             vendor_fields={"adjustedPredictionValues": [{"label": "Claims",
+                                                                                           "value": 98.25}]})),
+        (record(305, b'{"a": 6}', key=None),
+         ScoredRow(55.0, None, None, explanations("shap"), "shap", {"customer_id": HOSTILE[1]}, 0.1, 0.2,
+                   prediction_warning=True, adjusted_prediction=50.0,
+                   vendor_fields={HOSTILE[2]: HOSTILE[4], "n": None})),
+    ]
+    return rows
+
+
+def datarobot_wire() -> list[dict[str, Any]]:
+    produced: list[dict[str, Any]] = []
+    for explanations_topic in (None, "churn-explanations"):
+        outputs = Outputs(pipeline="priority", backend="datarobot", deployment="65f1c0de9a3b4c2d1e0f7a83",
+                          predictions="churn-predictions", dead_letter="churn-dead-letter",
+                          explanations=explanations_topic)
+        pairs = datarobot_fields()
+        batches = [outputs.batch([r for r, _ in pairs], [o for _, o in pairs], 4.5)]
+        if explanations_topic:
+            batches.append(outputs.explained([r for r, _ in pairs], [o for _, o in pairs]))
+        for batch in batches:
+            for (topic, key, value, headers), owner in zip(batch.messages, batch.owners, strict=True):
+                produced.append({"topic": topic, "key": key.decode() if key else None,
+                                 "value": value.decode("utf-8") if value is not None else None,
+                                 "headers": [[name, data.decode()] for name, data in headers], "owner": owner})
+    return produced
+
+
+def test_datarobot_field_records_are_byte_for_byte_the_golden_ones() -> None:
+    lines = [orjson.dumps(entry).decode() for entry in datarobot_wire()]
+    if os.environ.get("SG_WRITE_GOLDEN") == "1":
+        GOLDEN_DATAROBOT_FIELDS.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expected = GOLDEN_DATAROBOT_FIELDS.read_text(encoding="utf-8").split("\n")[:-1]
+    assert lines == expected
+    values = [orjson.loads(entry["value"]) for entry in datarobot_wire() if entry["topic"] == "churn-predictions"]
+    assert [v.get("prediction_warning") for v in values[:6]] == [None, None, True, False, None, True]
+    assert [e["class"] for e in values[0]["explanations"]] == ["medium", "high", HOSTILE[0]]
+    assert values[4]["adjusted_prediction"] == 98.25 and "vendor_fields" in values[4]
+
+
+def test_the_fast_writer_and_the_document_agree_on_the_new_fields() -> None:
+    from gateway.stream.records import PredictionWriter, dumps, prediction_document
+
+    names: dict[str, Any] = {"pipeline": "p", "backend": "datarobot", "deployment": "d", "latency_ms": 1.0}
+    for source, row in datarobot_fields():
+        for embed in (True, False):
+            written = PredictionWriter(embed_explanations=embed, **names).write(source, row)
+            assert written == dumps(prediction_document(source, row, embed_explanations=embed, **names))

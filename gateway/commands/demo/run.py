@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
@@ -104,6 +105,8 @@ class Demo:
                                          READ_BACK_BASE_S + opts.records / READ_BACK_RATE)
             summary = summarize(opts, outputs, malformed, read_counts(registry), config_path, self.workdir)
             print_summary(self.console, summary, outputs)
+            if opts.backend == "datarobot":
+                await self._datarobot_options(emulator.url)
             if opts.keep_running:
                 self._print_addresses(emulator.url, gateway.admin_port, config_path)
                 self._waiting_for_signal = True
@@ -111,6 +114,15 @@ class Demo:
                 self.console.print("stopping...")
         summary.clean_shutdown = gateway.clean
         return summary
+
+    async def _datarobot_options(self, emulator_url: str) -> None:
+        """Prediction warnings and multiclass explanations, shown with two requests of their own."""
+        from gateway.commands.demo.datarobot_options import lines, showcase
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            shown = await _bounded(showcase(emulator_url, session), 15, "cannot show the DataRobot query options")
+        for line in lines(shown):
+            self.console.print(line)
 
     def _introduce(self, emulator_url: str, emulator_pid: int | None, admin_port: int, config_path: Path) -> None:
         o = self.options
