@@ -1,7 +1,8 @@
 """Every config and command the documentation shows works: YAML configs load as ``scoring-gateway check``
 loads them, and shell lines parse with the real argument parser (and run, where they need no broker
-or scoring API). A block the test cannot check is marked ``<!-- illustrative… -->`` on the line
-before its opening fence (docs/development.md, "Writing the documentation")."""
+or scoring API). A block marked ``<!-- against the emulator… -->`` is run for real against a fresh
+``scoring-gateway emulate``; a block the test cannot check is marked ``<!-- illustrative… -->``, each
+on the line before the opening fence (docs/development.md, "Writing the documentation")."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import copy
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,6 +28,7 @@ from gateway.config.models import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"^\s*<!--\s*illustrative\b.*-->\s*$")
+EMULATOR_MARKER = re.compile(r"^\s*<!--\s*against the emulator\b.*-->\s*$")
 FENCE = re.compile(r"^(\s*)(`{3,})([\w-]*)\s*$")
 SHELL = {"bash", "sh", "shell", "console"}
 YAML = {"yaml", "yml"}
@@ -61,6 +64,7 @@ class Block:
     language: str
     text: str
     illustrative: bool
+    against_emulator: bool = False
 
     @property
     def where(self) -> str:
@@ -87,8 +91,9 @@ def blocks(path: Path) -> Iterator[Block]:
         while end < len(lines) and lines[end].strip() != fence:
             body.append(lines[end])
             end += 1
-        marked = index > 0 and MARKER.match(lines[index - 1]) is not None
-        yield Block(str(path.relative_to(ROOT)), index + 1, language, textwrap.dedent("\n".join(body)), marked)
+        before = lines[index - 1] if index > 0 else ""
+        yield Block(str(path.relative_to(ROOT)), index + 1, language, textwrap.dedent("\n".join(body)),
+                    MARKER.match(before) is not None, EMULATOR_MARKER.match(before) is not None)
         index = end + 1
 
 
@@ -100,12 +105,14 @@ def _ids(found: list[Block]) -> list[str]:
 
 
 YAML_BLOCKS = [b for b in ALL if b.language in YAML and not b.illustrative]
-SHELL_BLOCKS = [b for b in ALL if b.language in SHELL and not b.illustrative]
+SHELL_BLOCKS = [b for b in ALL if b.language in SHELL and not b.illustrative and not b.against_emulator]
+EMULATOR_BLOCKS = [b for b in ALL if b.language in SHELL and b.against_emulator]
 
 
 def test_the_docs_have_checked_snippets_of_each_kind() -> None:
     assert len(YAML_BLOCKS) >= 4 and len(SHELL_BLOCKS) >= 8
     assert any(b.page == "README.md" for b in YAML_BLOCKS)
+    assert len(EMULATOR_BLOCKS) >= 3
 
 
 def test_every_marker_stands_before_a_fence() -> None:
@@ -114,7 +121,7 @@ def test_every_marker_stands_before_a_fence() -> None:
         lines = path.read_text(encoding="utf-8").splitlines()
         for number, line in enumerate(lines, 1):
             following = lines[number] if number < len(lines) else ""
-            if MARKER.match(line) and not FENCE.match(following):
+            if (MARKER.match(line) or EMULATOR_MARKER.match(line)) and not FENCE.match(following):
                 stray.append(f"{path.relative_to(ROOT)}:{number}")
     assert stray == [], "an illustrative marker must be on the line right before a fence"
 
@@ -218,3 +225,39 @@ def test_shell_example_parses_and_runs_where_it_can(block: Block, tmp_path: Path
         else:
             pytest.fail(f"{block.where}: `{shown}` is neither checked nor marked illustrative: mark the block "
                         "`<!-- illustrative: why -->`, or teach this test to check it")
+
+
+# ---- against the emulator ---------------------------------------------------------------------------
+
+DOCUMENTED_ADDRESS = re.compile(r"(?:localhost|127\.0\.0\.1):8080")
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[str]:
+    """A fresh ``scoring-gateway emulate`` on a free loopback port (one per block: a block may change
+    its settings); yields its address, stopped by its PID."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "emulate", "--port", "0"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the first line, or "" if it exits; pytest's timeout bounds it
+        found = re.search(r"listening on http://(127\.0\.0\.1:\d+)", line)
+        assert found, f"the emulator did not start: {line!r}"
+        yield found.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the examples use curl")
+@pytest.mark.parametrize("block", EMULATOR_BLOCKS, ids=_ids(EMULATOR_BLOCKS))
+def test_example_works_against_the_emulator(block: Block, emulator: str, tmp_path: Path) -> None:
+    for line in block.text.replace("\\\n", " ").splitlines():
+        if not line.strip():
+            continue
+        command = DOCUMENTED_ADDRESS.sub(emulator, line)
+        if command.lstrip().startswith("curl "):
+            command = command.replace("curl ", "curl --fail --silent --show-error ", 1)
+        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{block.where}: `{line.strip()}` failed: {result.stderr}"
