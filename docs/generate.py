@@ -21,12 +21,13 @@ memory and fails when a committed page differs.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: docs/ is on the path, the repository root is not
@@ -147,15 +148,9 @@ def _default(prop: Mapping[str, Any], required: bool) -> str:
     if required:
         return "**required**"
     value = prop.get("default")
-    if isinstance(value, str):
-        return f"`{value}`"
-    if value is None:
-        return "`null`"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
     if isinstance(value, list):
-        return "`[]`" if not value else "`" + ", ".join(map(str, value)) + "`"
-    return f"`{value}`"
+        return "`" + (", ".join(map(str, value)) or "[]") + "`"
+    return f"`{value if isinstance(value, str) else json.dumps(value)}`"  # null, true, 10, 0.5
 
 
 def _type(prop: Mapping[str, Any]) -> str:
@@ -183,13 +178,8 @@ def _bounds(branch: Mapping[str, Any]) -> str:
     low, high = branch.get("minimum"), branch.get("maximum")
     if low is not None and high is not None:
         return f" {low}–{high}"
-    if "exclusiveMinimum" in branch:
-        return f" > {branch['exclusiveMinimum']}"
-    if low is not None:
-        return f" ≥ {low}"
-    if high is not None:
-        return f" ≤ {high}"
-    return ""
+    shown = [(" > ", branch.get("exclusiveMinimum")), (" ≥ ", low), (" ≤ ", high)]
+    return next((sign + str(value) for sign, value in shown if value is not None), "")
 
 
 def _cell(text: str) -> str:
@@ -204,20 +194,6 @@ def _anchor(title: str) -> str:
 
 # ---- command line -------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _columns(width: int) -> Iterator[None]:
-    """argparse wraps usage lines to the terminal's width: fix it, so the page does not depend on it."""
-    before = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = str(width)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = before
-
-
 def cli_page() -> str:
     from gateway.cli import COMMANDS, build_parser
 
@@ -229,7 +205,8 @@ def cli_page() -> str:
     lines += [f"| [`{name}`](#{_anchor('scoring-gateway ' + name)}) | {_cell(help_text)} |"
               for name, (_, help_text) in COMMANDS.items()]
     lines.append("")
-    with _columns(100):
+    # argparse wraps usage lines to the terminal's width: fix it, so the page does not depend on it
+    with mock.patch.dict(os.environ, {"COLUMNS": "100"}):
         for name, command in commands.items():
             lines += [f"## `scoring-gateway {name}`", "", _sentence(command.description or ""), "",
                       "```text", command.format_usage().strip().replace("usage: ", "", 1), "```", ""]
