@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-quick chaos chaos-quick clean
+.PHONY: setup demo test lint docs docs-serve bench bench-quick chaos chaos-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,14 +24,30 @@ demo: $(STAMP)
 # fixture on one worker); tests marked `serial` compare timings and run alone afterwards. `pytest`
 # alone runs everything in one process.
 XDIST := -n 2 --dist loadgroup
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest -q $(XDIST) -m "not serial"
 	$(BIN)/python -m pytest -q -m serial
 	SG_TEST_BROKER=tansu $(BIN)/python -m pytest -q $(XDIST) -m tansu tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests benchmarks
+	$(BIN)/ruff check gateway tests benchmarks docs/generate.py
 	$(BIN)/mypy
+
+# The documentation site: the reference pages regenerated-checked against the code, then built with
+# --strict (a broken link, a missing page or anchor fails). MkDocs comes from the `docs` extra.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(STAMP) $(DOCS_STAMP)
+	$(BIN)/python docs/generate.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP) $(DOCS_STAMP)
+	$(BIN)/python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
@@ -47,4 +63,4 @@ chaos-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.chaos --quick
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache

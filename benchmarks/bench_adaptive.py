@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum
 from benchmarks.scenarios import POLL_S, Bench, Feed, GatewayRun, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics
 from tests.kafka.choice import KINDS
+from tests.kafka.choice import describe as broker_description
 
 ROWS = 100  # small batches, so the backend rather than the gateway's core is the bound
 LIMIT_METRIC = "scoring_gateway_concurrency_limit"
@@ -162,10 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(results)
+    machine = describe()
     plot = plots.series_chart(args.plots_dir / "bench-adaptive-limit.png",
                               {key: found["auto_limit"] for key, found in results.items()},
-                              "in-flight limit", "max_in_flight_requests: auto, by backend")
-    doc = {"mode": mode, "broker": args.broker, "rows_per_request": ROWS, "sweep": SWEEP, "machine": describe(),
+                              "in-flight limit", "max_in_flight_requests: auto, by backend",
+                              plots.run_context(broker_description(args.broker), machine,
+                                                datetime.datetime.now(datetime.UTC).isoformat()))
+    doc = {"mode": mode, "broker": args.broker, "rows_per_request": ROWS, "sweep": SWEEP, "machine": machine,
            "elapsed_s": time.monotonic() - began, "summary": summary, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
