@@ -15,6 +15,9 @@ from operator import itemgetter
 from typing import Any, Protocol, TypedDict
 from urllib.parse import urlencode, urlsplit
 
+from gateway.backends.errors import BackendSettingsError
+from gateway.errors import InputError
+
 
 @dataclass(slots=True)
 class ScoringRequest:
@@ -79,7 +82,7 @@ class ScoredRow:
         return self.not_predicted_reason is None
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(InputError):
     """The encoded body exceeds the byte cap: the caller splits the batch (or dead-letters a lone row)."""
 
     def __init__(self, size: int, limit: int) -> None:
@@ -94,6 +97,11 @@ class Codec(Protocol):
     backend: str  # "qlik" | "datarobot"
     deployment: str  # deployment id parsed from the URL
     explanations: str | None  # "shap" | "xemp" | "auto" | None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers every request carries, credentials included (so messages can mask them)."""
+        ...
 
     def check_row(self, row: Mapping[str, Any]) -> str | None:
         """None when the row can be sent; else why not (the gateway dead-letters it, stage ``validate``)."""
@@ -125,7 +133,7 @@ def deployment_from_url(url: str) -> str:
     """The deployment id in a Qlik or DataRobot endpoint URL (the segment after ``deployments/``)."""
     match = _DEPLOYMENT_IN_PATH.search(urlsplit(url).path)
     if match is None:
-        raise ValueError(f"no deployments/<id> segment in URL {url!r}")
+        raise BackendSettingsError(f"no deployments/<id> segment in URL {url!r}")
     return match.group(1)
 
 

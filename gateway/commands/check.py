@@ -33,6 +33,7 @@ import yaml
 from aiokafka import errors as kafka_errors
 from aiokafka.protocol.metadata import MetadataRequest
 
+from gateway.backends.codec import Codec
 from gateway.backends.errors import DataError, from_exception, from_status
 from gateway.config import Config, ConfigError, KafkaConfig, PipelineConfig, load_config
 from gateway.kafka.connection import broker_addresses, client_options, connect, connection_failure
@@ -42,7 +43,7 @@ EXIT_PROBE_FAILED = 1
 EXIT_INVALID = 2
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 
-CodecFactory = Callable[[PipelineConfig], Any]
+CodecFactory = Callable[[PipelineConfig], Codec]
 SSLContextFactory = Callable[[str | None], ssl.SSLContext | None]
 
 

@@ -74,7 +74,7 @@ from gateway.backends.datarobot.response import (
     json_explanations,
     row_ids,
 )
-from gateway.backends.errors import ResponseDecodeError, from_status, json_object
+from gateway.backends.errors import BackendSettingsError, ResponseDecodeError, from_status, json_object
 
 REALTIME_LIMIT_BYTES = 50 * 1024 * 1024
 _GZIP_LEVEL = 1
@@ -125,17 +125,17 @@ class DataRobotCodec:
                  passthrough_columns: Sequence[str] | str | None = (),
                  response_format: str = "json") -> None:
         if body_format not in ("csv", "json"):
-            raise ValueError(f"body_format must be csv or json, not {body_format!r}")
+            raise BackendSettingsError(f"body_format must be csv or json, not {body_format!r}")
         if response_format not in ("json", "csv"):
-            raise ValueError(f"response_format must be json or csv, not {response_format!r}")
+            raise BackendSettingsError(f"response_format must be json or csv, not {response_format!r}")
         if explanation_algorithm not in (None, "shap", "xemp"):
-            raise ValueError("explanation_algorithm must be shap, xemp or null, "
+            raise BackendSettingsError("explanation_algorithm must be shap, xemp or null, "
                              f"not {explanation_algorithm!r}")
         if max_explanations == "all" and explanation_algorithm == "xemp":
-            raise ValueError("max_explanations 'all' is only valid for SHAP explanations")
+            raise BackendSettingsError("max_explanations 'all' is only valid for SHAP explanations")
         if max_explanations not in (None, "all") and (type(max_explanations) is not int
                                                        or max_explanations < 0):
-            raise ValueError(f"max_explanations must be an integer >= 0 or 'all', "
+            raise BackendSettingsError(f"max_explanations must be an integer >= 0 or 'all', "
                              f"not {max_explanations!r}")
         self.url = url
         self.deployment = deployment_from_url(url)
@@ -358,6 +358,6 @@ def _authorization(scheme: str, token: str, username: str | None) -> str:
         return f"Token {token}"
     if scheme == "basic":
         if not username:
-            raise ValueError("auth_scheme basic needs a username")
+            raise BackendSettingsError("auth_scheme basic needs a username")
         return "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode("ascii")
-    raise ValueError(f"auth_scheme must be bearer, token or basic, not {scheme!r}")
+    raise BackendSettingsError(f"auth_scheme must be bearer, token or basic, not {scheme!r}")
