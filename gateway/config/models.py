@@ -14,7 +14,7 @@ from annotated_types import MinLen
 from pydantic import Field, WrapValidator
 
 from .backend import DATAROBOT, QLIK, BackendConfig, choose_backend
-from .errors import Problem
+from .errors import Problem, UnknownPipeline
 from .secrets import SECRET, redacted, secret_values
 from .section import NULL_OR_REFERENCE, REFERENCE, Keys, Rule, Section
 from .types import (
@@ -58,9 +58,7 @@ def _sasl_with_sasl_protocols(keys: Keys) -> Iterator[Problem]:
     if not keys.ok("security_protocol"):
         return
     protocol = keys["security_protocol"]
-    for key in _SASL_KEYS:
-        if not keys.ok(key):
-            continue
+    for key in filter(keys.ok, _SASL_KEYS):
         if protocol.startswith("SASL_") and keys[key] is None:
             yield (key,), f"required with security_protocol {protocol}"
         elif not protocol.startswith("SASL_") and keys[key] is not None:
@@ -305,9 +303,8 @@ def _group_scope_needs_a_rate(keys: Keys) -> Iterator[Problem]:
 
 
 def _when_backend(kind: str, then: Mapping[str, Any]) -> dict[str, Any]:
-    return {"if": {"required": ["backend"],
-                   "properties": {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}},
-            "then": then}
+    backend = {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}
+    return {"if": {"required": ["backend"], "properties": backend}, "then": then}
 
 
 class PipelineConfig(Section):
@@ -393,4 +390,11 @@ class Config(Section):
     def secret_values(self) -> frozenset[str]:
         """Every secret string in effect, for log and output scrubbing."""
         return frozenset(value for value in secret_values(self) if value)
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        """The pipeline called ``name``; :class:`UnknownPipeline` (naming the others) when there is none."""
+        found = next((pipeline for pipeline in self.pipelines if pipeline.name == name), None)
+        if found is None:
+            raise UnknownPipeline(name, [pipeline.name for pipeline in self.pipelines])
+        return found
 

@@ -17,18 +17,19 @@ from typing import Any
 
 import yaml
 
+from gateway.errors import SettingsError
+from gateway.runtime.redaction import Redactor
+
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _NULL_WORDS = ("", "null", "~")
-# Shorter secrets are not scrubbed from messages: replacing every "ab" would garble them.
-_MIN_SCRUBBED = 4
 
 
 class Substituted(str):
     """A string produced by ``${...}`` substitution: it takes the type of the key it is the value of."""
 
 
-class Unresolved(Exception):
+class Unresolved(SettingsError):
     """A reference that cannot be resolved; the message says why and how to fix it."""
 
 
@@ -100,10 +101,9 @@ class Resolver:
         return value
 
     def scrub(self, lines: list[str]) -> list[str]:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if len(secret) >= _MIN_SCRUBBED:
-                lines = [line.replace(secret, "***") for line in lines]
-        return lines
+        """``lines`` with every secret seen masked (the known values only: see ``gateway.runtime.redaction``)."""
+        redactor = Redactor(self.secrets)
+        return [redactor.known(line) for line in lines]
 
 
 def typed(value: Any, *, nullable: bool, scalar: bool) -> Any:

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.emulator.features import cell_text
+from gateway.errors import SettingsError
 
 EXPLANATION_ALGORITHMS = ("shap", "xemp")
 DEFAULT_LATENCY_MS = 5.0  # a few ms of network and server overhead per request
@@ -31,7 +32,7 @@ START_ONLY = frozenset({"tls_cert", "tls_key"})
 SECRETS = frozenset({"token", "datarobot_key"})
 
 
-class OptionError(ValueError):
+class OptionError(SettingsError, ValueError):
     """An option value that cannot be used; the message names the option."""
 
 

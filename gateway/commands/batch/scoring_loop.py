@@ -30,10 +30,11 @@ from gateway.commands.batch.scorer import Outcome, Scorer, is_transient
 from gateway.commands.batch.segments import BatchInput, InputInfo, Segment
 from gateway.commands.batch.state import RunState
 from gateway.commands.batch.writeback import assemble, write_parts
+from gateway.errors import CommandError
 from gateway.stream.records import STAGE_VALIDATE, Rejected
 
 
-class BatchStopped(Exception):
+class BatchStopped(CommandError):
     """The run stopped before the end; what it finished is kept for the next run."""
 
     def __init__(self, reason: str, *, signal: int | None = None) -> None:
