@@ -2,6 +2,9 @@
 
 Encoders turn a batch of feature rows into a :class:`ScoringRequest`; decoders turn the response
 into one :class:`ScoredRow` per input row, in input order. Nothing here knows about Kafka.
+
+A feature or prediction value is typed ``Any``: it is a JSON value as orjson reads it (or a CSV
+cell), and orjson declares no type for those.
 """
 
 from __future__ import annotations

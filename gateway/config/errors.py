@@ -9,7 +9,6 @@ carries the finished lines. Messages describe a secret key's wrong value by its 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
@@ -62,7 +61,7 @@ def key_path(loc: Sequence[str | int]) -> str:
     return text or "(top level)"
 
 
-def describe(value: Any, *, secret: bool = False) -> str:
+def describe(value: object, *, secret: bool = False) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -383,7 +383,7 @@ class Config(Section):
 
     rules = (Rule(_unique_pipeline_names),)  # uniqueItems compares whole pipelines, not their names
 
-    def redacted(self) -> dict[str, Any]:
+    def redacted(self) -> dict[str, object]:
         """The resolved config as plain data, secrets as ``***``; a backend shows its own vendor's keys."""
         return redacted(self)
 

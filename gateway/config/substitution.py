@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -42,7 +41,7 @@ class Resolver:
     base_dir: Path
     secrets: set[str] = field(default_factory=set)
 
-    def resolve(self, value: Any, *, secret: bool = False) -> Any:
+    def resolve(self, value: object, *, secret: bool = False) -> object:
         """``value`` with its references resolved: a string, or each string of a list (whose items stay
         plain strings: only a whole value is converted to the key's type)."""
         if isinstance(value, list):
@@ -106,7 +105,7 @@ class Resolver:
         return [redactor.known(line) for line in lines]
 
 
-def typed(value: Any, *, nullable: bool, scalar: bool) -> Any:
+def typed(value: object, *, nullable: bool, scalar: bool) -> object:
     """A substituted value as the key's type: null for an empty (or ``null``) result when the key may
     be null; read as a YAML scalar (``"9400"`` is 9400, ``"false"`` is false) when the key takes a
     number or a boolean; otherwise the plain string. Values written in the file are left alone."""

@@ -7,12 +7,13 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from gateway.emulator.server import start_emulator
 from gateway.emulator.settings import EXPLANATION_ALGORITHMS, EmulatorOptions, OptionError, parse_error_rate_arg
 from gateway.runtime.loop import run_loop
 
+T = TypeVar("T")
 DEFAULTS = EmulatorOptions()
 _TEN_ROWS_MS = DEFAULTS.latency_ms + 10 * DEFAULTS.per_row_ms
 LATENCY_MODEL = (
@@ -65,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spaces", help="Qlik batch predictions: writeback files go to SPACES/<spaceId or personal>/")
 
 
-def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
+def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def convert(text: str) -> T:
         try:
             return parse(text)
         except OptionError as exc:

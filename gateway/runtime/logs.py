@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
@@ -70,7 +70,7 @@ def _extra_keys(record: logging.LogRecord) -> list[str]:
     return [k for k in record.__dict__ if k not in _STANDARD_ATTRS]
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
+def _fields(record: logging.LogRecord) -> dict[str, object]:
     """Extra fields in the order given: ``extra={...}`` attributes, then :func:`event` fields."""
     fields = {k: record.__dict__[k] for k in _extra_keys(record)}
     given = record.__dict__.get(FIELDS_ATTR)
@@ -93,7 +93,7 @@ class JsonFormatter(logging.Formatter):
     """``ts``, ``level``, ``event``, ``logger``, then the fields; a field never replaces those four."""
 
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
+        doc: dict[str, object] = {
             "ts": _timestamp(record),
             "level": record.levelname.lower(),
             "event": _message(record),
@@ -127,7 +127,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def _text_value(value: Any) -> str:
+def _text_value(value: object) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
     return text if text and not any(c.isspace() or c in "\"=" for c in text) else orjson.dumps(text).decode()
 
@@ -158,8 +158,8 @@ def configure_logging(fmt: str, level: str, secrets: Iterable[str], stream: IO[s
     root.setLevel(levels[level.upper()])
 
 
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, /, **fields: Any) -> None:
+def event(logger: logging.Logger, name: str, level: int = logging.INFO, /, *,
+          exc_info: bool | BaseException | None = None, **fields: object) -> None:
     """Log ``name`` with ``fields``; ``exc_info=True`` attaches the current exception."""
     if logger.isEnabledFor(level):
-        exc_info = fields.pop("exc_info", None)
         logger.log(level, name, exc_info=exc_info, extra={FIELDS_ATTR: fields}, stacklevel=2)

@@ -12,7 +12,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
@@ -67,7 +67,7 @@ class Summary:
     reason: str | None = None
     input: str = ""  # what was read, as the input described itself
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"rows": self.rows, "predicted": self.predicted, "not_predicted": self.not_predicted,
                 "requests": self.requests, "retries": self.retries, "elapsed_s": round(self.elapsed_s, 3),
                 "cpu_s": round(self.cpu_s, 3),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yaml
@@ -26,6 +26,10 @@ from gateway.commands.demo.options import (
 )
 from gateway.commands.demo.sample_data import CHURN_FEATURES
 from gateway.commands.demo.waits import describe
+
+if TYPE_CHECKING:  # imported when the demo runs (see _load_config and start)
+    from gateway.config import Config
+    from gateway.runtime.admin import AdminServer
 
 
 def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_port: int) -> dict[str, Any]:
@@ -67,7 +71,7 @@ def write_config(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
-def _load_config(path: Path) -> Any:
+def _load_config(path: Path) -> Config:
     """The written file itself is what runs, so the file a user reads is the file that worked."""
     from gateway.config import ConfigError, load_config
 
@@ -80,7 +84,7 @@ def _load_config(path: Path) -> Any:
 class EmbeddedGateway:
     """``gateway.app.serve`` as a task of this event loop: started, stopped via its stop event, awaited."""
 
-    def __init__(self, config: Any, registry: CollectorRegistry) -> None:
+    def __init__(self, config: Config, registry: CollectorRegistry) -> None:
         self.config = config
         self.registry = registry
         self.admin_port = 0
@@ -91,11 +95,11 @@ class EmbeddedGateway:
     async def start(self) -> None:
         from gateway.app import serve
 
-        ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ready: asyncio.Future[AdminServer] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(serve(self.config, self._stop, registry=self.registry, ready=ready,
                                                handle_signals=False))
-        done, _ = await asyncio.wait({ready, self._task}, timeout=GATEWAY_START_S,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[AdminServer] | asyncio.Task[int]] = {ready, self._task}
+        done, _ = await asyncio.wait(either, timeout=GATEWAY_START_S, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
             self.admin_port = ready.result().port
             return

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -125,7 +125,7 @@ class RateMeter:
 
 
 async def watch(gateway: EmbeddedGateway, registry: CollectorRegistry, total: int, deadline: float,
-                view: ProgressView, producing: asyncio.Task[Any], produced: list[int]) -> None:
+                view: ProgressView, producing: asyncio.Task[None], produced: list[int]) -> None:
     """Until the counters say every record is published; fails fast when the gateway or the producer
     fails, the gateway stops itself (an auth or routing failure), or the deadline passes."""
     meter = RateMeter()

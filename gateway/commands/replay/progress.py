@@ -92,7 +92,7 @@ class Summary:
     tally: Tally
     duration_s: float
 
-    def machine(self) -> dict[str, Any]:
+    def machine(self) -> dict[str, object]:
         t = self.tally
         return {"pipeline": self.pipeline, "stage": self.stage, "dead_letter_topic": self.dead_letter_topic,
                 "input_topic": self.input_topic, "group": self.group, "dry_run": self.dry_run,
