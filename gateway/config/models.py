@@ -230,7 +230,7 @@ class OutputsConfig(Section):
     rules = (Rule(_outputs_differ),)  # JSON Schema cannot compare two values
 
 
-def _backend_type(keys: Keys) -> Any:
+def _backend_type(keys: Keys) -> object:
     """The backend's type, read as written when the backend section has other errors."""
     if keys.ok("backend"):
         return keys["backend"].type
@@ -274,8 +274,8 @@ def _columns_fit_the_backend(keys: Keys) -> Iterator[Problem]:
                 yield ("backend", "passthrough_columns", i), f"{name!r} is not one of features"
 
 
-def _explains(backend: Any) -> bool:
-    return bool(backend.include_shap) if backend.type == QLIK else bool(backend.max_explanations)
+def _explains(backend: BackendConfig) -> bool:
+    return backend.include_shap if backend.type == "qlik" else bool(backend.max_explanations)
 
 
 def _deferred_explanations_have_a_topic(keys: Keys) -> Iterator[Problem]:
@@ -356,7 +356,7 @@ class PipelineConfig(Section):
     )
 
 
-def _written_name(pipeline: Any) -> Any:
+def _written_name(pipeline: object) -> object:
     return pipeline.get("name") if isinstance(pipeline, Mapping) else getattr(pipeline, "name", None)
 
 

@@ -19,7 +19,7 @@ cancels the work in flight and leaves the recorded segments for the next run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,7 @@ def _first(error: BaseException) -> BaseException:
     return error
 
 
-def _leaves(group: BaseExceptionGroup[Any]) -> Any:
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
             yield from _leaves(error)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import yaml
@@ -32,10 +33,10 @@ if TYPE_CHECKING:  # imported when the demo runs (see _load_config and start)
     from gateway.runtime.admin import AdminServer
 
 
-def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_port: int) -> dict[str, Any]:
+def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_port: int) -> dict[str, object]:
     """The config the demo runs, in the shape of PRODUCT.md §3; defaults are left out on purpose,
     so the file shows what a deployment has to decide."""
-    backend: dict[str, Any] = {
+    backend: dict[str, object] = {
         "type": options.backend,
         "url": backend_url,
         # The emulator wants a token (any will do); the reference shows how a real secret is passed in.
@@ -65,7 +66,7 @@ def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_po
     }
 
 
-def write_config(path: Path, doc: dict[str, Any]) -> None:
+def write_config(path: Path, doc: Mapping[str, object]) -> None:
     header = ("# Written by `scoring-gateway demo`. Run it again against the same broker and backend with\n"
               "#   scoring-gateway run --config " + str(path) + "\n")
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")

@@ -69,7 +69,7 @@ class UnreadableWarnings:
         self._limit = limit
         self.seen = 0
 
-    def __call__(self, record: Any, reason: str) -> None:
+    def __call__(self, record: Any, reason: str) -> None:  # record: aiokafka's ConsumerRecord, untyped
         self.seen += 1
         if self.seen <= self._limit:
             print(f"replay: unreadable dead-letter record {record.topic}/{record.partition}/{record.offset}: "
