@@ -19,6 +19,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.runtime.admin import AdminServer
 from gateway.runtime.health import Health
 from gateway.runtime.logs import configure_logging
+from gateway.runtime.loop import run_loop
 from gateway.runtime.memory import tune_for_batches
 from gateway.runtime.metrics import Metrics
 from gateway.stream.pipeline import Pipeline
@@ -47,11 +48,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run_until_signalled(config: Config) -> int:
     tune_for_batches()
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        return asyncio.run(serve(config))
-    return uvloop.run(serve(config))
+    return run_loop(serve(config))
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None,

@@ -2,6 +2,9 @@
 
 Encoders turn a batch of feature rows into a :class:`ScoringRequest`; decoders turn the response
 into one :class:`ScoredRow` per input row, in input order. Nothing here knows about Kafka.
+
+A feature or prediction value is typed ``Any``: it is a JSON value as orjson reads it (or a CSV
+cell), and orjson declares no type for those.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from math import isfinite
 from operator import itemgetter
 from typing import Any, NotRequired, Protocol, TypedDict
 from urllib.parse import quote, urlencode, urlsplit
+
+from gateway.backends.errors import BackendSettingsError
+from gateway.errors import InputError
 
 
 @dataclass(slots=True)
@@ -93,7 +99,7 @@ class ScoredRow:
         return self.not_predicted_reason is None
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(InputError):
     """The encoded body exceeds the byte cap: the caller splits the batch (or dead-letters a lone row)."""
 
     def __init__(self, size: int, limit: int) -> None:
@@ -108,6 +114,11 @@ class Codec(Protocol):
     backend: str  # "qlik" | "datarobot"
     deployment: str  # deployment id parsed from the URL
     explanations: str | None  # "shap" | "xemp" | "auto" | None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers every request carries, credentials included (so messages can mask them)."""
+        ...
 
     def check_row(self, row: Mapping[str, Any]) -> str | None:
         """None when the row can be sent; else why not (the gateway dead-letters it, stage ``validate``)."""
@@ -139,7 +150,7 @@ def deployment_from_url(url: str) -> str:
     """The deployment id in a Qlik or DataRobot endpoint URL (the segment after ``deployments/``)."""
     match = _DEPLOYMENT_IN_PATH.search(urlsplit(url).path)
     if match is None:
-        raise ValueError(f"no deployments/<id> segment in URL {url!r}")
+        raise BackendSettingsError(f"no deployments/<id> segment in URL {url!r}")
     return match.group(1)
 
 

@@ -29,7 +29,7 @@ Secrets
 """
 
 from .backend import BackendConfig, DataRobotBackend, QlikBackend
-from .errors import ConfigError
+from .errors import ConfigError, UnknownPipeline
 from .loading import load_config, parse_config
 from .models import (
     DATAROBOT_MAX_BODY_BYTES,
@@ -67,6 +67,7 @@ __all__ = [
     "QlikBackend",
     "RetryConfig",
     "Section",
+    "UnknownPipeline",
     "is_secret_key",
     "json_schema",
     "load_config",

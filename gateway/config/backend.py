@@ -9,7 +9,7 @@ annotates with; :func:`choose_backend` picks the type from the section as writte
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from annotated_types import Ge, Le
 from pydantic import Field, Strict, ValidationInfo, ValidatorFunctionWrapHandler
@@ -187,7 +187,7 @@ _VENDORS: Mapping[str, type[QlikBackend] | type[DataRobotBackend]] = {QLIK: Qlik
 BackendConfig = QlikBackend | DataRobotBackend
 
 
-def choose_backend(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> BackendConfig:
+def choose_backend(value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> BackendConfig:
     """Validates ``value`` as the vendor its ``type`` names (as written, or resolved if a reference)."""
     if isinstance(value, (QlikBackend, DataRobotBackend)):
         return value

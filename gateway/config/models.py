@@ -14,7 +14,7 @@ from annotated_types import MinLen
 from pydantic import Field, WrapValidator
 
 from .backend import DATAROBOT, QLIK, BackendConfig, choose_backend
-from .errors import Problem
+from .errors import Problem, UnknownPipeline
 from .secrets import SECRET, redacted, secret_values
 from .section import NULL_OR_REFERENCE, REFERENCE, Keys, Rule, Section
 from .types import (
@@ -58,9 +58,7 @@ def _sasl_with_sasl_protocols(keys: Keys) -> Iterator[Problem]:
     if not keys.ok("security_protocol"):
         return
     protocol = keys["security_protocol"]
-    for key in _SASL_KEYS:
-        if not keys.ok(key):
-            continue
+    for key in filter(keys.ok, _SASL_KEYS):
         if protocol.startswith("SASL_") and keys[key] is None:
             yield (key,), f"required with security_protocol {protocol}"
         elif not protocol.startswith("SASL_") and keys[key] is not None:
@@ -232,7 +230,7 @@ class OutputsConfig(Section):
     rules = (Rule(_outputs_differ),)  # JSON Schema cannot compare two values
 
 
-def _backend_type(keys: Keys) -> Any:
+def _backend_type(keys: Keys) -> object:
     """The backend's type, read as written when the backend section has other errors."""
     if keys.ok("backend"):
         return keys["backend"].type
@@ -276,8 +274,8 @@ def _columns_fit_the_backend(keys: Keys) -> Iterator[Problem]:
                 yield ("backend", "passthrough_columns", i), f"{name!r} is not one of features"
 
 
-def _explains(backend: Any) -> bool:
-    return bool(backend.include_shap) if backend.type == QLIK else bool(backend.max_explanations)
+def _explains(backend: BackendConfig) -> bool:
+    return backend.include_shap if backend.type == "qlik" else bool(backend.max_explanations)
 
 
 def _deferred_explanations_have_a_topic(keys: Keys) -> Iterator[Problem]:
@@ -305,9 +303,8 @@ def _group_scope_needs_a_rate(keys: Keys) -> Iterator[Problem]:
 
 
 def _when_backend(kind: str, then: Mapping[str, Any]) -> dict[str, Any]:
-    return {"if": {"required": ["backend"],
-                   "properties": {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}},
-            "then": then}
+    backend = {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}
+    return {"if": {"required": ["backend"], "properties": backend}, "then": then}
 
 
 class PipelineConfig(Section):
@@ -359,7 +356,7 @@ class PipelineConfig(Section):
     )
 
 
-def _written_name(pipeline: Any) -> Any:
+def _written_name(pipeline: object) -> object:
     return pipeline.get("name") if isinstance(pipeline, Mapping) else getattr(pipeline, "name", None)
 
 
@@ -386,11 +383,18 @@ class Config(Section):
 
     rules = (Rule(_unique_pipeline_names),)  # uniqueItems compares whole pipelines, not their names
 
-    def redacted(self) -> dict[str, Any]:
+    def redacted(self) -> dict[str, object]:
         """The resolved config as plain data, secrets as ``***``; a backend shows its own vendor's keys."""
         return redacted(self)
 
     def secret_values(self) -> frozenset[str]:
         """Every secret string in effect, for log and output scrubbing."""
         return frozenset(value for value in secret_values(self) if value)
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        """The pipeline called ``name``; :class:`UnknownPipeline` (naming the others) when there is none."""
+        found = next((pipeline for pipeline in self.pipelines if pipeline.name == name), None)
+        if found is None:
+            raise UnknownPipeline(name, [pipeline.name for pipeline in self.pipelines])
+        return found
 

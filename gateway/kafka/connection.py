@@ -44,8 +44,8 @@ def client_options(kafka: KafkaConfig) -> dict[str, Any]:
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = create_ssl_context(
-            cafile=kafka.ssl_cafile, certfile=getattr(kafka, "ssl_certfile", None),
-            keyfile=getattr(kafka, "ssl_keyfile", None))
+            cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile,
+            keyfile=kafka.ssl_keyfile)
     if kafka.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         options["sasl_mechanism"] = kafka.sasl_mechanism
         options["sasl_plain_username"] = kafka.sasl_username
@@ -55,15 +55,15 @@ def client_options(kafka: KafkaConfig) -> dict[str, Any]:
 
 def consumer_options(kafka: KafkaConfig) -> dict[str, Any]:
     session = int(kafka.session_timeout_ms)
-    heartbeat = getattr(kafka, "heartbeat_interval_ms", None) or max(100, session // 3)
+    heartbeat = kafka.heartbeat_interval_ms or max(100, session // 3)
     return {
         **client_options(kafka),
         "group_id": kafka.group_id,
         "enable_auto_commit": False,
-        "auto_offset_reset": getattr(kafka, "auto_offset_reset", "earliest"),
+        "auto_offset_reset": kafka.auto_offset_reset,
         "session_timeout_ms": session,
         "heartbeat_interval_ms": int(heartbeat),
-        "max_poll_records": getattr(kafka, "max_poll_records", 2000),
+        "max_poll_records": kafka.max_poll_records,
         # How long the broker may hold a fetch waiting for data: the default 500 ms is paid as
         # end-to-end latency whenever the input is not saturated.
         "fetch_max_wait_ms": 10,
@@ -76,13 +76,13 @@ def producer_options(kafka: KafkaConfig) -> dict[str, Any]:
     return {
         **client_options(kafka),
         "acks": "all",
-        "linger_ms": getattr(kafka, "producer_linger_ms", 0),
+        "linger_ms": kafka.producer_linger_ms,
         # Large batches: one send_batch carries a whole scored batch for a partition.
         "max_batch_size": 262144,
         "max_request_size": 4 * 1048576,
         # The broker drops a retried produce it already wrote (no duplicates from the producer's own
         # retries); the output ``id`` stays the consumers' key for duplicates after a crash.
-        "enable_idempotence": bool(getattr(kafka, "enable_idempotence", True)),
+        "enable_idempotence": kafka.enable_idempotence,
     }
 
 

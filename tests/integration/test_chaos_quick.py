@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks.chaos_campaign import QUICK, Campaign
 from benchmarks.chaos_scenarios import SCENARIOS, run_scenario
+from gateway.config import KafkaConfig
 from gateway.kafka.connection import producer_options
 from gateway.kafka.embedded import create_topics
 from gateway.kafka.sink import KafkaSink
@@ -90,8 +91,8 @@ async def test_concurrent_publishes_to_one_partition_neither_time_out_nor_duplic
     topics = Topics(broker.bootstrap, partitions=1)
     topic = unique("sink")
     await create_topics(broker.bootstrap, {topic: 1})
-    kafka = type("Kafka", (), {"bootstrap_servers": broker.bootstrap, "client_id": "sink-test",
-                               "security_protocol": "PLAINTEXT", "enable_idempotence": idempotent()})()
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, client_id="sink-test",
+                        enable_idempotence=idempotent())
     producer = AIOKafkaProducer(**producer_options(kafka))
     await producer.start()
     try:

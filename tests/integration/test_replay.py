@@ -387,7 +387,7 @@ async def test_an_unknown_pipeline_is_exit_2_naming_it(tmp_path, topics):
     ran = run_replay(config_for(tmp_path, topics), pipeline="fraud")
     assert ran.status == 2
     assert ran.stderr.strip().splitlines() == [
-        "replay: --pipeline fraud: no such pipeline in the config (its pipelines: churn)"]
+        "replay: unknown pipeline 'fraud' (the config has: churn)"]
 
 
 async def test_a_missing_dead_letter_topic_is_exit_1_naming_it(tmp_path, broker):

@@ -14,6 +14,7 @@ import yaml
 
 from gateway.commands import check
 from gateway.config import load_config
+from gateway.runtime.redaction import Redactor
 
 ROOT = Path(__file__).resolve().parents[2]
 DATAROBOT_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/0123456789abcdef01234567/predictions"
@@ -130,7 +131,7 @@ def test_probe_lines() -> None:
     assert check.ProbeResult("kafka b:9092", True, "1 broker(s)").line() == "kafka b:9092: ok (1 broker(s))"
     assert check.ProbeResult("backend", True).line() == "backend: ok"
     assert check.ProbeResult("backend", False, "HTTP 401: nope").line() == "backend: FAILED: HTTP 401: nope"
-    assert check.scrub("token abc123 and abc123x", {"abc123", ""}) == "token *** and ***x"
+    assert Redactor({"abc123", ""}).text("token abc123 and abc123x") == "token *** and ***x"
 
 
 def test_broker_addresses() -> None:

@@ -347,18 +347,18 @@ def test_csv_failures(header: list, rows: list, message: str) -> None:
 # -- make_codec -----------------------------------------------------------------------------------
 
 def test_make_codec_from_a_pipeline_config() -> None:
-    from types import SimpleNamespace
-
     from gateway.backends.factory import make_codec
+    from gateway.config import PipelineConfig
 
-    backend = SimpleNamespace(type="datarobot", url=URL, token="k", ca_file=None, include_shap=False,
-                              include_source=False, include_not_predicted_reason=False, index_column=None,
-                              rate_limit_per_minute=None, datarobot_key="drk", body_format="json", gzip=True,
-                              max_explanations="all", explanation_algorithm="shap", threshold_low=0.1,
-                              threshold_high=0.9, passthrough_columns="all", stringify_values=False,
-                              response_format="json", auth_scheme="basic", username="me")
-    pipeline = SimpleNamespace(name="churn", features=None, backend=backend,
-                               batching=SimpleNamespace(max_rows=500, max_bytes=4_000_000, linger_ms=10))
+    def pipeline_with(**backend: object) -> PipelineConfig:
+        return PipelineConfig.model_validate({
+            "name": "churn", "input_topic": "in", "outputs": {"predictions": "out", "dead_letter": "dlq"},
+            "backend": {"type": "datarobot", "url": URL, "token": "k", **backend},
+            "batching": {"max_rows": 500, "max_bytes": 4_000_000, "linger_ms": 10}})
+
+    pipeline = pipeline_with(datarobot_key="drk", body_format="json", gzip=True, max_explanations="all",
+                             explanation_algorithm="shap", threshold_low=0.1, threshold_high=0.9,
+                             passthrough_columns="all", response_format="json", auth_scheme="basic", username="me")
     c = make_codec(pipeline)
     assert isinstance(c, DataRobotCodec) and c.explanations == "shap" and c.deployment == "5f3c1b2a9d8e7f6a5b4c3d2e"
     request = c.encode(None, ROWS)
@@ -368,7 +368,8 @@ def test_make_codec_from_a_pipeline_config() -> None:
     assert request.headers["DataRobot-Key"] == "drk" and request.headers["Content-Encoding"] == "gzip"
     assert orjson.loads(gzip.decompress(request.body)) == ROWS
     assert request.passthrough_columns == tuple(FEATURES)
-    backend.passthrough_columns, backend.max_explanations, backend.auth_scheme = ["PlanType"], 0, None
+    assert make_codec(pipeline, explain=False).explanations is None
+    pipeline = pipeline_with(passthrough_columns=["PlanType"])  # max_explanations and auth_scheme: the defaults
     c = make_codec(pipeline)
     assert query(c.encode(None, ROWS).url) == [("passthroughColumns", "PlanType")] and c.explanations is None
     assert c.headers["Authorization"] == "Bearer k"

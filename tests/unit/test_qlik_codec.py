@@ -349,26 +349,23 @@ def test_non_2xx_is_classified_not_decoded() -> None:
 # -- make_codec -----------------------------------------------------------------------------------
 
 def test_make_codec_from_a_pipeline_config() -> None:
-    from types import SimpleNamespace
-
     from gateway.backends.factory import make_codec
+    from gateway.config import PipelineConfig
 
-    backend = SimpleNamespace(type="qlik", url=ALIAS_URL, token="k", ca_file=None, include_shap=True,
-                              include_source=False, include_not_predicted_reason=True, index_column="id",
-                              rate_limit_per_minute=100, stringify_values=True, response_format="csv",
-                              datarobot_key=None, body_format="csv", gzip=False, max_explanations=0,
-                              explanation_algorithm=None, threshold_low=None, threshold_high=None,
-                              passthrough_columns=(), auth_scheme="bearer", username=None)
-    pipeline = SimpleNamespace(name="churn", features=("a",), backend=backend,
-                               batching=SimpleNamespace(max_rows=500, max_bytes=123, linger_ms=10))
+    pipeline = PipelineConfig.model_validate({
+        "name": "churn", "input_topic": "in", "features": ["a"],
+        "outputs": {"predictions": "out", "dead_letter": "dlq"},
+        "backend": {"type": "qlik", "url": ALIAS_URL, "token": "k", "include_source": False, "index_column": "id",
+                    "rate_limit_per_minute": 100, "stringify_values": True, "response_format": "csv"},
+        "batching": {"max_rows": 500, "max_bytes": 123, "linger_ms": 10}})
     c = make_codec(pipeline)
     assert isinstance(c, QlikCodec) and c.deployment == "dep-9" and c.explanations == "shap"
     request = c.encode(pipeline.features, [{"a": 1.5, "id": 3}])
     assert parse_qsl(urlsplit(request.url).query) == [("includeShap", "true"), ("includeNotPredictedReason", "true"),
                                                       ("index", "id")]
     assert request.headers["Accept"] == "text/csv" and request.headers["Authorization"] == "Bearer k"
+    assert c.headers == {k: v for k, v in request.headers.items()}
     assert orjson.loads(request.body)["rows"] == [["1.5", "3"]]
     with pytest.raises(BodyTooLarge):
         c.encode(pipeline.features, [{"a": "x" * 200, "id": 1}])
-    with pytest.raises(ValueError, match="qlik or datarobot"):
-        make_codec(SimpleNamespace(name="p", backend=SimpleNamespace(type="sagemaker", url=URL), batching=None))
+    assert make_codec(pipeline, explain=False).explanations is None

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from gateway.commands.replay.progress import PlainProgress, Summary, UnreadableWarnings
+from gateway.commands.progress import plain_console
+from gateway.commands.replay.progress import ReplayProgress, Summary, UnreadableWarnings
 from gateway.commands.replay.replayer import Plan, Replayer, Tally
 from gateway.commands.replay.selection import Selection
 from gateway.commands.replay.topics import Layout
@@ -187,7 +188,7 @@ def test_plain_progress_prints_at_most_a_line_a_second() -> None:
     clock, out = Clock(), io.StringIO()
     replayer = Replayer(ScriptedConsumer([], [], set()), plan({0: 10}), sink=None, commit=False,
                         on_unreadable=lambda record, reason: None, clock=clock)  # type: ignore[arg-type]
-    view = PlainProgress(out, "g.replay.churn", clock=clock)
+    view = ReplayProgress(plain_console(out), "g.replay.churn", clock=clock)
     view.show(replayer)
     clock.now += 0.5
     view.show(replayer)

@@ -80,7 +80,7 @@ from gateway.backends.datarobot.response import (
     json_explanations,
     row_ids,
 )
-from gateway.backends.errors import ResponseDecodeError, from_status, json_object
+from gateway.backends.errors import BackendSettingsError, ResponseDecodeError, from_status, json_object
 
 REALTIME_LIMIT_BYTES = 50 * 1024 * 1024
 _GZIP_LEVEL = 1
@@ -133,23 +133,23 @@ class DataRobotCodec:
                  explanation_class_names: Sequence[str] = (), exclude_adjusted_predictions: bool | None = None,
                  prediction_warning_enabled: bool | None = None) -> None:
         if body_format not in ("csv", "json"):
-            raise ValueError(f"body_format must be csv or json, not {body_format!r}")
+            raise BackendSettingsError(f"body_format must be csv or json, not {body_format!r}")
         if response_format not in ("json", "csv"):
-            raise ValueError(f"response_format must be json or csv, not {response_format!r}")
+            raise BackendSettingsError(f"response_format must be json or csv, not {response_format!r}")
         if explanation_algorithm not in (None, "shap", "xemp"):
-            raise ValueError("explanation_algorithm must be shap, xemp or null, "
+            raise BackendSettingsError("explanation_algorithm must be shap, xemp or null, "
                              f"not {explanation_algorithm!r}")
         if max_explanations == "all" and explanation_algorithm == "xemp":
-            raise ValueError("max_explanations 'all' is only valid for SHAP explanations")
+            raise BackendSettingsError("max_explanations 'all' is only valid for SHAP explanations")
         if max_explanations not in (None, "all") and (type(max_explanations) is not int
                                                        or max_explanations < 0):
-            raise ValueError(f"max_explanations must be an integer >= 0 or 'all', "
+            raise BackendSettingsError(f"max_explanations must be an integer >= 0 or 'all', "
                              f"not {max_explanations!r}")
         if explanation_num_top_classes is not None and explanation_class_names:
-            raise ValueError("explanation_num_top_classes and explanation_class_names are mutually exclusive")
+            raise BackendSettingsError("explanation_num_top_classes and explanation_class_names are mutually exclusive")
         if explanation_num_top_classes is not None and (type(explanation_num_top_classes) is not int
                                                         or not 1 <= explanation_num_top_classes <= 10):
-            raise ValueError(f"explanation_num_top_classes must be an integer from 1 to 10, "
+            raise BackendSettingsError(f"explanation_num_top_classes must be an integer from 1 to 10, "
                              f"not {explanation_num_top_classes!r}")
         self.url = url
         self.deployment = deployment_from_url(url)

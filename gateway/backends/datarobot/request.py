@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 
+from gateway.backends.errors import BackendSettingsError
+
 
 def extra_query(explaining: bool, top_classes: int | None, class_names: Sequence[str],
                  warnings: bool | None, exclude_adjusted: bool | None) -> list[tuple[str, str]]:
@@ -35,6 +37,6 @@ def authorization(scheme: str, token: str, username: str | None) -> str:
         return f"Token {token}"
     if scheme == "basic":
         if not username:
-            raise ValueError("auth_scheme basic needs a username")
+            raise BackendSettingsError("auth_scheme basic needs a username")
         return "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode("ascii")
-    raise ValueError(f"auth_scheme must be bearer, token or basic, not {scheme!r}")
+    raise BackendSettingsError(f"auth_scheme must be bearer, token or basic, not {scheme!r}")

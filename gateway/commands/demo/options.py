@@ -6,6 +6,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import CommandError
+
 HOST = "127.0.0.1"
 PIPELINE = "churn"
 DEPLOYMENT = "churn"
@@ -45,11 +47,11 @@ EMULATOR_LOG_FILE = "emulator.log"
 CONFIG_FILE = "gateway.yaml"
 
 
-class DemoError(Exception):
+class DemoError(CommandError):
     """A cause that ends the demo; its text is the one line printed after ``demo: ``."""
 
 
-class Interrupted(Exception):
+class Interrupted(CommandError):
     """Ctrl-C or SIGTERM arrived before the summary; everything was stopped on the way out."""
 
 

@@ -7,7 +7,6 @@ import signal
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -54,7 +53,7 @@ class Demo:
         self._interrupted = False
         self._waiting_for_signal = False
         self._signalled = asyncio.Event()
-        self._task: asyncio.Task[Any] | None = None
+        self._task: asyncio.Task[object] | None = None
 
     async def run(self) -> Summary:
         """The whole run; raises DemoError with the cause, or Interrupted after a clean stop."""

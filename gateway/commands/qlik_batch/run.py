@@ -12,7 +12,6 @@ import aiohttp
 import orjson
 
 from gateway.backends.factory import make_codec, make_ssl_context
-from gateway.commands.check import scrub
 from gateway.commands.qlik_batch.api import BatchApi, BatchApiError, Endpoints
 from gateway.commands.qlik_batch.command import (
     EXIT_API,
@@ -23,6 +22,7 @@ from gateway.commands.qlik_batch.command import (
 )
 from gateway.commands.qlik_batch.job import BatchRun, RunResult
 from gateway.commands.qlik_batch.spec import JobSpec
+from gateway.runtime.redaction import Redactor
 from gateway.scoring.retry import RetryPolicy
 
 HEARTBEAT_S = 30.0  # without a terminal: a line at least this often while the status stays the same
@@ -60,7 +60,7 @@ async def run_command(pipeline: Any, spec: JobSpec, *, timeout_s: float, poll_s:
                       secrets: Iterable[str] = ()) -> int:
     secrets = [s for s in secrets if s]
     codec = make_codec(pipeline, explain=False)
-    authorization = {k: v for k, v in codec.headers.items() if k == "Authorization"}  # type: ignore[attr-defined]
+    authorization = {k: v for k, v in codec.headers.items() if k == "Authorization"}
     endpoints = Endpoints.from_realtime_url(pipeline.backend.url)
     stop = asyncio.Event()
     caught: list[signal.Signals] = []
@@ -76,7 +76,7 @@ async def run_command(pipeline: Any, spec: JobSpec, *, timeout_s: float, poll_s:
                            progress=Progress(spec.name, sys.stderr))
             result = await run.run()
     except (BatchApiError, ValueError) as exc:
-        print(f"scoring-gateway qlik-batch: {scrub(str(exc), secrets)}", file=sys.stderr)
+        print(f"scoring-gateway qlik-batch: {Redactor(secrets).text(str(exc))}", file=sys.stderr)
         return EXIT_API
     finally:
         for signum in SIGNAL_EXITS:
@@ -105,7 +105,7 @@ def _exit_status(result: RunResult, caught: list[signal.Signals], secrets: list[
               f"{'; the job was cancelled' if result.cancelled else ''}", file=sys.stderr)
         return EXIT_TIMEOUT
     message = result.error_message or f"the job ended with status {result.outcome}"
-    print(f"scoring-gateway qlik-batch: job failed: {scrub(message, secrets)}", file=sys.stderr)
+    print(f"scoring-gateway qlik-batch: job failed: {Redactor(secrets).text(message)}", file=sys.stderr)
     return EXIT_FAILED
 
 

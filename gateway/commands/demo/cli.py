@@ -1,15 +1,14 @@
-"""``scoring-gateway demo``: parse the options, start the broker, run the demo, report how it ended."""
+"""``scoring-gateway demo``: the command line (``add_arguments``, ``main``): parse the options, start the
+broker, run the demo, report how it ended."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import tempfile
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO
 
 import orjson
 from rich.console import Console
@@ -22,15 +21,18 @@ from gateway.commands.demo.options import (
     DemoError,
     DemoOptions,
     Interrupted,
+    add_arguments,
 )
 from gateway.commands.demo.run import Demo
 from gateway.commands.demo.summary import Summary
 from gateway.commands.demo.waits import describe
 from gateway.kafka.embedded import BrokerError, EmbeddedBroker
+from gateway.runtime.loop import run_loop
 from gateway.runtime.memory import tune_for_batches
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+__all__ = ["add_arguments", "main", "report_end"]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -51,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             _start_broker(broker)
             tune_for_batches()
-            summary = _run_loop(Demo(options, broker, workdir, console).run())
+            summary = run_loop(Demo(options, broker, workdir, console).run())
         except DemoError as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 1
@@ -117,10 +119,3 @@ def _start_broker(broker: EmbeddedBroker) -> None:
         tail = broker.log_tail(2)
         raise DemoError(f"cannot start the broker: {describe(exc)}" + (f" (its log: {tail})" if tail else "")) from None
 
-
-def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        return asyncio.run(coro)
-    return uvloop.run(coro)

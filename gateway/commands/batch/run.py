@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
@@ -24,6 +23,7 @@ from gateway.commands.batch.scorer import TargetCapture, batch_codec
 from gateway.commands.batch.scoring_loop import BatchStopped, StopRequest
 from gateway.commands.batch.segments import BatchInput
 from gateway.commands.batch.topic_input import TopicInput
+from gateway.config import Config, PipelineConfig
 
 # Backend settings that change what the API answers: a resumed run must have the same.
 _BACKEND_KEYS = ("type", "url", "include_shap", "include_not_predicted_reason", "stringify_values",
@@ -31,19 +31,22 @@ _BACKEND_KEYS = ("type", "url", "include_shap", "include_not_predicted_reason", 
                  "threshold_low", "threshold_high")
 
 
-def segment_rows(pipeline: Any) -> int:
+def segment_rows(pipeline: PipelineConfig) -> int:
     max_rows = int(pipeline.batching.max_rows)
     wanted = max_rows * int(pipeline.concurrency.max_in_flight_requests)
     return max(max_rows, min(wanted, int(pipeline.concurrency.max_in_flight_records) // 2))
 
 
-def identity(options: BatchOptions, pipeline: Any) -> dict[str, Any]:
-    backend = {key: getattr(pipeline.backend, key, None) for key in _BACKEND_KEYS}
+def identity(options: BatchOptions, pipeline: PipelineConfig) -> dict[str, object]:
+    """What a resumed run must share with the run it resumes (a key the backend's vendor lacks is None)."""
+    settings = pipeline.backend.model_dump(include=set(_BACKEND_KEYS))
+    backend = {key: settings.get(key) for key in _BACKEND_KEYS}
     features = list(pipeline.features) if pipeline.features is not None else None
     return {**options.identity(), "backend": backend, "features": features}
 
 
-def make_input(config: Any, pipeline: Any, options: BatchOptions, resolved: dict[str, Any]) -> BatchInput:
+def make_input(config: Config, pipeline: PipelineConfig, options: BatchOptions,
+               resolved: dict[str, object]) -> BatchInput:
     features = list(pipeline.features) if pipeline.features is not None else None
     if options.input_path is not None:
         assert options.input_format is not None
@@ -54,7 +57,7 @@ def make_input(config: Any, pipeline: Any, options: BatchOptions, resolved: dict
                       features=features, resolved=resolved)
 
 
-def fingerprint(options: BatchOptions) -> dict[str, Any]:
+def fingerprint(options: BatchOptions) -> dict[str, object]:
     path = options.input_path
     if path is None or not path.is_file():
         return {}
@@ -62,7 +65,7 @@ def fingerprint(options: BatchOptions) -> dict[str, Any]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-async def run_command(config: Any, pipeline: Any, options: BatchOptions,
+async def run_command(config: Config, pipeline: PipelineConfig, options: BatchOptions,
                       install_signals: Callable[[StopRequest], None]) -> int:
     from gateway.scoring.breaker import State, Transition
     from gateway.scoring.lanes import make_dispatcher, scoring_session
@@ -107,7 +110,7 @@ async def run_command(config: Any, pipeline: Any, options: BatchOptions,
     return 0
 
 
-def _resolved_range(spec: JobSpec) -> dict[str, Any]:
+def _resolved_range(spec: JobSpec) -> dict[str, object]:
     """A topic range resolved by the run this one resumes (its state), else nothing yet."""
     from gateway.commands.batch.state import RunState
 
