@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("gateway.commands.demo", "run broker, emulator and gateway embedded, with live progress"),
     "replay": ("gateway.commands.replay", "re-publish a pipeline's dead letters to its input topic"),
     "batch": ("gateway.commands.batch.cli", "score a CSV/Parquet file or a topic range into prediction files"),
+    "compare": ("gateway.commands.compare.command", "summarise a pipeline's champion/challenger comparisons"),
 }
 
 
