@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # untyped library: its ob
 
 from gateway.config import KafkaConfig
 from gateway.errors import KafkaError
-from gateway.kafka.connection import consumer_options, start_client
+from gateway.kafka.connection import consumer_options, start_client, topic_partitions
 
 FETCH_TIMEOUT_MS = 500
 
@@ -30,7 +30,7 @@ async def read_topic(kafka: KafkaConfig, topic: str, *, since_ms: int | None = N
     consumer = AIOKafkaConsumer(**options)
     try:
         await start_client(consumer.start(), kafka)
-        partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
+        partitions = await _partitions(consumer, topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         end = {tp: int(offset) for tp, offset in (await consumer.end_offsets(tps)).items()}
@@ -55,12 +55,10 @@ async def read_topic(kafka: KafkaConfig, topic: str, *, since_ms: int | None = N
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    if topic not in await consumer.topics():
-        raise TopicReadError(f"topic {topic!r} does not exist (or these credentials may not read it)")
-    found = consumer.partitions_for_topic(topic)
+    found = await topic_partitions(consumer, topic)
     if not found:
-        raise TopicReadError(f"the broker lists no partitions for topic {topic!r}")
-    return set(found)
+        raise TopicReadError(f"topic {topic!r} does not exist (or these credentials may not read it)")
+    return found
 
 
 async def _seek(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since_ms: int | None) -> None:
