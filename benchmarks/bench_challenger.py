@@ -71,7 +71,7 @@ async def one(bench: Bench, label: str, rate: float | None, *, backlog: int, pac
         try:
             progress = await watch(gateway, probes, budget_s=bench.sizes.run_budget_s, expected=expected,
                                    feeder=feeder)
-            metrics = await gateway.runtime.metrics()
+            metrics = await gateway.metrics()
             start_ms = await feeder if feeder is not None else 0.0
         finally:
             if feeder is not None and not feeder.done():
