@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.runtime.admin import AdminServer
+from gateway.runtime.comparison_metrics import ComparisonFamilies
 from gateway.runtime.health import Health
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.loop import run_loop
@@ -68,6 +69,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     registry = registry or CollectorRegistry()
     metrics = metrics if metrics is not None else Metrics(registry)
     health = Health([p.name for p in config.pipelines], metrics=metrics)
+    comparisons = ComparisonFamilies(registry) if any(p.challenger for p in config.pipelines) else None
     admin = AdminServer(config.admin.host, config.admin.port, registry, health)
     await admin.start()
     log.info("gateway_started", extra={"pipelines": [p.name for p in config.pipelines],
@@ -80,7 +82,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
             for pipeline_config in config.pipelines:
                 pipeline = Pipeline(pipeline_config, config.kafka,
                                     metrics=metrics.pipeline(pipeline_config.name), health=health,
-                                    shutdown_timeout_s=config.shutdown_timeout_s)
+                                    shutdown_timeout_s=config.shutdown_timeout_s, comparisons=comparisons)
                 group.create_task(pipeline.run(stop))
     except* Exception as failure:
         # A pipeline that cannot go on stops the process: nothing uncommitted is lost, and the

@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("gateway.commands.demo.cli", "run broker, emulator and gateway embedded, with live progress"),
     "replay": ("gateway.commands.replay.cli", "re-publish a pipeline's dead letters to its input topic"),
     "batch": ("gateway.commands.batch.cli", "score a CSV/Parquet file or a topic range into prediction files"),
-    "qlik-batch": ("gateway.commands.qlik_batch.command", "run a Qlik deployment's own batch prediction job"),
+    "qlik-batch": ("gateway.commands.qlik_batch.cli", "run a Qlik deployment's own batch prediction job"),
+    "compare": ("gateway.commands.compare.cli", "summarise a pipeline's champion/challenger comparisons"),
 }
 
 

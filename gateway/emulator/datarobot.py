@@ -95,7 +95,10 @@ class DataRobotApi:
             return Answer(refusal.response)
         except ModelCrash:
             return Answer(self.injected(500, options), fault="crash")
-        return Answer(response, table.rows, explanations.algorithm if explanations else None)
+        model = deployment.model
+        compared = model.disagreements(dict(zip(table.names, table.columns, strict=True)), table.rows) \
+            if model.champion is not None else None
+        return Answer(response, table.rows, explanations.algorithm if explanations else None, disagreements=compared)
 
     def _deployment(self, ref: str) -> Deployment:
         deployment = self._catalog.datarobot(ref)

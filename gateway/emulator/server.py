@@ -187,6 +187,8 @@ class Emulator:
         if answer.fault is not None:
             self.stats.fault(answer.fault)
         scored = answer.rows if answer.response.status == 200 else 0
+        if scored and answer.disagreements is not None:
+            self.stats.compared(scored, answer.disagreements)
         await self._pace(started, options, scored, answer.explanations)
         return self._answered(api, answer.response, started, scored, answer.explanations)
 

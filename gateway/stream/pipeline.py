@@ -20,9 +20,10 @@ and commits what finished and abandons the rest uncommitted (it is redelivered).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -35,11 +36,14 @@ from gateway.delivery.offsets import OffsetTracker
 from gateway.kafka.connection import consumer_options, producer_options, start_client
 from gateway.kafka.sink import KafkaSink
 from gateway.kafka.source import KafkaSource
+from gateway.runtime.comparison_metrics import ComparisonFamilies
 from gateway.runtime.health import Health
 from gateway.runtime.metrics import PipelineMetrics
 from gateway.scoring.breaker import State, Transition
+from gateway.scoring.challenger import Challenger, challenger_settings, make_challenger
 from gateway.scoring.lanes import Lanes, make_lanes, scoring_session
 from gateway.stream.batcher import Batch, Batcher
+from gateway.stream.comparisons import Side
 from gateway.stream.intake import Intake, Rejects
 from gateway.stream.ordering import KeyOrder, NoOrder
 from gateway.stream.outputs import Outputs, Published
@@ -55,7 +59,7 @@ _TIMESTAMP = attrgetter("timestamp")
 
 class Pipeline:
     def __init__(self, config: PipelineConfig, kafka: KafkaConfig, *, metrics: PipelineMetrics,
-                 health: Health, shutdown_timeout_s: float) -> None:
+                 health: Health, shutdown_timeout_s: float, comparisons: ComparisonFamilies | None = None) -> None:
         self.config = config
         self.name: str = config.name
         self.kafka = kafka
@@ -81,6 +85,8 @@ class Pipeline:
         self._source: KafkaSource | None = None
         self._failure: BaseException | None = None  # from a rebalance callback, raised by run()
         self._halt = asyncio.Event()
+        self._comparisons = comparisons  # the comparison metrics, when a challenger is configured
+        self._challenger: Challenger | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -98,7 +104,8 @@ class Pipeline:
             try:  # stop() also after a failed start(): it owns connections and tasks either way
                 await start_client(producer.start(), self.kafka)
                 sink = KafkaSink(producer, on_stall=self._on_publish_stall)
-                await sink.prepare([t for t in (outputs.predictions, outputs.explanations, outputs.dead_letter) if t])
+                await sink.prepare([t for t in (outputs.predictions, outputs.explanations, outputs.dead_letter,
+                                                outputs.comparisons) if t])
                 exactly_once = cfg.delivery == "exactly_once"
                 consumer = AIOKafkaConsumer(**consumer_options(self.kafka),
                                             isolation_level="read_committed" if exactly_once else "read_uncommitted")
@@ -112,13 +119,31 @@ class Pipeline:
                                       slot_free=self._slot_free, dispatch=self._dispatch, reject=self._reject)
                 try:
                     await start_client(source.start(self._on_revoked, self._on_assigned), self.kafka)
-                    await self._run_tasks(stop)
+                    async with self._challenging(sink, codec.backend, codec.deployment):
+                        await self._run_tasks(stop)
                 finally:
                     await self._bounded(source.stop(), "stop_consumer")
                     await self._delivery.close()
             finally:
                 await self._bounded(producer.stop(), "stop_producer")
         log.info("pipeline_stopped", extra={"pipeline": self.name})
+
+    @contextlib.asynccontextmanager
+    async def _challenging(self, sink: KafkaSink, backend: str, deployment: str) -> AsyncIterator[None]:
+        """With a challenger: its own HTTP session and lane for the scope of the run."""
+        cfg, families = self.config, self._comparisons
+        if cfg.challenger is None or families is None:
+            yield
+            return
+        async with scoring_session(challenger_settings(cfg, cfg.challenger)) as session:
+            challenger = make_challenger(cfg, session, families=families, publish=sink.publish,
+                                         champion=Side(backend, deployment, 0.0))
+            async with challenger.running():
+                self._challenger = challenger
+                try:
+                    yield
+                finally:
+                    self._challenger = None
 
     async def _bounded(self, step: Awaitable[None], name: str) -> None:
         """A closing step, given :data:`CLOSE_STEP_TIMEOUT_S`; past it the exit goes on without it."""
@@ -218,6 +243,8 @@ class Pipeline:
                 outcomes, latency_ms = await lanes.predict.score(batch.rows, batch.sending)
             finally:
                 self._scoring -= 1
+            if self._challenger is not None:
+                self._challenger.offer(records, batch.rows, outcomes, latency_ms)
             if len(self.batcher) and self._slot_free():
                 intake.send_pending()  # a slot just freed: what waited for one goes now
             published = outputs.batch(records, outcomes, latency_ms)

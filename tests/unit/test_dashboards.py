@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from gateway.runtime.comparison_metrics import ComparisonFamilies, ComparisonMetrics
 from gateway.runtime.health import Health
 from gateway.runtime.metrics import Metrics
 
@@ -52,6 +53,10 @@ def exported() -> dict[str, set[str]]:
     m.end_to_end([0.1, 0.2])
     m.lag("churn-features", 0, 10)
     m.not_ready(None)
+    compared = ComparisonMetrics(ComparisonFamilies(registry), "churn", "A", "B")
+    compared.compared(1, 1, [0.1])
+    compared.skipped("busy", 1)
+    compared.request("200", 0.1)
     names: dict[str, set[str]] = {}
     for family in registry.collect():
         for sample in family.samples:

@@ -13,7 +13,7 @@ import orjson
 
 from gateway.backends.factory import make_codec, make_ssl_context
 from gateway.commands.qlik_batch.api import BatchApi, BatchApiError, Endpoints
-from gateway.commands.qlik_batch.command import (
+from gateway.commands.qlik_batch.cli import (
     EXIT_API,
     EXIT_FAILED,
     EXIT_READY,

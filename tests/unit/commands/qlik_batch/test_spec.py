@@ -9,7 +9,7 @@ import argparse
 import pytest
 
 from gateway.commands.qlik_batch.api import Endpoints, resource
-from gateway.commands.qlik_batch.command import UsageError, add_arguments, spec_from_args
+from gateway.commands.qlik_batch.cli import UsageError, add_arguments, spec_from_args
 from gateway.commands.qlik_batch.spec import JobSpec
 
 SPEC = JobSpec(name="Churn_predictions", dataset_id="6749ddb8bf86ce46d48fe0a3", space_id="6745f737f536738170dfe82f",
