@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import traceback
 from collections.abc import Awaitable
 from typing import Any
 
@@ -19,8 +20,11 @@ from aiokafka.conn import create_conn
 from aiokafka.helpers import create_ssl_context
 
 from gateway.config import KafkaConfig
+from gateway.errors import KafkaError
 
 DIAGNOSE_TIMEOUT_S = 10.0
+# aiokafka's producer functions that send InitProducerId when an idempotent producer starts.
+_INIT_PRODUCER_ID = frozenset({"_maybe_wait_for_pid", "_do_init_pid"})
 
 _AUTH_ERRORS = (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError,
                 kafka_errors.AuthenticationMethodNotSupported, kafka_errors.UnsupportedSaslMechanismError,
@@ -30,7 +34,7 @@ _CONNECTION_SETTINGS = frozenset({"client_id", "security_protocol", "ssl_context
                                   "sasl_kerberos_domain_name", "sasl_oauth_token_provider"})
 
 
-class KafkaStartError(RuntimeError):
+class KafkaStartError(KafkaError):
     """The broker refused or could not be reached with the configured settings; the message is the
     one line to show (server, security protocol, mechanism, cause), free of secrets."""
 
@@ -134,7 +138,18 @@ def connection_failure(exc: BaseException, kafka: KafkaConfig, timeout_s: float 
         return f"the connection was reset during the TLS handshake ({protocol}): is it a TLS listener?"
     if isinstance(exc, (OSError, kafka_errors.KafkaConnectionError)):
         return f"unreachable: {exc}"
+    if _refused_idempotence(exc):
+        return (f"the broker refused an idempotent producer (InitProducerId: {type(exc).__name__}): set "
+                "kafka.enable_idempotence to false for a broker without idempotent producers")
     return f"{type(exc).__name__} ({login}): {exc}"
+
+
+def _refused_idempotence(exc: BaseException) -> bool:
+    """The broker answered the idempotent producer's ``InitProducerId`` with an error. aiokafka raises
+    the bare error code (``UnknownError``) from the producer's start; only where it was raised says
+    which request it answered."""
+    return isinstance(exc, kafka_errors.BrokerResponseError) and any(
+        frame.f_code.co_name in _INIT_PRODUCER_ID for frame, _ in traceback.walk_tb(exc.__traceback__))
 
 
 def _auth_cause(exc: BaseException, kafka: KafkaConfig) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from gateway.backends.codec import ScoredRow
+from gateway.kafka.client import InputRecord as InputRecord  # the seam says what a consumed record offers
 
 STAGE_DECODE = "decode"
 STAGE_VALIDATE = "validate"
@@ -21,18 +22,6 @@ STAGE_NOT_PREDICTED = "not_predicted"
 
 # The reason of a tombstone's dead letter: replay tells it by this text from an empty value.
 TOMBSTONE_REASON = "record has no value (tombstone)"
-
-
-class InputRecord(Protocol):
-    """What the gateway needs of a consumed Kafka record (aiokafka's ConsumerRecord has it)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
 
 
 @dataclass(slots=True)
