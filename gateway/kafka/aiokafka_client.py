@@ -39,6 +39,9 @@ TRANSACTION_RETRY_BACKOFF_MS = 10
 # aiokafka's own failures of a request; IllegalOperation (a transaction step out of turn, as after
 # a failed one) is not a KafkaError there, but calls for the same remedy: abort and redo.
 _REQUEST_ERRORS = (kafka_errors.KafkaError, kafka_errors.IllegalOperation)
+# aiokafka's transaction manager refuses a step out of turn with an AssertionError (an invalid state
+# transition): for a transactional producer that is one more failed step, to abort or restart.
+_TRANSACTION_ERRORS = (*_REQUEST_ERRORS, AssertionError)
 
 
 def _failure(exc: BaseException) -> BrokerRequestError:
@@ -207,30 +210,30 @@ class AiokafkaTransactionalProducer(AiokafkaProducer):
         is the caller's to explain (it knows what needed transactions), so no diagnosis here."""
         try:
             await self._producer.start()
-        except _REQUEST_ERRORS as exc:
+        except _TRANSACTION_ERRORS as exc:
             raise _failure(exc) from exc
 
     async def begin_transaction(self) -> None:
         try:
             await self._producer.begin_transaction()
-        except _REQUEST_ERRORS as exc:
+        except _TRANSACTION_ERRORS as exc:
             raise _failure(exc) from exc
 
     async def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, int], group_id: str) -> None:
         try:
             await self._producer.send_offsets_to_transaction(
                 {_native(tp): offset for tp, offset in offsets.items()}, group_id)
-        except _REQUEST_ERRORS as exc:
+        except _TRANSACTION_ERRORS as exc:
             raise _failure(exc) from exc
 
     async def commit_transaction(self) -> None:
         try:
             await self._producer.commit_transaction()
-        except _REQUEST_ERRORS as exc:
+        except _TRANSACTION_ERRORS as exc:
             raise _failure(exc) from exc
 
     async def abort_transaction(self) -> None:
         try:
             await self._producer.abort_transaction()
-        except (*_REQUEST_ERRORS, AssertionError) as exc:  # AssertionError: a producer beyond aborting
+        except _TRANSACTION_ERRORS as exc:
             raise _failure(exc) from exc

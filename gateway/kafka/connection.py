@@ -22,6 +22,9 @@ from aiokafka.helpers import create_ssl_context
 from gateway.config import KafkaConfig
 from gateway.errors import KafkaError
 
+# aiokafka's client keyword arguments: untyped in aiokafka, so Any at this boundary.
+ClientOptions = dict[str, Any]
+
 DIAGNOSE_TIMEOUT_S = 10.0
 # aiokafka's producer functions that send InitProducerId when an idempotent producer starts.
 _INIT_PRODUCER_ID = frozenset({"_maybe_wait_for_pid", "_do_init_pid"})
@@ -39,9 +42,9 @@ class KafkaStartError(KafkaError):
     one line to show (server, security protocol, mechanism, cause), free of secrets."""
 
 
-def client_options(kafka: KafkaConfig) -> dict[str, Any]:
+def client_options(kafka: KafkaConfig) -> ClientOptions:
     """Connection and security options shared by the consumer, the producer and the probe."""
-    options: dict[str, Any] = {
+    options: ClientOptions = {
         "bootstrap_servers": kafka.bootstrap_servers,
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
@@ -57,7 +60,7 @@ def client_options(kafka: KafkaConfig) -> dict[str, Any]:
     return options
 
 
-def consumer_options(kafka: KafkaConfig) -> dict[str, Any]:
+def consumer_options(kafka: KafkaConfig) -> ClientOptions:
     session = int(kafka.session_timeout_ms)
     heartbeat = getattr(kafka, "heartbeat_interval_ms", None) or max(100, session // 3)
     return {
@@ -76,7 +79,7 @@ def consumer_options(kafka: KafkaConfig) -> dict[str, Any]:
     }
 
 
-def producer_options(kafka: KafkaConfig) -> dict[str, Any]:
+def producer_options(kafka: KafkaConfig) -> ClientOptions:
     return {
         **client_options(kafka),
         "acks": "all",
@@ -102,7 +105,7 @@ def broker_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
     return addresses
 
 
-async def connect(options: dict[str, Any], host: str, port: int, timeout_s: float) -> Any:
+async def connect(options: ClientOptions, host: str, port: int, timeout_s: float) -> Any:  # aiokafka AIOKafkaConnection
     """One broker connection, handshakes (TLS, SASL) included: where auth failures surface."""
     settings = {key: value for key, value in options.items() if key in _CONNECTION_SETTINGS}
     return await create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **settings)
@@ -194,7 +197,7 @@ async def start_client(start: Awaitable[None], kafka: KafkaConfig) -> None:
         raise await start_failure(exc, kafka) from None
 
 
-async def topic_partitions(consumer: Any, topic: str) -> set[int]:
+async def topic_partitions(consumer: Any, topic: str) -> set[int]:  # Any: an AIOKafkaConsumer
     """The partitions of ``topic`` from fresh metadata. A consumer that assigns rather than
     subscribes knows no topic's partitions yet; ``topics()`` fetches the metadata but returns only
     names, so the cluster view it fetched is asked directly."""
