@@ -70,14 +70,14 @@ class Pipeline:
         self.health = health
         self.shutdown_timeout_s = shutdown_timeout_s
         self.clients = clients if clients is not None else make_clients(kafka)
-        self.lanes = lanes
+        self._make_lanes = lanes
         self.tracker = OffsetTracker()
         self._circuit_moved: Callable[[], None] = _no_flow  # the running flow's, once there is one
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain: finish in-flight work, publish, commit."""
         cfg = self.config
-        async with self.lanes(cfg, self.metrics, self._on_circuit) as lanes:
+        async with self._make_lanes(cfg, self.metrics, self._on_circuit) as lanes:
             producer = self.clients.producer()
             try:  # stop() also after a failed start(): it owns connections and tasks either way
                 await producer.start()
