@@ -198,7 +198,7 @@ class FakeProducer:
     def create_batch(self) -> FakeBatch:
         return FakeBatch()
 
-    async def send(self, batch: FakeBatch, topic: str, partition: int) -> None:  # type: ignore[override]
+    async def send(self, batch: FakeBatch, topic: str, partition: int) -> None:
         self.sent.append((topic, partition, batch.values))
 
 
@@ -219,7 +219,7 @@ class FakeTransactionalProducer(FakeProducer):
         if self.fenced:
             raise ProducerFencedError("ProducerFenced: another producer with this id started")
 
-    async def send(self, batch: FakeBatch, topic: str, partition: int) -> None:  # type: ignore[override]
+    async def send(self, batch: FakeBatch, topic: str, partition: int) -> None:
         self._check()
         if self.open is None:
             raise BrokerRequestError("send outside a transaction")
