@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import traceback
 from collections.abc import Awaitable
 from typing import Any
 
@@ -19,8 +20,14 @@ from aiokafka.conn import create_conn
 from aiokafka.helpers import create_ssl_context
 
 from gateway.config import KafkaConfig
+from gateway.errors import KafkaError
+
+# aiokafka's client keyword arguments: untyped in aiokafka, so Any at this boundary.
+ClientOptions = dict[str, Any]
 
 DIAGNOSE_TIMEOUT_S = 10.0
+# aiokafka's producer functions that send InitProducerId when an idempotent producer starts.
+_INIT_PRODUCER_ID = frozenset({"_maybe_wait_for_pid", "_do_init_pid"})
 
 _AUTH_ERRORS = (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError,
                 kafka_errors.AuthenticationMethodNotSupported, kafka_errors.UnsupportedSaslMechanismError,
@@ -30,14 +37,14 @@ _CONNECTION_SETTINGS = frozenset({"client_id", "security_protocol", "ssl_context
                                   "sasl_kerberos_domain_name", "sasl_oauth_token_provider"})
 
 
-class KafkaStartError(RuntimeError):
+class KafkaStartError(KafkaError):
     """The broker refused or could not be reached with the configured settings; the message is the
     one line to show (server, security protocol, mechanism, cause), free of secrets."""
 
 
-def client_options(kafka: KafkaConfig) -> dict[str, Any]:
+def client_options(kafka: KafkaConfig) -> ClientOptions:
     """Connection and security options shared by the consumer, the producer and the probe."""
-    options: dict[str, Any] = {
+    options: ClientOptions = {
         "bootstrap_servers": kafka.bootstrap_servers,
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
@@ -53,7 +60,7 @@ def client_options(kafka: KafkaConfig) -> dict[str, Any]:
     return options
 
 
-def consumer_options(kafka: KafkaConfig) -> dict[str, Any]:
+def consumer_options(kafka: KafkaConfig) -> ClientOptions:
     session = int(kafka.session_timeout_ms)
     heartbeat = kafka.heartbeat_interval_ms or max(100, session // 3)
     return {
@@ -72,7 +79,7 @@ def consumer_options(kafka: KafkaConfig) -> dict[str, Any]:
     }
 
 
-def producer_options(kafka: KafkaConfig) -> dict[str, Any]:
+def producer_options(kafka: KafkaConfig) -> ClientOptions:
     return {
         **client_options(kafka),
         "acks": "all",
@@ -98,7 +105,7 @@ def broker_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
     return addresses
 
 
-async def connect(options: dict[str, Any], host: str, port: int, timeout_s: float) -> Any:
+async def connect(options: ClientOptions, host: str, port: int, timeout_s: float) -> Any:  # aiokafka AIOKafkaConnection
     """One broker connection, handshakes (TLS, SASL) included: where auth failures surface."""
     settings = {key: value for key, value in options.items() if key in _CONNECTION_SETTINGS}
     return await create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **settings)
@@ -134,7 +141,18 @@ def connection_failure(exc: BaseException, kafka: KafkaConfig, timeout_s: float 
         return f"the connection was reset during the TLS handshake ({protocol}): is it a TLS listener?"
     if isinstance(exc, (OSError, kafka_errors.KafkaConnectionError)):
         return f"unreachable: {exc}"
+    if _refused_idempotence(exc):
+        return (f"the broker refused an idempotent producer (InitProducerId: {type(exc).__name__}): set "
+                "kafka.enable_idempotence to false for a broker without idempotent producers")
     return f"{type(exc).__name__} ({login}): {exc}"
+
+
+def _refused_idempotence(exc: BaseException) -> bool:
+    """The broker answered the idempotent producer's ``InitProducerId`` with an error. aiokafka raises
+    the bare error code (``UnknownError``) from the producer's start; only where it was raised says
+    which request it answered."""
+    return isinstance(exc, kafka_errors.BrokerResponseError) and any(
+        frame.f_code.co_name in _INIT_PRODUCER_ID for frame, _ in traceback.walk_tb(exc.__traceback__))
 
 
 def _auth_cause(exc: BaseException, kafka: KafkaConfig) -> str:
@@ -179,7 +197,7 @@ async def start_client(start: Awaitable[None], kafka: KafkaConfig) -> None:
         raise await start_failure(exc, kafka) from None
 
 
-async def topic_partitions(consumer: Any, topic: str) -> set[int]:
+async def topic_partitions(consumer: Any, topic: str) -> set[int]:  # Any: an AIOKafkaConsumer
     """The partitions of ``topic`` from fresh metadata. A consumer that assigns rather than
     subscribes knows no topic's partitions yet; ``topics()`` fetches the metadata but returns only
     names, so the cluster view it fetched is asked directly."""

@@ -115,8 +115,9 @@ def comparisons(records: Sequence[InputRecord], champion: Sequence[Outcome], cha
         agreed += agree is True
         if difference is not None:
             differences.append(difference)
-        doc = {"id": record_id(record), "pipeline": pipeline,
-               "champion": side_document(ours, mine), "challenger": side_document(theirs, other),
-               "agree": agree, "difference": difference}
+        doc: dict[str, object] = {"id": record_id(record), "pipeline": pipeline,
+                                  "champion": side_document(ours, mine),
+                                  "challenger": side_document(theirs, other),
+                                  "agree": agree, "difference": difference}
         messages.append((topic, record.key, dumps(doc), record.headers))
     return Compared(messages, agreed, differences)

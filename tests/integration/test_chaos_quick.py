@@ -19,12 +19,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from benchmarks.chaos_campaign import QUICK, Campaign
 from benchmarks.chaos_scenarios import SCENARIOS, run_scenario
 from gateway.config import KafkaConfig
-from gateway.kafka.connection import producer_options
+from gateway.kafka.aiokafka_client import AiokafkaClients
 from gateway.kafka.embedded import create_topics
 from gateway.kafka.sink import KafkaSink
 from tests.integration.harness import BROKER, Topics, idempotent, unique
@@ -93,7 +92,7 @@ async def test_concurrent_publishes_to_one_partition_neither_time_out_nor_duplic
     await create_topics(broker.bootstrap, {topic: 1})
     kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, client_id="sink-test",
                         enable_idempotence=idempotent())
-    producer = AIOKafkaProducer(**producer_options(kafka))
+    producer = AiokafkaClients(kafka).producer()
     await producer.start()
     try:
         sink = KafkaSink(producer)

@@ -16,7 +16,7 @@ class Batch:
 
 
 class Producer:
-    """send_batch hands back a future the test resolves: the broker's acknowledgement."""
+    """send waits for a future the test resolves: the broker's acknowledgement."""
 
     def __init__(self) -> None:
         self.acks: list[asyncio.Future[None]] = []
@@ -27,10 +27,10 @@ class Producer:
     async def partitions_for(self, topic: str) -> set[int]:
         return {0}
 
-    async def send_batch(self, batch: Batch, topic: str, partition: int) -> asyncio.Future[None]:
+    async def send(self, batch: Batch, topic: str, partition: int) -> None:
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
-        return ack
+        await ack
 
 
 async def until(condition: Any, what: str, timeout_s: float = 5.0) -> None:

@@ -8,12 +8,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from gateway.delivery.offsets import OffsetTracker
 from gateway.delivery.partition_transaction import PartitionTransaction
-from gateway.kafka.sink import KafkaSink, Message
+from gateway.kafka.client import BrokerRequestError, Message, TopicPartition
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,16 +44,12 @@ class RecordingProducer:
     def create_batch(self) -> _Batch:
         return _Batch()
 
-    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
+    async def send(self, batch: _Batch, topic: str, partition: int) -> None:
         if self.send_gate is not None:
             await self.send_gate.wait()
         self.steps.append(("send", [v.decode() for v in batch.values if v is not None]))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fail_sends:
-            done.set_exception(KafkaError("broker refused the batch"))
-        else:
-            done.set_result(None)
-        return done
+            raise BrokerRequestError("broker refused the batch")
 
     async def begin_transaction(self) -> None:
         self.steps.append(("begin", None))
@@ -76,7 +70,7 @@ class RecordingProducer:
 def partition_with(producer: RecordingProducer) -> tuple[PartitionTransaction, OffsetTracker]:
     tracker = OffsetTracker()
     partition = PartitionTransaction(TP, "group", lambda: tracker.done_below(TP))
-    partition.producer, partition.sink = producer, KafkaSink(producer)  # type: ignore[assignment, arg-type]
+    partition.started(producer)  # type: ignore[arg-type]
     return partition, tracker
 
 
@@ -116,7 +110,7 @@ async def test_a_failed_send_aborts_and_the_next_transaction_carries_everything_
     await partition.send_finished()
     finish(partition, tracker, 2)
     await partition.send_finished()  # a failed transaction takes no more outputs
-    with pytest.raises(KafkaError):
+    with pytest.raises(BrokerRequestError):
         await partition.commit(3)
     assert ("commit", None) not in producer.steps
     await partition.abort()
