@@ -27,7 +27,9 @@ class ComparisonFamilies:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         p = PREFIX
-        self.compared = Counter(p + "comparisons_total", "Records scored by both champion and challenger.",
+        self.compared = Counter(p + "comparisons_total",
+                                "Records both champion and challenger predicted (a refusal on either side is not "
+                                "counted).",
                                 _PAIR, registry=registry)
         self.agreed = Counter(p + "comparisons_agreed_total",
                               "Compared records on which champion and challenger agree.", _PAIR, registry=registry)

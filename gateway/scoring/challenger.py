@@ -167,7 +167,7 @@ class Challenger:
             log.warning("comparisons_not_published", extra={"pipeline": self.pipeline, "error": repr(exc)})
             self.metrics.skipped("publish_failed", len(keep))
             return
-        self.metrics.compared(len(keep), compared.agreed, compared.differences)
+        self.metrics.compared(compared.both, compared.agreed, compared.differences)
 
 
 def make_challenger(pipeline: PipelineConfig, session: aiohttp.ClientSession, *, families: ComparisonFamilies,

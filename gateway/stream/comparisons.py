@@ -99,6 +99,7 @@ class Compared:
     """One batch's comparison records and what they count as."""
 
     messages: list[Message]
+    both: int  # records both sides predicted (``agree`` is true or false)
     agreed: int
     differences: list[float]
 
@@ -108,10 +109,11 @@ def comparisons(records: Sequence[InputRecord], champion: Sequence[Outcome], cha
     """One comparison record per record; ``champion``/``challenger`` hold their outcomes in the same order."""
     ours, theirs = sides
     messages: list[Message] = []
-    agreed = 0
+    both = agreed = 0
     differences: list[float] = []
     for record, mine, other in zip(records, champion, challenger, strict=True):
         agree, difference = agreement(mine, other, tolerance)
+        both += agree is not None
         agreed += agree is True
         if difference is not None:
             differences.append(difference)
@@ -120,4 +122,4 @@ def comparisons(records: Sequence[InputRecord], champion: Sequence[Outcome], cha
                                   "challenger": side_document(theirs, other),
                                   "agree": agree, "difference": difference}
         messages.append((topic, record.key, dumps(doc), record.headers))
-    return Compared(messages, agreed, differences)
+    return Compared(messages, both, agreed, differences)

@@ -13,6 +13,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway.commands.demo.options import (
+    COMPARISONS_TOPIC,
     DATAROBOT_MAX_EXPLANATIONS,
     DEAD_LETTER_TOPIC,
     GATEWAY_START_S,
@@ -33,7 +34,8 @@ if TYPE_CHECKING:  # imported when the demo runs (see _load_config and start)
     from gateway.runtime.admin import AdminServer
 
 
-def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_port: int) -> dict[str, object]:
+def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_port: int,
+                challenger_url: str | None = None) -> dict[str, object]:
     """The config the demo runs, in the shape of PRODUCT.md §3; defaults are left out on purpose,
     so the file shows what a deployment has to decide."""
     backend: dict[str, object] = {
@@ -49,6 +51,18 @@ def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_po
         explain = options.explanations != "off"
         backend["max_explanations"] = DATAROBOT_MAX_EXPLANATIONS if explain else 0
         backend["explanation_algorithm"] = options.explanations if explain else None
+    pipeline: dict[str, object] = {
+        "name": PIPELINE,
+        "input_topic": INPUT_TOPIC,
+        "features": list(CHURN_FEATURES),
+        "backend": backend,
+        "outputs": {"predictions": PREDICTIONS_TOPIC, "dead_letter": DEAD_LETTER_TOPIC},
+    }
+    if challenger_url is not None:
+        pipeline["challenger"] = {"backend": {"type": options.backend, "url": challenger_url,
+                                              "token": "${SCORING_GATEWAY_DEMO_TOKEN:-demo-token}"}}
+        pipeline["outputs"] = {"predictions": PREDICTIONS_TOPIC, "dead_letter": DEAD_LETTER_TOPIC,
+                               "comparisons": COMPARISONS_TOPIC}
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": "scoring-gateway-demo",
                   "client_id": "scoring-gateway-demo", "session_timeout_ms": SESSION_TIMEOUT_MS,
@@ -56,13 +70,7 @@ def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_po
                   "enable_idempotence": False},
         "admin": {"host": HOST, "port": admin_port},
         "shutdown_timeout_s": SHUTDOWN_TIMEOUT_S,
-        "pipelines": [{
-            "name": PIPELINE,
-            "input_topic": INPUT_TOPIC,
-            "features": list(CHURN_FEATURES),
-            "backend": backend,
-            "outputs": {"predictions": PREDICTIONS_TOPIC, "dead_letter": DEAD_LETTER_TOPIC},
-        }],
+        "pipelines": [pipeline],
     }
 
 

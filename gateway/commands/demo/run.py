@@ -15,6 +15,7 @@ from rich.console import Console
 from gateway.commands.demo.embedded import EmbeddedGateway, _load_config, demo_config, write_config
 from gateway.commands.demo.emulator import deployment_url, running_emulator
 from gateway.commands.demo.options import (
+    CHALLENGER_DEPLOYMENT,
     CONFIG_FILE,
     DEAD_LETTER_TOPIC,
     EMULATOR_LOG_FILE,
@@ -91,8 +92,11 @@ class Demo:
             await _bounded(create_topics(self.broker.bootstrap, {t: PARTITIONS for t in TOPICS}),
                            TOPICS_S, "cannot create the topics")
             backend_url = await deployment_url(emulator.url, opts.backend)
+            challenger_url = await deployment_url(emulator.url, opts.backend, CHALLENGER_DEPLOYMENT) \
+                if opts.challenger else None
             config_path = self.workdir / CONFIG_FILE
-            write_config(config_path, demo_config(opts, self.broker.bootstrap, backend_url, free_port(HOST)))
+            write_config(config_path, demo_config(opts, self.broker.bootstrap, backend_url, free_port(HOST),
+                                                  challenger_url))
             registry = CollectorRegistry()
             gateway = EmbeddedGateway(_load_config(config_path), registry)
             stack.push_async_callback(gateway.stop)
@@ -104,6 +108,8 @@ class Demo:
                                          READ_BACK_BASE_S + opts.records / READ_BACK_RATE)
             summary = summarize(opts, outputs, malformed, read_counts(registry), config_path, self.workdir)
             print_summary(self.console, summary, outputs)
+            if opts.challenger:
+                await self._comparisons(registry, emulator.url, summary.metrics["predicted"])
             if opts.backend == "datarobot":
                 await self._datarobot_options(emulator.url)
             if opts.keep_running:
@@ -113,6 +119,14 @@ class Demo:
                 self.console.print("stopping...")
         summary.clean_shutdown = gateway.clean
         return summary
+
+    async def _comparisons(self, registry: CollectorRegistry, emulator_url: str, predicted: int) -> None:
+        """The champion/challenger agreement the gateway counted, beside the emulator's own count."""
+        from gateway.commands.demo.comparisons import agreement_line
+
+        line = await _bounded(agreement_line(registry, emulator_url, predicted), 15,
+                              "cannot read the emulator's challenger count")
+        self.console.print(line, markup=False)
 
     async def _datarobot_options(self, emulator_url: str) -> None:
         """Prediction warnings and multiclass explanations, shown with two requests of their own."""

@@ -150,7 +150,7 @@ async def test_an_unavailable_challenger_is_skipped_and_a_refused_row_is_compare
     assert [d["id"] for d in docs] == ["in/0/1", "in/0/2"]
     assert docs[0]["challenger"]["refused"]["status"] == 422 and docs[0]["agree"] is None
     assert value(registry, "scoring_gateway_challenger_skipped_total", reason="unavailable") == 1
-    assert value(registry, "scoring_gateway_comparisons_total") == 2
+    assert value(registry, "scoring_gateway_comparisons_total") == 1  # the refused row is not a comparison
 
 
 async def test_leaving_the_scope_cancels_what_is_in_flight() -> None:

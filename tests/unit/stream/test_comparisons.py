@@ -72,7 +72,7 @@ def test_comparison_records_carry_both_sides_keyed_like_their_inputs() -> None:
     challenger = [binary("yes", 0.65), Rejected("not_predicted", "Feature 'BaseFee': not a number", 200)]
     out = comparisons(records, champion, challenger, pipeline="churn", topic="churn-comparisons",
                       sides=(Side("qlik", "A", 12.0), Side("datarobot", "B", 30.5)), tolerance=0.0)
-    assert out.agreed == 1 and out.differences == [pytest.approx(0.05)]
+    assert (out.both, out.agreed) == (1, 1) and out.differences == [pytest.approx(0.05)]
     (topic, key, value, headers), second = out.messages
     assert (topic, key, headers) == ("churn-comparisons", b"a", [("h", b"1")])
     doc = orjson.loads(value)
