@@ -30,7 +30,7 @@ test: lint
 	SG_TEST_BROKER=tansu $(BIN)/python -m pytest -q $(XDIST) -m tansu tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests benchmarks
+	$(BIN)/ruff check gateway testkit tests benchmarks
 	$(BIN)/mypy
 
 bench: $(STAMP)

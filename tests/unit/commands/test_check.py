@@ -15,7 +15,7 @@ import yaml
 from gateway.commands import check
 from gateway.config import load_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DATAROBOT_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/0123456789abcdef01234567/predictions"
 
 CONFIG = f"""

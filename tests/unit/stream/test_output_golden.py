@@ -22,7 +22,7 @@ from gateway.kafka.source import decode_value
 from gateway.stream.outputs import Outputs
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "outputs.jsonl"
+GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden" / "outputs.jsonl"
 HOSTILE = ['comma, "quote"', "line\nbreak\r\n", "tab\tnul\x00", "unicode ü 名前 🙂 \u2028", "=cmd|' /C calc'!A0", ""]
 
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from gateway.runtime.health import Health
 from gateway.runtime.metrics import Metrics
 
-K8S = Path(__file__).resolve().parents[2] / "k8s"
+K8S = Path(__file__).resolve().parents[3] / "k8s"
 DASHBOARD = K8S / "grafana-dashboard.json"
 RULES = K8S / "prometheus-rule.yaml"
 

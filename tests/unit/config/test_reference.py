@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.config import json_schema
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+README = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
 # README heading -> the key path its table's keys are under.
 TABLES = {"### `kafka`": "kafka.", "### `admin` and top level": "", "### `pipelines[]`": "pipelines[].",
           "### `pipelines[].backend`": "pipelines[].backend."}
