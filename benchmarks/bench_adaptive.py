@@ -32,11 +32,12 @@ from benchmarks import plots
 from benchmarks.figures import median
 from benchmarks.machine import describe
 from benchmarks.modes import FULL, QUICK, Sizes
-from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum
 from benchmarks.scenarios import POLL_S, Bench, Feed, GatewayRun, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics
-from tests.kafka.choice import KINDS
-from tests.kafka.choice import describe as broker_description
+from testkit.brokers.choice import KINDS
+from testkit.brokers.choice import describe as broker_description
+from testkit.measure import metric_sum
+from testkit.processes import EmulatorProcess, GatewayProcess
 
 ROWS = 100  # small batches, so the backend rather than the gateway's core is the bound
 LIMIT_METRIC = "scoring_gateway_concurrency_limit"
@@ -79,20 +80,20 @@ async def one(bench: Bench, backend: Backend, limit: int | str, backlog: int, re
     options: dict[str, Any] = {"latency_ms": backend.latency_ms, "per_row_ms": 0}
     if backend.capacity:
         options["max_concurrent_requests"] = backend.capacity
-    await bench.emulator.reset(**options)
+    await bench.emulator.areset(**options)
     sections = {"batching": {"max_rows": ROWS}, "concurrency": {"max_in_flight_requests": limit}}
     run = await run_gateway(bench, f"{backend.key}-{limit}-{rep}", qlik_backend(bench.emulator.qlik_url(),
                                                                                  include_shap=False),
                             backlog=backlog, expected=backlog, sections=sections,
                             feed=limit_sampler(backlog) if limit == "auto" else None)
-    stats = await bench.emulator.stats()
+    stats = await bench.emulator.astats()
     return run, int(stats["routes"]["qlik"]["statuses"].get("429", 0))
 
 
 async def campaign(sizes: Sizes, backlog: int, repetitions: int, workdir: Path, broker: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with aiohttp.ClientSession() as session:
-        emulator = await EmulatorProcess(session, workdir / "emulator.log").start()
+        emulator = await EmulatorProcess(log_path=workdir / "emulator.log").astart()
         try:
             bench = Bench(sizes, session, emulator, workdir, broker_kind=broker)
             for backend in BACKENDS:

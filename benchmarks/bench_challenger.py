@@ -28,11 +28,12 @@ from benchmarks.figures import median
 from benchmarks.latency import _latencies
 from benchmarks.machine import describe
 from benchmarks.modes import FULL, QUICK, Sizes
-from benchmarks.processes import EmulatorProcess, GatewayProcess, ProcessProbe, metric_sum
 from benchmarks.scenarios import POLL_S, Bench, ScenarioFailed, gateway_document, qlik_backend, watch
 from benchmarks.workload import RunTopics, produce_backlog, produce_paced, read_topic
 from gateway.kafka.embedded import create_topics
-from tests.kafka.choice import KINDS
+from testkit.brokers.choice import KINDS
+from testkit.measure import ProcessProbe, metric_sum
+from testkit.processes import EmulatorProcess, GatewayProcess
 
 VARIANTS: dict[str, float | None] = {"none": None, "0.1": 0.1, "1.0": 1.0}
 BACKLOG = {"full": 60_000, "quick": 20_000}
@@ -64,7 +65,7 @@ async def one(bench: Bench, label: str, rate: float | None, *, backlog: int, pac
                                sections=sections(topics, comparisons, rate,
                                                  bench.emulator.qlik_url("churn_challenger")),
                                idempotent=bench.idempotent, session_timeout_ms=bench.sizes.session_timeout_ms)
-        gateway = GatewayProcess(bench.session, doc, bench.workdir, label).start()
+        gateway = GatewayProcess.from_config(doc, bench.workdir, label, session=bench.session).start()
         assert gateway.probe is not None and broker.pid is not None
         probes = {"gateway": gateway.probe, "emulator": ProcessProbe(bench.emulator.pid)}
         feeder = asyncio.create_task(_feed(bootstrap, topics, gateway, bench, paced)) if paced else None
@@ -77,7 +78,7 @@ async def one(bench: Bench, label: str, rate: float | None, *, backlog: int, pac
             if feeder is not None and not feeder.done():
                 feeder.cancel()
                 await asyncio.gather(feeder, return_exceptions=True)
-            await gateway.stop()
+            await gateway.astop()
         if not progress.samples:
             raise ScenarioFailed(f"{label}: no output:\n{gateway.log_tail()}")
         predictions = await read_topic(bootstrap, topics.predictions, topics.partitions, expected=progress.published,
@@ -114,7 +115,7 @@ async def _feed(bootstrap: str, topics: RunTopics, gateway: GatewayProcess, benc
 async def campaign(sizes: Sizes, mode: str, repetitions: int, workdir: Path, broker: str) -> dict[str, Any]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {"throughput": {}, "latency": {}}
     async with aiohttp.ClientSession() as session:
-        emulator = await EmulatorProcess(session, workdir / "emulator.log", "--latency-ms", "20").start()
+        emulator = await EmulatorProcess("--latency-ms", "20", log_path=workdir / "emulator.log").astart()
         try:
             bench = Bench(sizes, session, emulator, workdir, broker_kind=broker)
             for rep in range(repetitions):

@@ -17,7 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gateway.commands.demo.sample_data import churn_records
-from tests.integration.harness import Topics
+from testkit.topics import Topics
 
 TICK_S = 0.1  # the stream produces what is due every tick
 

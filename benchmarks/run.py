@@ -41,7 +41,6 @@ from benchmarks.figures import BASELINE_LATENCIES_MS, MEMORY_LIMIT_MB, RESULTS, 
 from benchmarks.flamegraph import record_flame_graph
 from benchmarks.machine import describe
 from benchmarks.modes import MODES, Sizes
-from benchmarks.processes import EmulatorProcess
 from benchmarks.report import Report
 from benchmarks.scenarios import (
     BOUND_LATENCIES_MS,
@@ -49,8 +48,9 @@ from benchmarks.scenarios import (
     THROUGHPUT_VARIANTS,
     Bench,
 )
-from tests.kafka.choice import KINDS
-from tests.kafka.choice import describe as broker_description
+from testkit.brokers.choice import KINDS
+from testkit.brokers.choice import describe as broker_description
+from testkit.processes import EmulatorProcess
 
 
 async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: Path,
@@ -60,7 +60,7 @@ async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: 
                     broker=broker_description(broker))
     began = time.monotonic()
     async with aiohttp.ClientSession() as session:
-        emulator = await EmulatorProcess(session, workdir / "emulator.log").start()
+        emulator = await EmulatorProcess(log_path=workdir / "emulator.log").astart()
         try:
             suite = Suite(Bench(sizes, session, emulator, workdir, broker_kind=broker), report)
             for number, title, step in STEPS:

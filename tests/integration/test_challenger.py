@@ -14,15 +14,8 @@ import pytest
 
 from gateway.kafka.embedded import create_topics
 from gateway.stream.comparisons import sampled_by_key
-from tests.integration.harness import (
-    EmulatorProcess,
-    InProcessGateway,
-    Topics,
-    churn_features,
-    gateway_config,
-    unique,
-    write_config,
-)
+from testkit.processes import EmulatorProcess, InProcessGateway
+from testkit.topics import Topics, churn_features, gateway_config, unique, write_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -119,7 +112,7 @@ async def test_a_troubled_challenger_changes_nothing_for_the_champion(topics, em
                                           "actions/run"}
     else:
         args = ("--error-rate", "429=1.0") if trouble == "refusing" else ("--latency-ms", "200")
-        other = EmulatorProcess(*args)
+        other = EmulatorProcess(*args).start()
         backend = qlik(other, "churn_challenger")
     try:
         doc = config(topics, qlik(emu), comparisons=comparisons,

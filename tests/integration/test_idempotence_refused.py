@@ -14,7 +14,8 @@ from gateway.config import parse_config
 from gateway.kafka.aiokafka_client import AiokafkaClients
 from gateway.kafka.connection import KafkaStartError
 from gateway.kafka.embedded import EmbeddedBroker
-from tests.integration.harness import GatewayProcess, Topics, gateway_config, write_config
+from testkit.processes import GatewayProcess
+from testkit.topics import Topics, gateway_config, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
@@ -47,7 +48,7 @@ async def test_the_gateway_stops_with_that_one_line(tansu: EmbeddedBroker, tmp_p
     topics = Topics(tansu.bootstrap)
     await topics.create()
     doc = gateway_config(topics, QLIK, kafka={"enable_idempotence": True})
-    proc = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log")
+    proc = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log").start()
     code = proc.wait(60)
     log = (tmp_path / "gw.log").read_text()
     assert code == 1, log[-2000:]

@@ -26,7 +26,7 @@ from gateway.commands.demo.options import (
 from gateway.commands.demo.run import Demo
 from gateway.commands.demo.summary import Summary
 from gateway.commands.demo.waits import describe
-from gateway.kafka.embedded import BrokerError, EmbeddedBroker
+from gateway.kafka.embedded import BrokerError, EmbeddedBroker, broker_binary
 from gateway.runtime.loop import run_loop
 from gateway.runtime.memory import tune_for_batches
 
@@ -41,6 +41,11 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
+    try:
+        broker_binary()  # before anything is created: without the demo extra, say how to get it
+    except BrokerError as exc:
+        print(f"demo: cannot start the broker: {exc}", file=sys.stderr)
+        return 1
     try:
         workdir = _workdir(options.workdir)
     except OSError as exc:

@@ -24,7 +24,7 @@ from gateway.config import (
 )
 
 # PRODUCT.md §3's example, copied into the repository (see tests/fixtures/product/SOURCES.md).
-PRODUCT_EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "product" / "config-example.yaml"
+PRODUCT_EXAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "product" / "config-example.yaml"
 QLIK_URL = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"
 DATAROBOT_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/0123456789abcdef01234567/predictions"
 

@@ -22,7 +22,7 @@ from gateway.kafka.source import decode_value
 from gateway.stream.outputs import Outputs
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "outputs.jsonl"
+GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "golden" / "outputs.jsonl"
 # Records with the fields DataRobot's class selectors, prediction warnings and adjusted predictions
 # add (written by this test with SG_WRITE_GOLDEN=1 when they were introduced; outputs.jsonl untouched).
 GOLDEN_DATAROBOT_FIELDS = GOLDEN.with_name("outputs_datarobot_fields.jsonl")

@@ -1,9 +1,10 @@
-"""The books of a chaos scenario: every input ``id`` against what reached the output topics.
+"""The books of a stream: every input ``id`` against what reached the output topics.
 
 An input's ``id`` is ``topic/partition/offset``, the key PRODUCT.md §4 gives consumers to drop
-duplicates. After a scenario every input id must appear on the predictions or the dead-letter
-topic (else it is *lost*); an id seen more than once is a *duplicate* (allowed after a crash or a
-rebalance, never after a graceful restart); an id on both topics has *conflicting* outcomes.
+duplicates. After a run (a chaos scenario, a crash or a rebalance test) every input id must appear
+on the predictions or the dead-letter topic (else it is *lost*); an id seen more than once is a
+*duplicate* (allowed after a crash or a rebalance, never after a graceful restart); an id on both
+topics has *conflicting* outcomes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tests.integration.harness import Topics
+from testkit.topics import Topics
 
 
 def record_id(record: Any) -> str:

@@ -1,19 +1,15 @@
-"""Test harness: a real broker, the emulator over HTTP, and helpers to feed and read topics.
+"""One test's topics on a shared broker, the records fed to them, and gateway configs that use them.
 
-Nothing here sleeps for a fixed time: every wait polls for a condition with a deadline.
+Every name is unique per test (``unique``), so tests sharing a broker never see each other's
+records; every read polls with a deadline, nothing sleeps for a fixed time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -24,12 +20,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from gateway.kafka.embedded import create_topics, free_port
-from tests.kafka.choice import broker_kind, in_ci
-from tests.kafka.runtime import KafkaUnavailable
+from gateway.kafka.embedded import create_topics
+from testkit.brokers.choice import idempotent
 
 SESSION_TIMEOUT_MS = 6000  # a group join takes about half of it on tansu; Apache Kafka accepts it too
-BROKER = broker_kind()  # SG_TEST_BROKER: kafka (default) or tansu
 
 PLAN_TYPES = ["Standard", "Premium", "Basic"]
 
@@ -50,112 +44,6 @@ def churn_features(i: int, rng: random.Random | None = None) -> dict[str, Any]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
-
-
-async def async_wait_until(predicate: Callable[[], Any], timeout_s: float, what: str,
-                           interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(interval_s)
-
-
-def start_broker(broker: Any) -> Any:
-    """Start a test broker; without Java or Maven the test is skipped with the reason, except
-    under CI, where a broker that cannot start is an error."""
-    import pytest
-
-    try:
-        return broker.start()
-    except KafkaUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"Apache Kafka is required under CI: {exc}", pytrace=False)
-        pytest.skip(f"Apache Kafka unavailable ({exc}); SG_TEST_BROKER=tansu runs the suite on tansu")
-
-
-def idempotent(kind: str = BROKER) -> bool:
-    """Whether the gateway's producer may be idempotent on this broker (tansu refuses InitProducerId)."""
-    return kind == "kafka"
-
-
-# ---- the emulator ---------------------------------------------------------------------------
-
-class EmulatorProcess:
-    """``scoring-gateway emulate`` in its own process, so the gateway talks real HTTP to it.
-
-    It starts instant (latency 0, per-row 0: the emulator's default is a real service's latency);
-    ``extra`` flags come after, so a test can ask for its own latency.
-    """
-
-    def __init__(self, *extra: str, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "emulate", "--host", "127.0.0.1", "--port", str(self.port),
-             "--seed", "7", "--latency-ms", "0", "--per-row-ms", "0", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        wait_until(self._up, 30, "the emulator to listen")
-        self.deployments = {d["name"]: d for d in self.get("/_emulator/deployments")["deployments"]}
-
-    def _up(self) -> bool:
-        if self._proc.poll() is not None:
-            raise RuntimeError(f"emulator exited: {self._proc.stderr.read().decode()[-2000:]}")
-        try:
-            self.get("/_emulator/deployments")
-            return True
-        except OSError:
-            return False
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=5) as r:
-            return orjson.loads(r.read())
-
-    def configure(self, **options: Any) -> Any:
-        req = urllib.request.Request(self.url + "/_emulator/config", data=orjson.dumps(options),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return orjson.loads(r.read())
-
-    def requests(self) -> list[str]:
-        """The path and query of the last prediction requests, as the emulator received them."""
-        with urllib.request.urlopen(self.url + "/_emulator/requests", timeout=5) as r:
-            return list(orjson.loads(r.read())["requests"])
-
-    def reset(self) -> None:
-        self.configure(latency_ms=0, per_row_ms=0, error_rate={}, hang_rate=0, drop_rate=0,
-                       rate_limit_per_minute=None, max_concurrent_requests=None, crash_value=None)
-
-    def qlik_url(self, name: str = "churn") -> str:
-        return f"{self.url}/api/v1/ml/deployments/{self.deployments[name]['qlik_id']}/realtime-predictions/actions/run"
-
-    def datarobot_url(self, name: str = "churn") -> str:
-        return f"{self.url}/predApi/v1.0/deployments/{self.deployments[name]['datarobot_id']}/predictions"
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
 
 
 # ---- topics ---------------------------------------------------------------------------------
@@ -299,70 +187,3 @@ def gateway_config(topics: Topics, backend: dict[str, Any], **pipeline: Any) -> 
 def write_config(path: Path, doc: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-class GatewayProcess:
-    """``scoring-gateway run`` as a real process (for crash and signal tests)."""
-
-    def __init__(self, config_path: Path, log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - the process writes to it until it exits
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-
-    def wait(self, timeout_s: float) -> int:
-        try:
-            return self.proc.wait(timeout_s)
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if not self._log.closed:
-            self._log.close()
-
-
-class InProcessGateway:
-    """``serve()`` on the test's own event loop: ``async with InProcessGateway(doc) as gw``."""
-
-    def __init__(self, doc: dict[str, Any]) -> None:
-        from gateway.config import parse_config
-
-        self.config = parse_config(doc, dict(os.environ))
-        self.stop = asyncio.Event()
-        self.admin: Any = None
-        self._task: asyncio.Task[int] | None = None
-
-    async def __aenter__(self) -> InProcessGateway:
-        from gateway.app import serve
-
-        ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(serve(self.config, self.stop, ready=ready, handle_signals=False))
-        done, _ = await asyncio.wait({ready, self._task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            self._task.result()
-        self.admin = ready.result()
-        return self
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin.port}"
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.stop.set()
-        assert self._task is not None
-        await asyncio.wait_for(self._task, 60)

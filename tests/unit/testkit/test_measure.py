@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.scenarios import Progress
+from testkit.measure import Progress
 
 
 def test_an_idle_tail_does_not_change_records_per_cpu_second():

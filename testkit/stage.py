@@ -1,10 +1,10 @@
-"""What a chaos scenario breaks: a broker, an emulator and gateway processes, all on loopback.
+"""What a chaos scenario (or a security test) breaks: a broker, an emulator and gateway processes, all on loopback.
 
 Each piece runs in its own process so it can be killed, stopped or frozen like the real thing,
-and each is stopped by the PID it was started with: the emulator and gateway processes are the
-benchmark suite's (:mod:`benchmarks.processes`), given the scenario's secrets and evidence. A
-scenario owns one :class:`Stage` (a fresh broker, topics and emulator), so what one scenario breaks
-never leaks into the next.
+and each is stopped by the PID it was started with: the emulator and gateway processes are
+:mod:`testkit.processes`', given the scenario's secrets and evidence. A scenario owns one
+:class:`Stage` (a fresh broker, topics and emulator), so what one scenario breaks never leaks into
+the next.
 
 Secrets reach the gateway the way production deploys them: the config file says
 ``token: ${SCORING_TOKEN}`` and the process environment holds the value, so the files a campaign
@@ -29,9 +29,12 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum, parse_metrics
-from tests.integration.harness import SESSION_TIMEOUT_MS, Topics, gateway_config, idempotent
-from tests.kafka.choice import make_broker
+from gateway.commands.demo.sample_data import churn_records
+from testkit.brokers.choice import idempotent, make_broker
+from testkit.ledger import read_inputs
+from testkit.measure import metric_sum, parse_metrics
+from testkit.processes import EmulatorProcess, GatewayProcess, config_file
+from testkit.topics import SESSION_TIMEOUT_MS, Topics, gateway_config
 
 TOKEN_VAR = "SCORING_TOKEN"
 DATAROBOT_KEY_VAR = "SCORING_DATAROBOT_KEY"
@@ -78,22 +81,20 @@ class Evidence:
 class Emulator(EmulatorProcess):
     """``python -m gateway emulate`` requiring the scenario's token and DataRobot key."""
 
-    def __init__(self, session: aiohttp.ClientSession, workdir: Path, creds: Secrets, *,
-                 tls: tuple[Path, Path] | None = None, seed: int = 7) -> None:
+    def __init__(self, workdir: Path, creds: Secrets, *, tls: tuple[Path, Path] | None = None,
+                 seed: int = 7) -> None:
         tls_args = ("--tls-cert", str(tls[0]), "--tls-key", str(tls[1])) if tls else ()
-        super().__init__(session, workdir / "emulator.log", "--token", creds.token,
-                         "--datarobot-key", creds.datarobot_key, *tls_args, seed=seed,
-                         tls=tls is not None, control_timeout_s=_HTTP_TIMEOUT_S)
+        super().__init__("--token", creds.token, "--datarobot-key", creds.datarobot_key, *tls_args,
+                         seed=seed, tls=tls is not None, log_path=workdir / "emulator.log",
+                         control_timeout_s=_HTTP_TIMEOUT_S)
 
     async def start_again(self, timeout_s: float = 30.0, **options: Any) -> Emulator:
         """A new emulator process on the port of the one :meth:`stop` ended, so the URLs a gateway
         was given reach it again: an API that was down and came back. The start flags (secrets, TLS)
         are the same; run-time options and served counts start afresh, so ``options`` are set again."""
-        if self._proc is not None:
-            raise RuntimeError("the emulator is still running: stop it first")
-        await self.start(timeout_s)
+        await self.astart(timeout_s)
         if options:
-            await self.configure(**options)
+            await self.aconfigure(**options)
         return self
 
 
@@ -108,7 +109,8 @@ class Gateway(GatewayProcess):
 
     def __init__(self, session: aiohttp.ClientSession, stage: Stage, config: dict[str, Any],
                  label: str) -> None:
-        super().__init__(session, config, stage.workdir, label, env=stage.creds.environment())
+        super().__init__(config_file(config, stage.workdir, label), stage.workdir / f"{label}.log",
+                         env=stage.creds.environment(), label=label, session=session)
         self.stage = stage
         self._scrapes = 0
 
@@ -143,7 +145,7 @@ class Gateway(GatewayProcess):
 
     async def readyz(self) -> tuple[int, dict[str, Any]] | None:
         url = self.admin_url
-        if url is None:
+        if url is None or self.session is None:
             return None
         try:
             async with self.session.get(url + "/readyz", timeout=_HTTP_TIMEOUT) as r:
@@ -153,17 +155,9 @@ class Gateway(GatewayProcess):
         except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError):
             return None
 
-    def kill(self) -> None:
-        """SIGKILL: no drain, no commit, no goodbye."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        if proc is not None:
-            self.exit_status = proc.wait()
-
     async def terminate(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM and wait for the drain; SIGKILL past ``timeout_s``. Returns the exit status."""
-        return await self.stop(timeout_s)
+        return await self.astop(timeout_s)
 
 
 # ---- one scenario's world -------------------------------------------------------------------
@@ -181,7 +175,7 @@ class Stage:
         self.evidence = Evidence()
         self.broker_kind = broker
         self.broker = make_broker(broker, workdir / "broker.log")
-        self.emulator = Emulator(session, workdir, self.creds, tls=tls)
+        self.emulator = Emulator(workdir, self.creds, tls=tls)
         self.topics: Topics | None = None
         self.gateways: list[Gateway] = []
         self._progress: list[GroupProgress] = []
@@ -191,7 +185,7 @@ class Stage:
         try:
             self.topics = Topics(self.broker.bootstrap)
             await self.topics.create()
-            await self.emulator.start()
+            await self.emulator.astart()
         except BaseException:
             self.broker.stop()
             raise
@@ -256,6 +250,16 @@ class Stage:
         output.write_bytes(out)
         self.evidence.add_file(output)
         return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def feed_churn(stage: Stage, n: int, seed: int) -> dict[str, Any]:
+    """``n`` valid churn records keyed by customer; returns the input records by id."""
+    records = list(churn_records(n, seed=seed, malformed_share=0.0))
+    await stage.t.produce([r.value for r in records], [r.key for r in records])
+    inputs = await read_inputs(stage.t)
+    if len(inputs) != n:
+        raise RuntimeError(f"produced {n} records but the input topic holds {len(inputs)}")
+    return inputs
 
 
 def freeze(pid: int | None) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from tests.kafka.runtime import KAFKA_VERSION, KafkaUnavailable, classpath, java_binary
+from testkit.brokers.runtime import KAFKA_VERSION, KafkaUnavailable, classpath, java_binary
 
 HOST = "127.0.0.1"
 HEAP = ("-Xms128m", "-Xmx512m")
@@ -214,7 +214,7 @@ class KafkaCluster:
 
     def wait_ready(self, deadline: float) -> None:
         """Until every running node is registered and unfenced (seen in cluster metadata)."""
-        from tests.kafka.admin import registered_brokers
+        from testkit.brokers.admin import registered_brokers
 
         expected = {node.node_id for node in self.nodes if node.running()}
         while True:

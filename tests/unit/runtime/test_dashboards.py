@@ -18,7 +18,7 @@ from gateway.runtime.comparison_metrics import ComparisonFamilies, ComparisonMet
 from gateway.runtime.health import Health
 from gateway.runtime.metrics import Metrics
 
-K8S = Path(__file__).resolve().parents[2] / "k8s"
+K8S = Path(__file__).resolve().parents[3] / "k8s"
 DASHBOARD = K8S / "grafana-dashboard.json"
 RULES = K8S / "prometheus-rule.yaml"
 

@@ -16,7 +16,7 @@ from gateway.commands import check
 from gateway.config import load_config
 from gateway.runtime.redaction import Redactor
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DATAROBOT_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/0123456789abcdef01234567/predictions"
 
 CONFIG = f"""

@@ -24,7 +24,7 @@ import yaml
 from gateway.commands import check
 from gateway.config import ConfigError, KafkaConfig, json_schema, parse_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 QLIK_URL = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"
 DATAROBOT_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/0123456789abcdef01234567/predictions"
