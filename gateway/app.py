@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +23,9 @@ from gateway.runtime.logs import configure_logging
 from gateway.runtime.memory import tune_for_batches
 from gateway.runtime.metrics import Metrics
 from gateway.stream.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from gateway.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,19 @@ def main(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.log_format, args.log_level, secrets=config.secret_values())
     return run_until_signalled(config)
+
+
+def start_tracing(config: Config) -> Tracing | None:
+    """The tracer provider of ``config.tracing``; None when tracing is off (the section is absent)."""
+    if config.tracing is None:
+        return None
+    from gateway.tracing import Tracing
+
+    most_rows = max(p.batching.max_rows for p in config.pipelines)
+    tracing = Tracing(config.tracing, max_links=most_rows)
+    log.info("tracing_started", extra={"exporter": config.tracing.exporter, "endpoint": config.tracing.endpoint,
+                                       "sample_ratio": config.tracing.sample_ratio})
+    return tracing
 
 
 def run_until_signalled(config: Config) -> int:
@@ -78,12 +95,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     if ready is not None and not ready.done():
         ready.set_result(admin)
     status = 0
+    tracing = start_tracing(config)
     try:
         async with asyncio.TaskGroup() as group:
             for pipeline_config in config.pipelines:
-                pipeline = Pipeline(pipeline_config, config.kafka,
-                                    metrics=metrics.pipeline(pipeline_config.name), health=health,
-                                    shutdown_timeout_s=config.shutdown_timeout_s)
+                pipeline_metrics = metrics.pipeline(pipeline_config.name)
+                pipeline = Pipeline(pipeline_config, config.kafka, metrics=pipeline_metrics, health=health,
+                                    shutdown_timeout_s=config.shutdown_timeout_s,
+                                    tracing=None if tracing is None else tracing.pipeline(pipeline_config,
+                                                                                          pipeline_metrics))
                 group.create_task(pipeline.run(stop))
     except* Exception as failure:
         # A pipeline that cannot go on stops the process: nothing uncommitted is lost, and the
@@ -94,5 +114,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
         status = 1
     finally:
         await admin.stop()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # exports the spans still queued
     log.info("gateway_stopped", extra={"status": status})
     return status

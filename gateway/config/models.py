@@ -17,6 +17,7 @@ from .backend import DATAROBOT, QLIK, BackendConfig, choose_backend
 from .errors import Problem
 from .secrets import SECRET, redacted, secret_values
 from .section import NULL_OR_REFERENCE, REFERENCE, Keys, Rule, Section
+from .tracing import TracingConfig
 from .types import (
     BootstrapServers,
     CountOrAuto,
@@ -383,6 +384,8 @@ class Config(Section):
         20, description="on SIGTERM or revocation: how long in-flight work may take to finish")
     pipelines: Annotated[tuple[PipelineConfig, ...], MinLen(1)] = Field(
         description="a list of at least one pipeline; names must be unique")
+    tracing: TracingConfig | None = Field(
+        None, description="OpenTelemetry traces through the gateway; absent = off (see the tracing page)")
 
     rules = (Rule(_unique_pipeline_names),)  # uniqueItems compares whole pipelines, not their names
 

@@ -169,6 +169,8 @@ class ExactlyOnceDelivery:
             return
         for tp in per_partition:
             await partitions[tp].send_finished()
+        if published.trace is not None:
+            published.trace.committing()
         await waiter.done
 
     def acknowledge(self, records: Iterable[InputRecord]) -> None:

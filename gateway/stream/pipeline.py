@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -45,6 +45,9 @@ from gateway.stream.ordering import KeyOrder, NoOrder
 from gateway.stream.outputs import Outputs, Published
 from gateway.stream.records import InputRecord, Rejected
 
+if TYPE_CHECKING:
+    from gateway.tracing import PipelineTracing
+
 log = logging.getLogger(__name__)
 # Each closing step (the last commit, stopping the consumer, stopping the producer) gets this long
 # after the drain: a coordinator that is gone (a broker just restarted) must not hold the exit past
@@ -55,8 +58,9 @@ _TIMESTAMP = attrgetter("timestamp")
 
 class Pipeline:
     def __init__(self, config: PipelineConfig, kafka: KafkaConfig, *, metrics: PipelineMetrics,
-                 health: Health, shutdown_timeout_s: float) -> None:
+                 health: Health, shutdown_timeout_s: float, tracing: PipelineTracing | None = None) -> None:
         self.config = config
+        self.tracing = tracing
         self.name: str = config.name
         self.kafka = kafka
         self.metrics = metrics
@@ -93,7 +97,7 @@ class Pipeline:
             self._outputs = Outputs(pipeline=self.name, backend=codec.backend, deployment=codec.deployment,
                                     predictions=outputs.predictions, dead_letter=outputs.dead_letter,
                                     explanations=outputs.explanations,
-                                    explanations_with_predictions=lanes.explain is None)
+                                    explanations_with_predictions=lanes.explain is None, tracing=self.tracing)
             producer = AIOKafkaProducer(**producer_options(self.kafka))
             try:  # stop() also after a failed start(): it owns connections and tasks either way
                 await start_client(producer.start(), self.kafka)
@@ -202,6 +206,8 @@ class Pipeline:
     def _dispatch(self, batch: Batch) -> None:
         self._scoring += 1
         batch.published = asyncio.get_running_loop().create_future()
+        if self.tracing is not None:
+            batch.trace = self.tracing.start(batch.records, batch.opened)
         self.order.admit(batch)
         self.metrics.batch(len(batch.records))
         self._spawn(self._process(batch, self._generation), batch)
@@ -215,12 +221,12 @@ class Pipeline:
         records = batch.records
         try:
             try:
-                outcomes, latency_ms = await lanes.predict.score(batch.rows, batch.sending)
+                outcomes, latency_ms = await lanes.predict.score(batch.rows, batch.sending, batch.trace)
             finally:
                 self._scoring -= 1
             if len(self.batcher) and self._slot_free():
                 intake.send_pending()  # a slot just freed: what waited for one goes now
-            published = outputs.batch(records, outcomes, latency_ms)
+            published = outputs.batch(records, outcomes, latency_ms, batch.trace)
             for earlier in batch.after:
                 await earlier
             await delivery.publish(published, records)
@@ -245,7 +251,7 @@ class Pipeline:
             return
         explained = await lane.explain([batch.rows[i] for i in chosen])
         records = [batch.records[i] for i in chosen]
-        await delivery.publish(outputs.explained(records, explained), records)
+        await delivery.publish(outputs.explained(records, explained, batch.trace), records)
 
     async def _publish_rejects(self, rejects: Rejects, generation: int) -> None:
         outputs, delivery = self._outputs, self._delivery
@@ -262,6 +268,8 @@ class Pipeline:
 
     def _published(self, records: Sequence[InputRecord], published: Published, generation: int) -> None:
         """Counters and end-to-end latency once the broker has the batch's records."""
+        if published.trace is not None:
+            published.trace.published()
         if generation != self._generation:
             return  # the partitions were revoked meanwhile; their records are someone else's now
         metrics = self.metrics

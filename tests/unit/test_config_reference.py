@@ -10,17 +10,29 @@ from typing import Any
 
 from gateway.config import json_schema
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 # README heading -> the key path its table's keys are under.
 TABLES = {"### `kafka`": "kafka.", "### `admin` and top level": "", "### `pipelines[]`": "pipelines[].",
           "### `pipelines[].backend`": "pipelines[].backend."}
+# Sections documented on a page of their own: page, its reference heading, heading -> key path.
+PAGES = {"docs/operations/tracing.md": ("## Configuration", {"### `tracing`": "tracing."})}
 
 
 def documented() -> dict[str, tuple[str, ...]]:
-    """key path -> (default, meaning) or (vendor, default, meaning), from the README's tables."""
-    section = README.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    """key path -> (default, meaning) or (vendor, default, meaning), from the README's tables and the pages'."""
+    rows = _rows(README.split("## Configuration reference", 1)[1].split("\n## ", 1)[0], TABLES)
+    for page, (heading, tables) in PAGES.items():
+        text = (ROOT / page).read_text(encoding="utf-8")
+        for path, row in _rows(text.split(heading + "\n", 1)[1].split("\n## ", 1)[0], tables).items():
+            assert path not in rows, f"{path} is documented twice"
+            rows[path] = row
+    return rows
+
+
+def _rows(section: str, tables: dict[str, str]) -> dict[str, tuple[str, ...]]:
     rows: dict[str, tuple[str, ...]] = {}
-    for heading, prefix in TABLES.items():
+    for heading, prefix in tables.items():
         table = section.split(heading + "\n", 1)[1].split("\n### ", 1)[0]
         for line in table.splitlines():
             cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]

@@ -1,0 +1,120 @@
+"""Spans of one scoring request: the ``POST`` (every attempt of one body) and each HTTP attempt in it.
+
+The dispatcher opens a :class:`RequestTrace` per request it sends for a traced batch, with links to
+the input records whose rows the body carries; the client turns each attempt into an
+:class:`AttemptTrace`, whose span context is the ``traceparent`` header of that HTTP request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+
+from gateway.tracing.context import TRACEPARENT, traceparent
+
+# A wait shorter than this (a free slot, a closed breaker) is not worth a span of its own.
+MIN_WAIT_NS = 1_000_000
+
+
+def _child(tracer: Tracer, name: str, parent: Context, start: int, end: int) -> None:
+    tracer.start_span(name, context=parent, start_time=start).end(end_time=end)
+
+
+class RequestTrace:
+    """The ``POST`` span of one request body: its rows, backend, deployment, attempts and outcome."""
+
+    __slots__ = ("_context", "_span", "_tracer", "trace_id")
+
+    def __init__(self, tracer: Tracer, parent: Context, links: Sequence[Link], *, rows: int, backend: str,
+                 deployment: str) -> None:
+        self._tracer = tracer
+        self._span = tracer.start_span("POST", context=parent, kind=SpanKind.INTERNAL, links=links, attributes={
+            "http.request.method": "POST", "scoring_gateway.rows": rows, "scoring_gateway.backend": backend,
+            "scoring_gateway.deployment": deployment})
+        self._context = set_span_in_context(self._span)
+        self.trace_id = f"{self._span.get_span_context().trace_id:032x}"
+
+    @staticmethod
+    def now() -> int:
+        return time.time_ns()
+
+    def waited(self, name: str, since: int, minimum_ns: int = 0) -> None:
+        """A span for a wait that began at ``since`` (ns) and ended now, when it lasted ``minimum_ns``."""
+        now = time.time_ns()
+        if now - since >= minimum_ns:
+            _child(self._tracer, name, self._context, since, now)
+
+    def held(self, since: int) -> None:
+        """The circuit breaker held this request back (a span only when it did, for a millisecond or more)."""
+        self.waited("circuit breaker wait", since, MIN_WAIT_NS)
+
+    def attempt(self, number: int) -> AttemptTrace:
+        return AttemptTrace(self._tracer, self._context, number, self.trace_id)
+
+    def finish(self, attempts: int, outcome: str) -> None:
+        """``outcome``: scored, data_error, split, gave_up, cancelled or failed."""
+        span = self._span
+        span.set_attribute("scoring_gateway.attempts", attempts)
+        span.set_attribute("scoring_gateway.outcome", outcome)
+        if outcome not in ("scored", "split"):
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        span.end()
+
+
+class AttemptTrace:
+    """One HTTP attempt: the wait for a request slot, the exchange, the decoding of the answer."""
+
+    __slots__ = ("_context", "_number", "_since", "_span", "_tracer", "trace_id")
+
+    def __init__(self, tracer: Tracer, parent: Context, number: int, trace_id: str) -> None:
+        self._tracer = tracer
+        self._context = parent
+        self._number = number
+        self._since = time.time_ns()  # the wait for a request slot starts now
+        self._span: Span | None = None
+        self.trace_id = trace_id
+
+    @staticmethod
+    def now() -> int:
+        return time.time_ns()
+
+    def sending(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The slot is taken: the exchange starts; returns the request headers with its ``traceparent``."""
+        now = time.time_ns()
+        _child(self._tracer, "request slot wait", self._context, self._since, now)
+        span = self._span = self._tracer.start_span("HTTP POST", context=self._context, kind=SpanKind.CLIENT,
+                                                    start_time=now, attributes={
+                                                        "http.request.method": "POST",
+                                                        "http.request.resend_count": self._number - 1})
+        own = span.get_span_context()
+        return {**headers, TRACEPARENT: traceparent(own.trace_id, own.span_id, True).decode("ascii")}
+
+    def decoded(self, since: int) -> None:
+        if self._span is not None:
+            _child(self._tracer, "decode", set_span_in_context(self._span), since, time.time_ns())
+
+    def slow(self, kind: str, seconds: float, threshold_s: float) -> None:
+        """A slow explanation call, as ``slow_explanation_requests_total`` counts it."""
+        if self._span is not None:
+            self._span.set_attribute("scoring_gateway.slow_explanation", kind)
+            self._span.add_event("slow_xemp_call" if kind == "xemp" else "slow_explanation_call", {
+                "duration_ms": round(seconds * 1000.0, 1), "threshold_ms": round(threshold_s * 1000.0, 1)})
+
+    def answered(self, status: int) -> None:
+        span = self._span
+        if span is not None:
+            span.set_attribute("http.response.status_code", status)
+            span.end()
+
+    def failed(self, reason: str, status: int | None = None) -> None:
+        span = self._span
+        if span is None:
+            return
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        span.set_attribute("error.type", reason)
+        span.set_status(Status(StatusCode.ERROR, reason))
+        span.end()
