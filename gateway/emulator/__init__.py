@@ -10,7 +10,8 @@ Routes (one port):
   ``POST /api/v1/ml/deployments/{id}/aliases/{alias}/realtime-predictions/actions/run`` (any alias);
 * DataRobot ``POST /predApi/v1.0/deployments/{id}/predictions``;
 * ``GET|POST /_emulator/config`` (options, changed live), ``GET /_emulator/stats``,
-  ``GET /_emulator/deployments``.
+  ``GET /_emulator/deployments``, ``GET|DELETE /_emulator/traces`` (the ``traceparent`` headers
+  received).
 
 Deployments (each answers to its name, to its UUID on the Qlik routes and to its 24-hex id on the
 DataRobot routes; ``GET /_emulator/deployments`` lists the ids):

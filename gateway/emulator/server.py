@@ -31,6 +31,7 @@ from gateway.emulator.models import DeploymentCatalog
 from gateway.emulator.qlik import QlikApi
 from gateway.emulator.settings import EmulatorOptions, OptionError
 from gateway.emulator.stats import ServedStats
+from gateway.emulator.traces import ReceivedTraces
 from gateway.emulator.vendor import VendorApi
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Emulator:
         self._options = options
         self.catalog = catalog or DeploymentCatalog()
         self.stats = ServedStats()
+        self.traces = ReceivedTraces()
         self._dice = FaultDice(options.seed)
         self._window = SlidingWindow()
         self._in_progress = InProgress()
@@ -142,6 +144,8 @@ class Emulator:
         app.router.add_post("/_emulator/config", self._post_config)
         app.router.add_get("/_emulator/stats", self._get_stats)
         app.router.add_get("/_emulator/deployments", self._get_deployments)
+        app.router.add_get("/_emulator/traces", self._get_traces)
+        app.router.add_delete("/_emulator/traces", self._clear_traces)
         return app
 
     # ---- prediction routes ----------------------------------------------------------------
@@ -150,6 +154,7 @@ class Emulator:
         loop = asyncio.get_running_loop()
         started = loop.time()
         options = self._options
+        self.traces.record(api.route, request.headers)
         denied = api.unauthorized(request, options)
         if denied is not None:
             return self._answered(api, denied, started, 0, None)
@@ -243,6 +248,13 @@ class Emulator:
 
     async def _get_deployments(self, request: web.Request) -> web.Response:
         return _json(self.catalog.describe())
+
+    async def _get_traces(self, request: web.Request) -> web.Response:
+        return _json(self.traces.snapshot())
+
+    async def _clear_traces(self, request: web.Request) -> web.Response:
+        self.traces.clear()
+        return _json(self.traces.snapshot())
 
 
 def _json(doc: object, status: int = 200) -> web.Response:
