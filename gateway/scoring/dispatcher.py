@@ -185,7 +185,7 @@ class Dispatcher:
                     since = 0 if span is None else span.now()
                     await self.limiter.acquire()
                     if span is not None:
-                        span.waited("rate limiter wait", since)
+                        span.limited(since)
                 if sending is not None:
                     sending()
                 rows = await self.client.send(request, None if span is None else span.attempt(attempt))
@@ -210,7 +210,7 @@ class Dispatcher:
                 since = 0 if span is None else span.now()
                 await asyncio.sleep(self.policy.delay(attempt, err.retry_after, self._rng))
                 if span is not None:
-                    span.waited("backoff", since)
+                    span.backed_off(since)
                 continue
             except BaseException:
                 self.breaker.abandoned(permit)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,16 +35,13 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from gateway.tracing.context import Parent, extract, traceparent, with_context
+from gateway.tracing.context import Parent, child, extract, find, is_sampled, traceparent, with_context
 from gateway.tracing.request import RequestTrace
 
 if TYPE_CHECKING:
     from gateway.kafka.sink import Message
     from gateway.runtime.metrics import PipelineMetrics
     from gateway.stream.records import InputRecord
-
-# (traceparent, tracestate) of an output record
-Carrier = tuple[bytes, bytes | None]
 
 
 class PipelineTracing:
@@ -63,19 +61,22 @@ class PipelineTracing:
         """The trace of a batch (``opened``: when its first record arrived, ``time.monotonic()``), or
         None when none of its records has context or is sampled. ``scored`` False: dead letters of
         records refused before scoring, which get record spans but no batch trace."""
-        ratio, draw, bits = self.sample_ratio, self.rng.random, self.rng.getrandbits
-        carriers: dict[int, Carrier] = {}
+        ratio, draw = self.sample_ratio, self.rng.random
+        carriers: dict[int, bytes] = {}
         sampled: list[tuple[int, Parent | None]] = []
+        ids = b""  # fresh span ids, 16 hex digits each, drawn at once for the whole batch
         for i, record in enumerate(records):
             headers = record.headers
-            parent = extract(headers) if headers else None
-            if parent is None:
+            value = find(headers) if headers else None
+            if value is None:
                 if ratio and draw() < ratio:
                     sampled.append((i, None))
-            elif parent.sampled:
-                sampled.append((i, parent))
+            elif is_sampled(value):
+                sampled.append((i, extract(headers)))
             else:  # propagated, not recorded: a span id of its own under the input's context
-                carriers[i] = (traceparent(parent.trace_id, bits(64) or 1, False), parent.tracestate)
+                if not ids:
+                    ids = self.rng.randbytes(8 * len(records)).hex().encode()
+                carriers[i] = child(value, ids[16 * i:16 * i + 16])
         if not sampled and not carriers:
             return None
         return BatchTrace(self, records, carriers, sampled, opened, scored)
@@ -99,7 +100,7 @@ class BatchTrace:
     __slots__ = ("_committing", "_done", "_index", "_links", "_owner", "_publishing", "_records", "_root",
                  "_root_context", "_spans", "carriers")
 
-    def __init__(self, owner: PipelineTracing, records: Sequence[InputRecord], carriers: dict[int, Carrier],
+    def __init__(self, owner: PipelineTracing, records: Sequence[InputRecord], carriers: dict[int, bytes],
                  sampled: list[tuple[int, Parent | None]], opened: float | None, scored: bool) -> None:
         self._owner = owner
         self._records = records
@@ -127,12 +128,12 @@ class BatchTrace:
             span = tracer.start_span(
                 name, context=None if remote is None else set_span_in_context(NonRecordingSpan(remote)),
                 kind=SpanKind.CONSUMER, start_time=start, attributes={
-                    "messaging.system": "kafka", "messaging.operation.type": "process",
-                    "messaging.destination.name": topic, "messaging.destination.partition.id": str(record.partition),
-                    "messaging.kafka.offset": record.offset, "scoring_gateway.pipeline": owner.pipeline})
+                    "messaging.system": "kafka", "messaging.destination.name": topic,
+                    "messaging.destination.partition.id": str(record.partition),
+                    "messaging.kafka.offset": record.offset})
             own = span.get_span_context()
             self._spans[i] = span
-            self.carriers[i] = (traceparent(own.trace_id, own.span_id, True), parent.tracestate if parent else None)
+            self.carriers[i] = traceparent(own.trace_id, own.span_id, True)
             self._links.append((i, Link(remote if remote is not None else own)))
 
     def _start_root(self, start: int, now: int) -> None:
@@ -160,13 +161,21 @@ class BatchTrace:
 
     def stamp(self, messages: list[Message], owners: Sequence[int], outcomes: Sequence[Any] | None = None) -> None:
         """Gives each output message its record's ``traceparent`` (``owners``: the batch index of each
-        message's record); marks the spans of records that became dead letters."""
-        carriers = self.carriers
-        for j, owner in enumerate(owners):
-            carrier = carriers.get(owner)
-            if carrier is not None:
-                topic, key, value, headers = messages[j]
-                messages[j] = (topic, key, value, with_context(headers, carrier[0], carrier[1]))
+        message's record, in ascending order); marks the spans of records that became dead letters."""
+        carriers, count = self.carriers, len(owners)
+        if len(carriers) * 8 < count:  # few traced records: find their messages (owners ascend)
+            for owner, parent in carriers.items():
+                j = bisect_left(owners, owner)
+                while j < count and owners[j] == owner:
+                    topic, key, value, headers = messages[j]
+                    messages[j] = (topic, key, value, with_context(headers, parent))
+                    j += 1
+        else:
+            for j, owner in enumerate(owners):
+                carrier = carriers.get(owner)
+                if carrier is not None:
+                    topic, key, value, headers = messages[j]
+                    messages[j] = (topic, key, value, with_context(headers, carrier))
         if outcomes is not None:
             for i, span in self._spans.items():
                 stage = getattr(outcomes[i], "stage", None)
@@ -185,7 +194,7 @@ class BatchTrace:
             carrier = carriers.get(index.get(id(records[owner]), -1))
             if carrier is not None:
                 topic, key, value, headers = messages[j]
-                messages[j] = (topic, key, value, with_context(headers, carrier[0], carrier[1]))
+                messages[j] = (topic, key, value, with_context(headers, carrier))
 
     def committing(self) -> None:
         """Under exactly_once: the outputs are in the transaction; what follows is the wait for its commit."""

@@ -23,6 +23,10 @@ MAX_TRACEPARENT = 512
 MAX_TRACESTATE = 512
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[\x21-\x7e]*)?")
 _TRACESTATE = re.compile(rb"[\x20-\x7e]*")
+_VERSION_00 = re.compile(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
+# The last hex digit of the flags: odd means sampled.
+_ODD_DIGITS = frozenset(b"13579bdf")
 SAMPLED = 0x01
 
 
@@ -58,6 +62,39 @@ def parse_traceparent(value: object) -> tuple[int, int, int] | None:
     return trace_id, span_id, int(flags, 16)
 
 
+def find(headers: Iterable[tuple[str, Any]]) -> bytes | None:
+    """The record's ``traceparent`` value when it has exactly one and it is well-formed, else None:
+    what the pipeline reads of every record, so the usual form (bytes, version 00) is checked by one
+    regular expression and no id is converted; another version comes back as its version-00 part."""
+    found = None
+    for name, value in headers:
+        if name == TRACEPARENT:
+            if found is not None:
+                return None  # two parents are no parent
+            found = value
+    if found is None:
+        return None
+    if type(found) is bytes and _VERSION_00.fullmatch(found):
+        return found if found[3:35] != _ZERO_TRACE and found[36:52] != _ZERO_SPAN else None
+    return _normalised(found)
+
+
+def _normalised(value: object) -> bytes | None:
+    """Another version's (or a text) ``traceparent`` as the version-00 bytes it starts with."""
+    parsed = parse_traceparent(value)
+    return None if parsed is None else traceparent(parsed[0], parsed[1], bool(parsed[2] & SAMPLED))
+
+
+def is_sampled(value: bytes) -> bool:
+    """Whether a value :func:`find` returned says sampled."""
+    return value[54] in _ODD_DIGITS
+
+
+def child(value: bytes, span_hex: bytes) -> bytes:
+    """The ``traceparent`` of a span with id ``span_hex`` under the context ``value`` (from :func:`find`)."""
+    return value[:36] + span_hex + value[52:]
+
+
 def extract(headers: Iterable[tuple[str, Any]] | None) -> Parent | None:
     """The trace context in a record's headers, None when there is none or it is not well-formed."""
     traceparent = tracestate = None
@@ -90,11 +127,9 @@ def traceparent(trace_id: int, span_id: int, sampled: bool) -> bytes:
     return b"00-%032x-%016x-%s" % (trace_id, span_id, b"01" if sampled else b"00")
 
 
-def with_context(headers: Sequence[tuple[str, bytes]] | None, value: bytes,
-                 tracestate: bytes | None) -> list[tuple[str, bytes]]:
-    """An output record's headers: its input's, with the trace context replaced by ``value``."""
-    kept = [(name, v) for name, v in headers or () if name != TRACEPARENT and name != TRACESTATE]
+def with_context(headers: Sequence[tuple[str, bytes]] | None, value: bytes) -> list[tuple[str, bytes]]:
+    """An output record's headers: its input's, with ``traceparent`` replaced by ``value``. The
+    input's ``tracestate`` stays: the output continues the input's trace, and its vendors' state."""
+    kept = [(name, v) for name, v in headers or () if name != TRACEPARENT]
     kept.append((TRACEPARENT, value))
-    if tracestate is not None:
-        kept.append((TRACESTATE, tracestate))
     return kept

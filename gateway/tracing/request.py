@@ -15,7 +15,8 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from gateway.tracing.context import TRACEPARENT, traceparent
 
-# A wait shorter than this (a free slot, a closed breaker) is not worth a span of its own.
+# A wait shorter than this (a free slot, a closed breaker, a rate limiter with tokens to spare) is not
+# worth a span of its own: every exported span costs the gateway tens of microseconds.
 MIN_WAIT_NS = 1_000_000
 
 
@@ -51,6 +52,14 @@ class RequestTrace:
         """The circuit breaker held this request back (a span only when it did, for a millisecond or more)."""
         self.waited("circuit breaker wait", since, MIN_WAIT_NS)
 
+    def limited(self, since: int) -> None:
+        """The rate limiter made this request wait (a span when it did, for a millisecond or more)."""
+        self.waited("rate limiter wait", since, MIN_WAIT_NS)
+
+    def backed_off(self, since: int) -> None:
+        """The back-off before the next attempt."""
+        self.waited("backoff", since)
+
     def attempt(self, number: int) -> AttemptTrace:
         return AttemptTrace(self._tracer, self._context, number, self.trace_id)
 
@@ -84,7 +93,8 @@ class AttemptTrace:
     def sending(self, headers: Mapping[str, str]) -> dict[str, str]:
         """The slot is taken: the exchange starts; returns the request headers with its ``traceparent``."""
         now = time.time_ns()
-        _child(self._tracer, "request slot wait", self._context, self._since, now)
+        if now - self._since >= MIN_WAIT_NS:
+            _child(self._tracer, "request slot wait", self._context, self._since, now)
         span = self._span = self._tracer.start_span("HTTP POST", context=self._context, kind=SpanKind.CLIENT,
                                                     start_time=now, attributes={
                                                         "http.request.method": "POST",

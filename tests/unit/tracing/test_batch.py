@@ -62,7 +62,7 @@ def test_sampled_inputs_get_child_spans_and_the_outputs_continue_them() -> None:
         assert trace_id == 0x100 + i and sampled
         assert span.parent is not None and span.parent.span_id == 0x200 + i  # ... a child of the input's
         assert span.parent.trace_id == 0x100 + i and span.parent.is_remote
-        assert headers["tracestate"] == b"v=%d" % i
+        assert headers["tracestate"] == b"v=%d" % i  # the input's, passed on
         assert span.attributes["messaging.kafka.offset"] == i
     assert headers_of(published.messages[3]) == {"other": b"x"}
     (root,) = recorded.spans("score churn")
@@ -175,3 +175,17 @@ def test_a_published_batch_gives_the_end_to_end_histogram_an_exemplar() -> None:
     trace.published()
     ((seconds, trace_id),) = metrics.seen
     assert trace_id == f"{0xABC:032x}" and seconds > 1e9
+
+
+def test_few_traced_records_among_many_still_get_their_context() -> None:
+    recorded = Recorded()
+    records = [record(i, [("n", b"%d" % i)]) for i in range(40)]
+    records[17] = record(17, [("n", b"17"), parent_header(0x9, 0x8)])
+    records[30] = record(30, [("n", b"30"), parent_header(0x7, 0x6, sampled=False)])
+    trace = recorded.tracing.start(records)
+    assert trace is not None
+    published = Outputs(**OUTPUTS).batch(records, [row()] * 40, 5.0, trace)
+    traced = {published.owners[j]: parse(headers_of(m)["traceparent"])[0]
+              for j, m in enumerate(published.messages) if "traceparent" in headers_of(m)}
+    assert traced == {17: 0x9, 30: 0x7}
+    assert [headers_of(m)["n"] for m in published.messages] == [b"%d" % o for o in published.owners]

@@ -5,7 +5,17 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.tracing.context import MAX_TRACEPARENT, Parent, extract, parse_traceparent, traceparent, with_context
+from gateway.tracing.context import (
+    MAX_TRACEPARENT,
+    Parent,
+    child,
+    extract,
+    find,
+    is_sampled,
+    parse_traceparent,
+    traceparent,
+    with_context,
+)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -78,11 +88,30 @@ def test_no_header_value_raises(headers: list[tuple[str, bytes]]) -> None:
         assert parent.trace_id and parent.span_id
 
 
-def test_the_output_headers_replace_the_context_and_keep_the_rest() -> None:
+def test_the_output_headers_replace_the_traceparent_and_keep_the_rest() -> None:
     headers = [("a", b"1"), ("traceparent", VALID), ("b", b"2"), ("tracestate", b"old=1")]
     value = traceparent(int(TRACE, 16), 0xABC, True)
     assert value == f"00-{TRACE}-0000000000000abc-01".encode()
-    assert with_context(headers, value, b"k=v") == [("a", b"1"), ("b", b"2"), ("traceparent", value),
-                                                    ("tracestate", b"k=v")]
-    assert with_context(None, value, None) == [("traceparent", value)]
+    assert with_context(headers, value) == [("a", b"1"), ("b", b"2"), ("tracestate", b"old=1"),
+                                            ("traceparent", value)]
+    assert with_context(None, value) == [("traceparent", value)]
     assert headers[1] == ("traceparent", VALID)  # the input's headers are left alone
+
+
+def test_the_fast_path_agrees_with_the_parser() -> None:
+    assert find([("x", b"1"), ("traceparent", VALID)]) == VALID and is_sampled(VALID)
+    unsampled = f"00-{TRACE}-{SPAN}-00".encode()
+    assert find([("traceparent", unsampled)]) == unsampled and not is_sampled(unsampled)
+    assert not is_sampled(f"00-{TRACE}-{SPAN}-02".encode()) and is_sampled(f"00-{TRACE}-{SPAN}-03".encode())
+    later = f"01-{TRACE}-{SPAN}-01-more".encode()
+    assert find([("traceparent", later)]) == VALID  # another version, read as the version-00 part
+    assert child(VALID, b"1" * 16) == f"00-{TRACE}-{'1' * 16}-01".encode()
+    for what, value in HOSTILE.items():
+        assert find([("traceparent", value)]) is None, what
+    assert find([("traceparent", VALID), ("traceparent", VALID)]) is None
+    assert find([]) is None
+
+
+@given(st.binary(min_size=50, max_size=60))
+def test_find_accepts_exactly_what_the_parser_accepts(value: bytes) -> None:
+    assert (find([("traceparent", value)]) is not None) == (parse_traceparent(value) is not None)

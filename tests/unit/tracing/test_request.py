@@ -3,6 +3,7 @@ its attempt span as ``traceparent``, the emulator records it, and the spans say 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -62,9 +63,9 @@ async def test_the_request_carries_its_attempt_span_and_the_emulator_records_it(
     assert http_span.attributes["http.response.status_code"] == 200
     assert sorted(link.context.span_id for link in post.links) == [0x200, 0x201, 0x202]
     assert post.attributes["scoring_gateway.outcome"] == "scored" and post.attributes["scoring_gateway.rows"] == 3
-    for name in ("request slot wait", "decode"):
-        (span,) = recorded.spans(name)
-        assert span.context.trace_id == trace_id
+    (decode,) = recorded.spans("decode")
+    assert decode.context.trace_id == trace_id and decode.parent.span_id == http_span.context.span_id
+    assert recorded.spans("request slot wait") == []  # a free slot is not worth a span
     # the request histogram's bucket points to this trace (OpenMetrics exposition)
     exposition = generate_latest(registry).decode()
     assert f'trace_id="{trace_id:032x}"' in exposition
@@ -102,3 +103,18 @@ async def test_untraced_batches_send_no_traceparent() -> None:
             outcomes, _ = await dispatcher.score([dict(ROW)], None, None)
         assert getattr(outcomes[0], "prediction", None) is not None  # the record is scored all the same
         assert emulator.traces.snapshot() == {"with_traceparent": 0, "without_traceparent": 1, "recent": []}
+
+
+async def test_a_busy_request_slot_is_a_span_of_its_own() -> None:
+    recorded, registry = Recorded(), CollectorRegistry()
+    records = [record(i, [parent_header(0x100 + i, 0x200 + i)]) for i in range(2)]
+    async with await start_emulator(EmulatorOptions(latency_ms=30, per_row_ms=0, seed=1)) as emulator:
+        config = pipeline(emulator.url)
+        async with scoring_session(config) as session:
+            dispatcher = make_dispatcher(config, make_codec(config, explain=True), session,
+                                         metrics=Metrics(registry).pipeline("churn"), on_circuit=lambda change: None)
+            dispatcher.client.slots.limit = 1  # one request at a time: the second waits for the first
+            traces = [recorded.tracing.start([r]) for r in records]
+            await asyncio.gather(*(dispatcher.score([dict(ROW)], None, t) for t in traces))
+    waits = recorded.spans("request slot wait")
+    assert len(waits) == 1 and waits[0].end_time - waits[0].start_time >= 10_000_000
