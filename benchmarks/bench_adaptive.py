@@ -65,7 +65,7 @@ def limit_sampler(expected: int) -> Feed:
             published = await gateway.published() or 0
             if published:
                 began = began or time.monotonic()
-                series.append((time.monotonic() - began, metric_sum(await gateway.runtime.metrics(), LIMIT_METRIC)))
+                series.append((time.monotonic() - began, metric_sum(await gateway.metrics(), LIMIT_METRIC)))
             if published >= expected:
                 break
             await asyncio.sleep(POLL_S)

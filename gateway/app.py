@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from gateway.tracing import Tracing
 
 log = logging.getLogger(__name__)
+# On exit, queued spans get this long to reach the collector (the exporter's thread does not hold the exit).
+TRACING_FLUSH_S = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +62,14 @@ def start_tracing(config: Config) -> Tracing | None:
     log.info("tracing_started", extra={"exporter": config.tracing.exporter, "endpoint": config.tracing.endpoint,
                                        "sample_ratio": config.tracing.sample_ratio})
     return tracing
+
+
+async def stop_tracing(tracing: Tracing) -> None:
+    """Export the spans still queued, for at most :data:`TRACING_FLUSH_S`."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(tracing.shutdown), TRACING_FLUSH_S)
+    except TimeoutError:
+        log.warning("tracing_flush_timeout", extra={"timeout_s": TRACING_FLUSH_S})
 
 
 def run_until_signalled(config: Config) -> int:
@@ -115,6 +125,6 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     finally:
         await admin.stop()
         if tracing is not None:
-            await asyncio.to_thread(tracing.shutdown)  # exports the spans still queued
+            await stop_tracing(tracing)
     log.info("gateway_stopped", extra={"status": status})
     return status

@@ -66,7 +66,9 @@ class Tracing:
         self.config = config
         resource = Resource.create({**config.resource_attributes, "service.name": config.service_name,
                                     "service.version": __version__})
-        self.provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON),
+        # No exit hook: the gateway flushes on its own shutdown, bounded (a collector that is gone
+        # must not hold the exit past the pod's grace period).
+        self.provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False,
                                        span_limits=SpanLimits(max_links=max(MIN_LINKS, max_links)))
         if config.exporter == "otlp":
             if exporter is None:
