@@ -85,8 +85,8 @@ def tracing_for(ratio: float) -> tuple[Tracing, PipelineTracing]:
     session = requests.Session()
     session.mount("http://", _Accepting())
     exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:1/v1/traces", session=session)
-    tracing = Tracing(TracingConfig(sample_ratio=ratio), max_links=ROWS_PER_BATCH, exporter=exporter)
-    return tracing, PipelineTracing(tracing.tracer, pipeline="churn", input_topic="churn-features",
+    tracing = Tracing(TracingConfig(sample_ratio=ratio), exporter=exporter)
+    return tracing, PipelineTracing(tracing.spans, pipeline="churn", input_topic="churn-features",
                                     sample_ratio=ratio)
 
 
@@ -130,7 +130,7 @@ def one_pass(codec: Codec, records: Sequence[Any], responses: Sequence[tuple[str
         if published.trace is not None:
             published.trace.published()
     if tracing is not None:
-        tracing.provider.force_flush()
+        tracing.flush()
     return clock() - started
 
 

@@ -57,8 +57,7 @@ def start_tracing(config: Config) -> Tracing | None:
         return None
     from gateway.tracing import Tracing
 
-    most_rows = max(p.batching.max_rows for p in config.pipelines)
-    tracing = Tracing(config.tracing, max_links=most_rows)
+    tracing = Tracing(config.tracing)
     log.info("tracing_started", extra={"exporter": config.tracing.exporter, "endpoint": config.tracing.endpoint,
                                        "sample_ratio": config.tracing.sample_ratio})
     return tracing

@@ -20,23 +20,11 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.context import Context
-from opentelemetry.trace import (
-    Link,
-    NonRecordingSpan,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    Tracer,
-    TraceState,
-    set_span_in_context,
-)
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from gateway.tracing.context import Parent, child, extract, find, is_sampled, traceparent, with_context
-from gateway.tracing.request import RequestTrace
+from gateway.tracing.request import MIN_WAIT_NS, RequestTrace
+from gateway.tracing.spans import Pending, Spans
 
 if TYPE_CHECKING:
     from gateway.kafka.sink import Message
@@ -47,9 +35,9 @@ if TYPE_CHECKING:
 class PipelineTracing:
     """Reads context from one pipeline's input records and starts their batches' traces."""
 
-    def __init__(self, tracer: Tracer, *, pipeline: str, input_topic: str, sample_ratio: float,
+    def __init__(self, spans: Spans, *, pipeline: str, input_topic: str, sample_ratio: float,
                  metrics: PipelineMetrics | None = None, rng: random.Random | None = None) -> None:
-        self.tracer = tracer
+        self.spans = spans
         self.pipeline = pipeline
         self.input_topic = input_topic
         self.sample_ratio = sample_ratio
@@ -98,7 +86,7 @@ class BatchTrace:
     """The trace of one batch, from the batcher to the broker's acknowledgement."""
 
     __slots__ = ("_committing", "_done", "_index", "_links", "_owner", "_publishing", "_records", "_root",
-                 "_root_context", "_spans", "carriers")
+                 "_spans", "carriers")
 
     def __init__(self, owner: PipelineTracing, records: Sequence[InputRecord], carriers: dict[int, bytes],
                  sampled: list[tuple[int, Parent | None]], opened: float | None, scored: bool) -> None:
@@ -107,54 +95,47 @@ class BatchTrace:
         self.carriers = carriers
         now = time.time_ns()
         start = _epoch_ns(opened, now)
-        self._spans: dict[int, Span] = {}
+        self._spans: dict[int, Pending] = {}
         self._links: list[tuple[int, Link]] = []
-        self._root: Span | None = None
-        self._root_context: Context | None = None
+        self._root: Pending | None = None
         self._publishing = self._committing = 0
         self._done = False
         self._index: dict[int, int] | None = None
-        if sampled:
-            self._record_spans(sampled, start)
         if sampled and scored:
             self._start_root(start, now)
-
-    def _record_spans(self, sampled: list[tuple[int, Parent | None]], start: int) -> None:
-        owner, records = self._owner, self._records
-        tracer, name, topic = owner.tracer, f"process {owner.input_topic}", owner.input_topic
-        for i, parent in sampled:
-            record = records[i]
-            remote = None if parent is None else _remote(parent)
-            span = tracer.start_span(
-                name, context=None if remote is None else set_span_in_context(NonRecordingSpan(remote)),
-                kind=SpanKind.CONSUMER, start_time=start, attributes={
-                    "messaging.system": "kafka", "messaging.destination.name": topic,
-                    "messaging.destination.partition.id": str(record.partition),
-                    "messaging.kafka.offset": record.offset})
-            own = span.get_span_context()
-            self._spans[i] = span
-            self.carriers[i] = traceparent(own.trace_id, own.span_id, True)
-            self._links.append((i, Link(remote if remote is not None else own)))
+        if sampled:
+            self._record_spans(sampled, start)
 
     def _start_root(self, start: int, now: int) -> None:
         owner = self._owner
-        root = self._root = owner.tracer.start_span(
-            f"score {owner.pipeline}", kind=SpanKind.INTERNAL, start_time=start, attributes={
-                "scoring_gateway.pipeline": owner.pipeline, "messaging.batch.message_count": len(self._records)})
-        self._root_context = set_span_in_context(root)
-        anchor = root.get_span_context()
-        for span in self._spans.values():
-            span.add_link(anchor)
-        owner.tracer.start_span("batch wait", context=self._root_context, start_time=start).end(end_time=now)
+        root = self._root = owner.spans.start(f"score {owner.pipeline}", start=start,
+                                              attributes={"messaging.batch.message_count": len(self._records)})
+        if now - start >= MIN_WAIT_NS:
+            owner.spans.interval("batch wait", root, start, now)
+
+    def _record_spans(self, sampled: list[tuple[int, Parent | None]], start: int) -> None:
+        owner, records, root = self._owner, self._records, self._root
+        spans, name, topic = owner.spans, f"process {owner.input_topic}", owner.input_topic
+        anchor = () if root is None else (Link(root.context),)
+        for i, parent in sampled:
+            record = records[i]
+            remote = None if parent is None else _remote(parent)
+            span = spans.start(name, parent=remote, kind=SpanKind.CONSUMER, start=start, links=anchor, attributes={
+                "messaging.destination.name": topic, "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset})
+            own = span.context
+            self._spans[i] = span
+            self.carriers[i] = traceparent(own.trace_id, own.span_id, True)
+            self._links.append((i, Link(remote if remote is not None else own)))
 
     # ---- scoring --------------------------------------------------------------------------------
 
     def request(self, lo: int, hi: int, *, backend: str, deployment: str) -> RequestTrace | None:
         """The span of a request carrying rows ``lo..hi`` of the batch, linked to their inputs' contexts."""
-        if self._root_context is None:
+        if self._root is None:
             return None
         links = [link for i, link in self._links if lo <= i < hi]
-        return RequestTrace(self._owner.tracer, self._root_context, links, rows=hi - lo, backend=backend,
+        return RequestTrace(self._owner.spans, self._root, links, rows=hi - lo, backend=backend,
                             deployment=deployment)
 
     # ---- outputs ------------------------------------------------------------------------------
@@ -206,13 +187,12 @@ class BatchTrace:
             return
         self._done = True
         end = time.time_ns()
-        tracer, root = self._owner.tracer, self._root_context
+        spans, root = self._owner.spans, self._root
         if root is not None and self._publishing:
             committing = self._committing
-            tracer.start_span("publish", context=root, start_time=self._publishing).end(
-                end_time=committing or end)
+            spans.interval("publish", root, self._publishing, committing or end)
             if committing:
-                tracer.start_span("transaction wait", context=root, start_time=committing).end(end_time=end)
+                spans.interval("transaction wait", root, committing, end)
         for span in self._spans.values():
             span.end(end_time=end)
         if self._root is not None:
@@ -228,7 +208,7 @@ class BatchTrace:
         timestamp = self._records[i].timestamp
         if type(timestamp) is int and timestamp > 0:
             metrics.end_to_end_exemplar(max(0.0, end_ns / 1e9 - timestamp / 1000.0),
-                                        f"{span.get_span_context().trace_id:032x}")
+                                        f"{span.context.trace_id:032x}")
 
 
 __all__ = ["BatchTrace", "PipelineTracing"]

@@ -10,33 +10,27 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from gateway.tracing.context import TRACEPARENT, traceparent
+from gateway.tracing.spans import Pending, Spans
 
 # A wait shorter than this (a free slot, a closed breaker, a rate limiter with tokens to spare) is not
 # worth a span of its own: every exported span costs the gateway tens of microseconds.
 MIN_WAIT_NS = 1_000_000
 
 
-def _child(tracer: Tracer, name: str, parent: Context, start: int, end: int) -> None:
-    tracer.start_span(name, context=parent, start_time=start).end(end_time=end)
-
-
 class RequestTrace:
     """The ``POST`` span of one request body: its rows, backend, deployment, attempts and outcome."""
 
-    __slots__ = ("_context", "_span", "_tracer", "trace_id")
+    __slots__ = ("_span", "_spans", "trace_id")
 
-    def __init__(self, tracer: Tracer, parent: Context, links: Sequence[Link], *, rows: int, backend: str,
+    def __init__(self, spans: Spans, parent: Pending, links: Sequence[Link], *, rows: int, backend: str,
                  deployment: str) -> None:
-        self._tracer = tracer
-        self._span = tracer.start_span("POST", context=parent, kind=SpanKind.INTERNAL, links=links, attributes={
-            "http.request.method": "POST", "scoring_gateway.rows": rows, "scoring_gateway.backend": backend,
-            "scoring_gateway.deployment": deployment})
-        self._context = set_span_in_context(self._span)
-        self.trace_id = f"{self._span.get_span_context().trace_id:032x}"
+        self._spans = spans
+        self._span = spans.start("POST", parent=parent.context, links=links, attributes={
+            "scoring_gateway.rows": rows, "scoring_gateway.backend": backend, "scoring_gateway.deployment": deployment})
+        self.trace_id = f"{self._span.context.trace_id:032x}"
 
     @staticmethod
     def now() -> int:
@@ -46,7 +40,7 @@ class RequestTrace:
         """A span for a wait that began at ``since`` (ns) and ended now, when it lasted ``minimum_ns``."""
         now = time.time_ns()
         if now - since >= minimum_ns:
-            _child(self._tracer, name, self._context, since, now)
+            self._spans.interval(name, self._span, since, now)
 
     def held(self, since: int) -> None:
         """The circuit breaker held this request back (a span only when it did, for a millisecond or more)."""
@@ -61,7 +55,7 @@ class RequestTrace:
         self.waited("backoff", since)
 
     def attempt(self, number: int) -> AttemptTrace:
-        return AttemptTrace(self._tracer, self._context, number, self.trace_id)
+        return AttemptTrace(self._spans, self._span, number, self.trace_id)
 
     def finish(self, attempts: int, outcome: str) -> None:
         """``outcome``: scored, data_error, split, gave_up, cancelled or failed."""
@@ -76,14 +70,14 @@ class RequestTrace:
 class AttemptTrace:
     """One HTTP attempt: the wait for a request slot, the exchange, the decoding of the answer."""
 
-    __slots__ = ("_context", "_number", "_since", "_span", "_tracer", "trace_id")
+    __slots__ = ("_number", "_parent", "_since", "_span", "_spans", "trace_id")
 
-    def __init__(self, tracer: Tracer, parent: Context, number: int, trace_id: str) -> None:
-        self._tracer = tracer
-        self._context = parent
+    def __init__(self, spans: Spans, parent: Pending, number: int, trace_id: str) -> None:
+        self._spans = spans
+        self._parent = parent
         self._number = number
         self._since = time.time_ns()  # the wait for a request slot starts now
-        self._span: Span | None = None
+        self._span: Pending | None = None
         self.trace_id = trace_id
 
     @staticmethod
@@ -94,17 +88,16 @@ class AttemptTrace:
         """The slot is taken: the exchange starts; returns the request headers with its ``traceparent``."""
         now = time.time_ns()
         if now - self._since >= MIN_WAIT_NS:
-            _child(self._tracer, "request slot wait", self._context, self._since, now)
-        span = self._span = self._tracer.start_span("HTTP POST", context=self._context, kind=SpanKind.CLIENT,
-                                                    start_time=now, attributes={
-                                                        "http.request.method": "POST",
-                                                        "http.request.resend_count": self._number - 1})
-        own = span.get_span_context()
+            self._spans.interval("request slot wait", self._parent, self._since, now)
+        span = self._span = self._spans.start(
+            "HTTP POST", parent=self._parent.context, kind=SpanKind.CLIENT, start=now,
+            attributes={"http.request.method": "POST", "http.request.resend_count": self._number - 1})
+        own = span.context
         return {**headers, TRACEPARENT: traceparent(own.trace_id, own.span_id, True).decode("ascii")}
 
     def decoded(self, since: int) -> None:
         if self._span is not None:
-            _child(self._tracer, "decode", set_span_in_context(self._span), since, time.time_ns())
+            self._spans.interval("decode", self._span, since, time.time_ns())
 
     def slow(self, kind: str, seconds: float, threshold_s: float) -> None:
         """A slow explanation call, as ``slow_explanation_requests_total`` counts it."""

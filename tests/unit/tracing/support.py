@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
 from gateway.tracing import PipelineTracing
+from gateway.tracing.spans import Spans
 
 TOPIC = "features"
 
@@ -22,9 +23,11 @@ class Recorded:
     def __init__(self, sample_ratio: float = 0.0, metrics: Any = None) -> None:
         self.exporter = InMemorySpanExporter()
         provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
-        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.tracing = PipelineTracing(provider.get_tracer("test"), pipeline="churn", input_topic=TOPIC,
-                                       sample_ratio=sample_ratio, metrics=metrics, rng=random.Random(7))
+        processor = SimpleSpanProcessor(self.exporter)
+        provider.add_span_processor(processor)
+        spans = Spans(processor, provider.resource)  # as the gateway's
+        self.tracing = PipelineTracing(spans, pipeline="churn", input_topic=TOPIC, sample_ratio=sample_ratio,
+                                       metrics=metrics, rng=random.Random(7))
 
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
         return [s for s in self.exporter.get_finished_spans() if name is None or s.name == name]

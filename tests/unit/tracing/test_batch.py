@@ -3,6 +3,7 @@ the output records' ``traceparent`` (a child of the input's context)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opentelemetry.trace import StatusCode
@@ -49,7 +50,7 @@ def test_sampled_inputs_get_child_spans_and_the_outputs_continue_them() -> None:
     recorded = Recorded()
     records = [record(i, [parent_header(0x100 + i, 0x200 + i), ("tracestate", b"v=%d" % i)]) for i in range(3)]
     records.append(record(3, [("other", b"x")]))  # no context, ratio 0: untouched
-    trace = recorded.tracing.start(records, opened=None)
+    trace = recorded.tracing.start(records, opened=time.monotonic() - 0.05)  # the batch filled for 50 ms
     assert trace is not None
     published = Outputs(**OUTPUTS).batch(records, [row()] * 4, 5.0, trace)
     trace.published()
@@ -71,6 +72,9 @@ def test_sampled_inputs_get_child_spans_and_the_outputs_continue_them() -> None:
         assert [link.context.span_id for link in span.links] == [root.context.span_id]
     (wait,) = recorded.spans("batch wait")
     assert wait.parent is not None and wait.parent.span_id == root.context.span_id
+    assert wait.context.trace_id == root.context.trace_id and wait.end_time - wait.start_time >= 50_000_000
+    assert root.start_time == wait.start_time == spans[parse(headers_of(published.messages[0])["traceparent"])[1]
+                                                       ].start_time
 
 
 def test_a_request_span_links_to_the_inputs_of_its_rows() -> None:
@@ -151,6 +155,7 @@ def test_publish_and_the_transaction_wait_are_spans_of_the_batch() -> None:
     trace.published()
     trace.published()  # a second call changes nothing
     (root,) = recorded.spans("score churn")
+    assert recorded.spans("batch wait") == []  # a batch sent as it opened did not wait
     (publish,) = recorded.spans("publish")
     (wait,) = recorded.spans("transaction wait")
     assert publish.parent.span_id == wait.parent.span_id == root.context.span_id
