@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from gateway.tracing.context import Parent, child, extract, find, is_sampled, traceparent, with_context
+from gateway.tracing.context import ODD_DIGITS, Parent, extract, find, traceparent, with_context
 from gateway.tracing.request import MIN_WAIT_NS, RequestTrace
 from gateway.tracing.spans import Pending, Spans
 
@@ -53,18 +53,19 @@ class PipelineTracing:
         carriers: dict[int, bytes] = {}
         sampled: list[tuple[int, Parent | None]] = []
         ids = b""  # fresh span ids, 16 hex digits each, drawn at once for the whole batch
+        odd = ODD_DIGITS
         for i, record in enumerate(records):
             headers = record.headers
             value = find(headers) if headers else None
             if value is None:
                 if ratio and draw() < ratio:
                     sampled.append((i, None))
-            elif is_sampled(value):
+            elif value[54] in odd:  # sampled (is_sampled, inline: this loop sees every record)
                 sampled.append((i, extract(headers)))
-            else:  # propagated, not recorded: a span id of its own under the input's context
+            else:  # propagated, not recorded: a span id of its own under the input's context (child)
                 if not ids:
                     ids = self.rng.randbytes(8 * len(records)).hex().encode()
-                carriers[i] = child(value, ids[16 * i:16 * i + 16])
+                carriers[i] = value[:36] + ids[16 * i:16 * i + 16] + value[52:]
         if not sampled and not carriers:
             return None
         return BatchTrace(self, records, carriers, sampled, opened, scored)

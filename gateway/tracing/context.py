@@ -23,10 +23,10 @@ MAX_TRACEPARENT = 512
 MAX_TRACESTATE = 512
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[\x21-\x7e]*)?")
 _TRACESTATE = re.compile(rb"[\x20-\x7e]*")
-_VERSION_00 = re.compile(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
+# Version 00 with non-zero ids (the look-aheads cost nothing here; comparing slices would double it).
+_VERSION_00 = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 # The last hex digit of the flags: odd means sampled.
-_ODD_DIGITS = frozenset(b"13579bdf")
+ODD_DIGITS = frozenset(b"13579bdf")
 SAMPLED = 0x01
 
 
@@ -75,7 +75,7 @@ def find(headers: Iterable[tuple[str, Any]]) -> bytes | None:
     if found is None:
         return None
     if type(found) is bytes and _VERSION_00.fullmatch(found):
-        return found if found[3:35] != _ZERO_TRACE and found[36:52] != _ZERO_SPAN else None
+        return found
     return _normalised(found)
 
 
@@ -87,7 +87,7 @@ def _normalised(value: object) -> bytes | None:
 
 def is_sampled(value: bytes) -> bool:
     """Whether a value :func:`find` returned says sampled."""
-    return value[54] in _ODD_DIGITS
+    return value[54] in ODD_DIGITS
 
 
 def child(value: bytes, span_hex: bytes) -> bytes:
