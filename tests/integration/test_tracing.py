@@ -26,7 +26,9 @@ from tests.integration.harness import (
 from tests.otelcol.collector import Collector
 from tests.otelcol.runtime import CollectorUnavailable
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("otelcol")]
+# The first test may build the collector (modules from the Go module proxy, then a compile: minutes
+# on a fresh machine), inside its fixture's setup.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("otelcol"), pytest.mark.timeout(900)]
 
 SERVICE = "sg-tracing-test"
 HOSTILE = [b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01-and-more", b"ff-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01",
