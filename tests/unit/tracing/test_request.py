@@ -118,3 +118,26 @@ async def test_a_busy_request_slot_is_a_span_of_its_own() -> None:
             await asyncio.gather(*(dispatcher.score([dict(ROW)], None, t) for t in traces))
     waits = recorded.spans("request slot wait")
     assert len(waits) == 1 and waits[0].end_time - waits[0].start_time >= 10_000_000
+
+
+async def test_a_slow_xemp_call_is_marked_on_its_span() -> None:
+    recorded, registry = Recorded(), CollectorRegistry()
+    async with await start_emulator(EmulatorOptions(latency_ms=30, per_row_ms=0, seed=1)) as emulator:
+        config = parse_config({
+            "kafka": {"bootstrap_servers": "127.0.0.1:9092"},
+            "pipelines": [{"name": "churn", "input_topic": "features", "explanations": {"slow_threshold_ms": 5},
+                           "outputs": {"predictions": "p", "dead_letter": "d"},
+                           "backend": {"type": "datarobot", "token": "t", "max_explanations": 2,
+                                       "explanation_algorithm": "xemp",
+                                       "url": f"{emulator.url}/predApi/v1.0/deployments/churn/predictions"}}],
+        }, environ={}).pipelines[0]
+        async with scoring_session(config) as session:
+            dispatcher = make_dispatcher(config, make_codec(config, explain=True), session,
+                                         metrics=Metrics(registry).pipeline("churn"), on_circuit=lambda change: None)
+            trace = recorded.tracing.start([record(0, [parent_header(0x1, 0x2)])])
+            outcomes, _ = await dispatcher.score([dict(ROW)], None, trace)
+    assert getattr(outcomes[0], "explanation_kind", None) == "xemp"
+    (http_span,) = recorded.spans("HTTP POST")
+    assert http_span.attributes["scoring_gateway.slow_explanation"] == "xemp"
+    (event,) = http_span.events
+    assert event.name == "slow_xemp_call" and event.attributes["threshold_ms"] == 5.0
