@@ -194,3 +194,19 @@ def test_few_traced_records_among_many_still_get_their_context() -> None:
               for j, m in enumerate(published.messages) if "traceparent" in headers_of(m)}
     assert traced == {17: 0x9, 30: 0x7}
     assert [headers_of(m)["n"] for m in published.messages] == [b"%d" % o for o in published.owners]
+
+
+def test_deferred_explanations_continue_their_record_trace() -> None:
+    recorded = Recorded()
+    records = [record(i, [parent_header(0x10 + i, 0x20 + i, sampled=i == 0)]) for i in range(3)]
+    trace = recorded.tracing.start(records)
+    assert trace is not None
+    outputs = Outputs(**{**OUTPUTS, "explanations": "explained"}, explanations_with_predictions=False)
+    predictions = outputs.batch(records, [row()] * 3, 5.0, trace)
+    explained_row = ScoredRow(prediction="yes", explanations=[{"feature": "PlanType", "value": "Basic",
+                                                               "strength": 0.2}], explanation_kind="shap")
+    chosen = [records[2], records[0]]  # the lane explains some of the batch's records, in its own order
+    explained = outputs.explained(chosen, [explained_row, explained_row], trace)
+    assert [headers_of(m)["traceparent"] for m in explained.messages] == [
+        headers_of(predictions.messages[2])["traceparent"], headers_of(predictions.messages[0])["traceparent"]]
+    assert [parse(headers_of(m)["traceparent"])[::2] for m in explained.messages] == [(0x12, False), (0x10, True)]
