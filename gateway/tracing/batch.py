@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from gateway.tracing.context import ODD_DIGITS, Parent, extract, find, traceparent, with_context
+from gateway.tracing.context import ODD_DIGITS, TRACEPARENT, Parent, extract, find, traceparent, with_context
 from gateway.tracing.request import MIN_WAIT_NS, RequestTrace
 from gateway.tracing.spans import Pending, Spans
 
@@ -152,12 +152,15 @@ class BatchTrace:
                     topic, key, value, headers = messages[j]
                     messages[j] = (topic, key, value, with_context(headers, parent))
                     j += 1
-        else:
+        else:  # with_context, inline: this loop sees every message of a batch whose inputs carry context
+            get, name = carriers.get, TRACEPARENT
             for j, owner in enumerate(owners):
-                carrier = carriers.get(owner)
+                carrier = get(owner)
                 if carrier is not None:
                     topic, key, value, headers = messages[j]
-                    messages[j] = (topic, key, value, with_context(headers, carrier))
+                    kept = [header for header in headers or () if header[0] != name]
+                    kept.append((name, carrier))
+                    messages[j] = (topic, key, value, kept)
         if outcomes is not None:
             for i, span in self._spans.items():
                 stage = getattr(outcomes[i], "stage", None)

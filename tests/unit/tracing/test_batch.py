@@ -3,6 +3,7 @@ the output records' ``traceparent`` (a child of the input's context)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -210,3 +211,12 @@ def test_deferred_explanations_continue_their_record_trace() -> None:
     assert [headers_of(m)["traceparent"] for m in explained.messages] == [
         headers_of(predictions.messages[2])["traceparent"], headers_of(predictions.messages[0])["traceparent"]]
     assert [parse(headers_of(m)["traceparent"])[::2] for m in explained.messages] == [(0x12, False), (0x10, True)]
+
+
+def test_a_record_without_headers_still_gets_a_traceparent_when_the_ratio_draws_it() -> None:
+    recorded = Recorded(sample_ratio=1.0)
+    bare = dataclasses.replace(record(0), headers=None)
+    trace = recorded.tracing.start([bare])
+    assert trace is not None
+    published = Outputs(**OUTPUTS).batch([bare], [row()], 5.0, trace)
+    assert [name for name, _ in published.messages[0][3]] == ["traceparent"]
