@@ -82,8 +82,10 @@ def datarobot_backend(url: str, explanations: str) -> dict[str, Any]:
 
 def gateway_document(bootstrap: str, topics: RunTopics, backend: dict[str, Any], *,
                      session_timeout_ms: int, sections: dict[str, Any] | None = None,
-                     shutdown_timeout_s: float = 10, idempotent: bool = True) -> dict[str, Any]:
-    """A one-pipeline config: product defaults except the connection, the group and ``sections``."""
+                     shutdown_timeout_s: float = 10, idempotent: bool = True,
+                     top: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A one-pipeline config: product defaults except the connection, the group, ``sections`` (of the
+    pipeline) and ``top`` (top-level sections, such as ``tracing``)."""
     pipeline: dict[str, Any] = {
         "name": "bench", "input_topic": topics.input, "backend": backend,
         "outputs": {"predictions": topics.predictions, "dead_letter": topics.dead_letter},
@@ -92,7 +94,7 @@ def gateway_document(bootstrap: str, topics: RunTopics, backend: dict[str, Any],
     return {"kafka": {"bootstrap_servers": bootstrap, "group_id": topics.group,
                       "session_timeout_ms": session_timeout_ms, "enable_idempotence": idempotent},
             "shutdown_timeout_s": shutdown_timeout_s,
-            "pipelines": [pipeline]}
+            "pipelines": [pipeline], **(top or {})}
 
 
 # ---- one gateway repetition -------------------------------------------------------------------
@@ -171,7 +173,8 @@ Feed = Callable[[str, RunTopics, GatewayProcess], Awaitable[Any]]
 async def run_gateway(bench: Bench, label: str, backend: dict[str, Any], *, backlog: int,
                       expected: int | None, sections: dict[str, Any] | None = None,
                       feed: Feed | None = None, window_s: float | None = None,
-                      keep_values: bool = False, emulator: EmulatorProcess | None = None) -> GatewayRun:
+                      keep_values: bool = False, emulator: EmulatorProcess | None = None,
+                      top: dict[str, Any] | None = None) -> GatewayRun:
     """One repetition: fresh broker and topics, backlog, gateway process, watch, stop, read outputs."""
     emulator = emulator or bench.emulator
     with bench.broker(label) as broker:
@@ -181,7 +184,7 @@ async def run_gateway(bench: Bench, label: str, backend: dict[str, Any], *, back
         if backlog:
             await produce_backlog(bootstrap, topics, backlog, bench.pool)
         doc = gateway_document(bootstrap, topics, backend, sections=sections, idempotent=bench.idempotent,
-                               session_timeout_ms=bench.sizes.session_timeout_ms)
+                               session_timeout_ms=bench.sizes.session_timeout_ms, top=top)
         gateway = GatewayProcess.from_config(doc, bench.workdir, label, session=bench.session).start()
         assert gateway.probe is not None and broker.pid is not None
         probes = {"gateway": gateway.probe, "emulator": ProcessProbe(emulator.pid),

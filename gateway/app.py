@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -25,7 +26,12 @@ from gateway.runtime.memory import tune_for_batches
 from gateway.runtime.metrics import Metrics
 from gateway.stream.pipeline import Pipeline
 
+if TYPE_CHECKING:
+    from gateway.tracing import Tracing
+
 log = logging.getLogger(__name__)
+# On exit, queued spans get this long to reach the collector (the exporter's thread does not hold the exit).
+TRACING_FLUSH_S = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +51,26 @@ def main(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.log_format, args.log_level, secrets=config.secret_values())
     return run_until_signalled(config)
+
+
+def start_tracing(config: Config) -> Tracing | None:
+    """The tracer provider of ``config.tracing``; None when tracing is off (the section is absent)."""
+    if config.tracing is None:
+        return None
+    from gateway.tracing import Tracing
+
+    tracing = Tracing(config.tracing)
+    log.info("tracing_started", extra={"exporter": config.tracing.exporter, "endpoint": config.tracing.endpoint,
+                                       "sample_ratio": config.tracing.sample_ratio})
+    return tracing
+
+
+async def stop_tracing(tracing: Tracing) -> None:
+    """Export the spans still queued, for at most :data:`TRACING_FLUSH_S`."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(tracing.shutdown), TRACING_FLUSH_S)
+    except TimeoutError:
+        log.warning("tracing_flush_timeout", extra={"timeout_s": TRACING_FLUSH_S})
 
 
 def run_until_signalled(config: Config) -> int:
@@ -77,12 +103,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     if ready is not None and not ready.done():
         ready.set_result(admin)
     status = 0
+    tracing = start_tracing(config)
     try:
         async with asyncio.TaskGroup() as group:
             for pipeline_config in config.pipelines:
-                pipeline = Pipeline(pipeline_config, config.kafka,
-                                    metrics=metrics.pipeline(pipeline_config.name), health=health,
-                                    shutdown_timeout_s=config.shutdown_timeout_s, comparisons=comparisons)
+                pipeline_metrics = metrics.pipeline(pipeline_config.name)
+                pipeline = Pipeline(pipeline_config, config.kafka, metrics=pipeline_metrics, health=health,
+                                    shutdown_timeout_s=config.shutdown_timeout_s, comparisons=comparisons,
+                                    tracing=None if tracing is None else tracing.pipeline(pipeline_config,
+                                                                                          pipeline_metrics))
                 group.create_task(pipeline.run(stop))
     except* Exception as failure:
         # A pipeline that cannot go on stops the process: nothing uncommitted is lost, and the
@@ -93,5 +122,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
         status = 1
     finally:
         await admin.stop()
+        if tracing is not None:
+            await stop_tracing(tracing)
     log.info("gateway_stopped", extra={"status": status})
     return status

@@ -22,10 +22,11 @@ Errors
     file and line instead. Values of secret keys and of ``${file:...}`` contents are never echoed.
 
 Secrets
-    ``backend.token``, ``backend.datarobot_key`` and ``kafka.sasl_password`` are secrets: printed as
-    ``***`` by :meth:`Config.redacted`, and listed by :meth:`Config.secret_values` so logging can
-    scrub them. ``backend.token`` is optional: both vendors require one in production, but a local
-    emulator accepts requests without one, and a missing token fails loudly on the first call (401).
+    ``backend.token``, ``backend.datarobot_key``, ``kafka.sasl_password`` and the values of
+    ``tracing.headers`` are secrets: printed as ``***`` by :meth:`Config.redacted`, and listed by
+    :meth:`Config.secret_values` so logging can scrub them. ``backend.token`` is optional: both
+    vendors require one in production, but a local emulator accepts requests without one, and a
+    missing token fails loudly on the first call (401).
 """
 
 from .backend import BackendConfig, DataRobotBackend, QlikBackend
@@ -49,6 +50,7 @@ from .models import (
 from .schema import json_schema
 from .secrets import is_secret_key
 from .section import Section
+from .tracing import TracingConfig
 
 __all__ = [
     "DATAROBOT_MAX_BODY_BYTES",
@@ -69,6 +71,7 @@ __all__ = [
     "QlikBackend",
     "RetryConfig",
     "Section",
+    "TracingConfig",
     "UnknownPipeline",
     "is_secret_key",
     "json_schema",

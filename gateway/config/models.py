@@ -18,6 +18,7 @@ from .errors import Problem, UnknownPipeline
 from .kafka import KafkaConfig
 from .secrets import redacted, secret_values
 from .section import Keys, Rule, Section
+from .tracing import TracingConfig
 from .types import (
     CountOrAuto,
     Flag,
@@ -329,6 +330,8 @@ class Config(Section):
         20, description="on SIGTERM or revocation: how long in-flight work may take to finish")
     pipelines: Annotated[tuple[PipelineConfig, ...], MinLen(1)] = Field(
         description="a list of at least one pipeline; names must be unique")
+    tracing: TracingConfig | None = Field(
+        None, description="OpenTelemetry traces through the gateway; absent = off (see the tracing page)")
 
     rules = (Rule(_unique_pipeline_names),)  # uniqueItems compares whole pipelines, not their names
 

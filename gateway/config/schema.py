@@ -60,7 +60,7 @@ def _complete(schema: dict[str, Any], cls: type[Section]) -> None:
     for name, prop in schema.get("properties", {}).items():
         prop.pop("title", None)
         key = keys[name]
-        if key.sections and key.has_default:
+        if key.sections and key.has_default and not key.nullable:
             _widen(prop, {"type": "null"})
         elif not key.sections and not _takes_reference(prop):
             _widen(prop, REFERENCE)

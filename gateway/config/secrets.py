@@ -49,7 +49,9 @@ def redacted(section: BaseModel) -> dict[str, object]:
     out: dict[str, object] = {}
     for name, info in type(section).model_fields.items():
         value = getattr(section, name)
-        if value is not None and is_secret_key(name, declared_secret(info)):
+        if isinstance(value, dict) and is_secret_key(name, declared_secret(info)):
+            out[name] = dict.fromkeys(value, REDACTED)  # the names say what is sent; the values stay hidden
+        elif value is not None and is_secret_key(name, declared_secret(info)):
             out[name] = REDACTED
         else:
             out[name] = _plain(value)
@@ -59,6 +61,8 @@ def redacted(section: BaseModel) -> dict[str, object]:
 def _plain(value: object) -> object:
     if isinstance(value, BaseModel):
         return redacted(value)
+    if isinstance(value, dict):
+        return dict(value)
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
     return value
@@ -74,5 +78,7 @@ def secret_values(value: object) -> Iterator[str]:
             item = getattr(value, name)
             if isinstance(item, str) and is_secret_key(name, declared_secret(info)):
                 yield item
+            elif isinstance(item, dict) and is_secret_key(name, declared_secret(info)):
+                yield from (v for v in item.values() if isinstance(v, str))
             else:
                 yield from secret_values(item)

@@ -42,11 +42,14 @@ class Resolver:
     secrets: set[str] = field(default_factory=set)
 
     def resolve(self, value: object, *, secret: bool = False) -> object:
-        """``value`` with its references resolved: a string, or each string of a list (whose items stay
-        plain strings: only a whole value is converted to the key's type)."""
+        """``value`` with its references resolved: a string, or each string of a list or a mapping (whose
+        items stay plain strings: only a whole value is converted to the key's type)."""
         if isinstance(value, list):
             return [str(item) if isinstance(item, Substituted) else item
                     for item in (self.resolve(item, secret=secret) for item in value)]
+        if isinstance(value, dict):  # a mapping's values, one by one (its names are taken as written)
+            return {name: str(item) if isinstance(item, Substituted) else item
+                    for name, item in ((name, self.resolve(item, secret=secret)) for name, item in value.items())}
         if isinstance(value, str) and "${" in value:
             value = self.string(value)
         if secret and isinstance(value, str):

@@ -11,7 +11,8 @@ Routes (one port):
 * DataRobot ``POST /predApi/v1.0/deployments/{id}/predictions``;
 * ``GET|POST /_emulator/config`` (options, changed live), ``GET /_emulator/stats``,
   ``GET /_emulator/deployments``, ``GET /_emulator/requests`` (the path and query of the last 256
-  prediction requests, exactly as they arrived).
+  prediction requests, exactly as they arrived), ``GET|DELETE /_emulator/traces`` (the
+  ``traceparent`` headers received).
 
 Deployments (each answers to its name, to its UUID on the Qlik routes and to its 24-hex id on the
 DataRobot routes; ``GET /_emulator/deployments`` lists the ids):

@@ -32,6 +32,7 @@ from gateway.emulator.models import DeploymentCatalog
 from gateway.emulator.qlik import QlikApi
 from gateway.emulator.settings import EmulatorOptions, OptionError
 from gateway.emulator.stats import ServedStats
+from gateway.emulator.traces import ReceivedTraces
 from gateway.emulator.vendor import VendorApi
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Emulator:
         self._options = options
         self.catalog = catalog or DeploymentCatalog()
         self.stats = ServedStats()
+        self.traces = ReceivedTraces()
         self._dice = FaultDice(options.seed)
         self._window = SlidingWindow()
         self._in_progress = InProgress()
@@ -148,6 +150,8 @@ class Emulator:
         app.router.add_get("/_emulator/stats", self._get_stats)
         app.router.add_get("/_emulator/deployments", self._get_deployments)
         app.router.add_get("/_emulator/requests", self._get_requests)
+        app.router.add_get("/_emulator/traces", self._get_traces)
+        app.router.add_delete("/_emulator/traces", self._clear_traces)
         return app
 
     # ---- prediction routes ----------------------------------------------------------------
@@ -157,6 +161,7 @@ class Emulator:
         started = loop.time()
         options = self._options
         self.received.append(request.raw_path)
+        self.traces.record(api.route, request.headers)
         denied = api.unauthorized(request, options)
         if denied is not None:
             return self._answered(api, denied, started, 0, None)
@@ -255,6 +260,12 @@ class Emulator:
 
     async def _get_requests(self, request: web.Request) -> web.Response:
         return _json({"requests": list(self.received)})
+    async def _get_traces(self, request: web.Request) -> web.Response:
+        return _json(self.traces.snapshot())
+
+    async def _clear_traces(self, request: web.Request) -> web.Response:
+        self.traces.clear()
+        return _json(self.traces.snapshot())
 
 
 def _json(doc: object, status: int = 200) -> web.Response:

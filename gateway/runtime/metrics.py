@@ -13,17 +13,14 @@ Record keys and ids are never labels.
 
 from __future__ import annotations
 
-import bisect
-import math
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
 
 from gateway import __version__
+from gateway.runtime.batch_histogram import BatchHistogram
 
 PREFIX = "scoring_gateway_"
 
@@ -46,11 +43,6 @@ REQUEST_FAILURES = (*TRANSPORT_FAILURES, "fatal")
 RETRY_REASONS = ("429", "500", "502", "503", "504", *TRANSPORT_FAILURES, "decode", "fatal")
 OTHER = "other"
 
-# Below this many values a plain bisect per value wins; above it sorting once and bisecting per
-# bucket bound is 3-10x cheaper (measured in benchmarks/bench_metrics.py).
-_SORT_THRESHOLD = 32
-
-
 def _is_http_status(value: str) -> bool:
     return len(value) == 3 and value.isascii() and value.isdigit() and "1" <= value[0] <= "5"
 
@@ -69,110 +61,11 @@ def retry_reason_label(reason: str) -> str:
     return OTHER
 
 
-class BatchHistogram:
-    """A per-pipeline histogram fed a whole batch of observations per call.
-
-    ``Histogram.observe`` costs about a microsecond per value (a lock and a linear bucket scan);
-    end-to-end latency is observed once per published record, so this collector counts a batch
-    with bisection instead and adds the sum once. The event loop is the only writer; a scrape from
-    another thread reads snapshots (single list copies are atomic under the GIL), so no lock is
-    taken on the hot path. A scrape may see a batch half counted, never a torn or shrinking bucket.
-    """
-
-    def __init__(self, name: str, documentation: str, bounds: Sequence[float]) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._bounds = [float(b) for b in bounds]
-        if self._bounds != sorted(self._bounds) or not self._bounds:
-            raise ValueError("bucket bounds must be a non-empty ascending sequence")
-        self._labels = [str(floatToGoString(b)) for b in self._bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
-        self._children: dict[str, BatchHistogramChild] = {}
-
-    def child(self, pipeline: str) -> BatchHistogramChild:
-        found = self._children.get(pipeline)
-        if found is None:
-            found = self._children[pipeline] = BatchHistogramChild(self._bounds)
-        return found
-
-    def describe(self) -> list[HistogramMetricFamily]:
-        return [HistogramMetricFamily(self._name, self._documentation, labels=["pipeline"])]
-
-    def collect(self) -> Iterable[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=["pipeline"])
-        for pipeline, child in list(self._children.items()):
-            total = child.total
-            cumulative, running = [], 0
-            for label, count in zip(self._labels, list(child.counts), strict=True):
-                running += count
-                cumulative.append((label, running))
-            family.add_metric([pipeline], cumulative, total)
-        yield family
-
-
-class BatchHistogramChild:
-    """Bucket counts and sum of one pipeline; ``counts[-1]`` is the +Inf overflow bucket."""
-
-    __slots__ = ("_bounds", "counts", "total")
-
-    def __init__(self, bounds: list[float]) -> None:
-        self._bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe_many(self, values: Sequence[float]) -> None:
-        """Count every value into its ``le`` bucket; the sum only grows (clock skew can't shrink it)."""
-        total = sum(values)
-        if total != total:  # a NaN would poison the sort and the sum forever: drop NaNs first
-            values = [v for v in values if v == v]
-            total = sum(values)
-        counts, bounds = self.counts, self._bounds
-        if len(values) < _SORT_THRESHOLD:
-            index = bisect.bisect_left
-            for value in values:
-                counts[index(bounds, value)] += 1
-        else:
-            ordered = sorted(values)
-            upto = bisect.bisect_right
-            done = 0
-            for i, bound in enumerate(bounds):
-                reached = upto(ordered, bound, done)
-                if reached != done:
-                    counts[i] += reached - done
-                    done = reached
-                    if done == len(ordered):
-                        break
-            counts[-1] += len(ordered) - done
-        if total > 0.0 and math.isfinite(total):
-            self.total += total
-
-    def observe_ages(self, now_ms: float, stamps_ms: list[int]) -> None:
-        """Count the age in seconds of every timestamp (ms), a future one as 0, without a value per
-        record: an age is at most a bound exactly when the timestamp is at least ``now`` minus it,
-        so the sorted timestamps are cut at each bound (in C), and the ages sum from one slice."""
-        if not stamps_ms:
-            return
-        ordered = sorted(stamps_ms)
-        counts, count = self.counts, len(ordered)
-        left = bisect.bisect_left
-        younger = 0  # timestamps at or after the current cut: ages within the bound
-        for i, bound in enumerate(self._bounds):
-            within = count - left(ordered, now_ms - bound * 1000.0)
-            if within != younger:
-                counts[i] += within - younger
-                younger = within
-                if younger == count:
-                    break
-        counts[-1] += count - younger
-        past = left(ordered, now_ms)  # timestamps before now; the rest are aged 0
-        total = (now_ms * past - sum(ordered[:past])) / 1000.0
-        if total > 0.0 and math.isfinite(total):
-            self.total += total
-
-
 class ScoringMetrics(Protocol):
     """What the scoring lanes report (:class:`PipelineMetrics` for a pipeline; ``batch`` counts its own)."""
 
-    def request(self, backend: str, explanations: str, status: str, seconds: float) -> None: ...
+    def request(self, backend: str, explanations: str, status: str, seconds: float,
+                trace_id: str | None = None) -> None: ...
     def retry(self, reason: str) -> None: ...
     def requests_in_flight(self, delta: int) -> None: ...
     def slow_explanation(self, kind: str) -> None: ...
@@ -311,14 +204,19 @@ class PipelineMetrics:
             raise ValueError(f"unknown stage {stage!r}; expected one of {DEAD_LETTER_STAGES}") from None
         child.inc(n)
 
-    def request(self, backend: str, explanations: str, status: str, seconds: float) -> None:
+    def request(self, backend: str, explanations: str, status: str, seconds: float,
+                trace_id: str | None = None) -> None:
         """One scoring call; ``status`` is the HTTP status as text, a transport failure name
-        (timeout, connect, disconnect, client_error) or ``fatal``; anything else counts as ``other``."""
+        (timeout, connect, disconnect, client_error) or ``fatal``; anything else counts as ``other``.
+        ``trace_id``: the call was traced, and its bucket's exemplar points to that trace."""
         key = (backend, explanations, status)
         child = self._requests.get(key)
         if child is None:
             child = self._request_child(backend, explanations, status)
-        child.observe(seconds)
+        if trace_id is None:
+            child.observe(seconds)
+        else:
+            child.observe(seconds, {"trace_id": trace_id})
 
     def _request_child(self, backend: str, explanations: str, status: str) -> Histogram:
         if explanations not in EXPLANATION_KINDS:
@@ -364,6 +262,10 @@ class PipelineMetrics:
     def end_to_end_since(self, now_ms: float, stamps_ms: list[int]) -> None:
         """:meth:`end_to_end` of records with these timestamps, published at ``now_ms``."""
         self._end_to_end.observe_ages(now_ms, stamps_ms)
+
+    def end_to_end_exemplar(self, seconds: float, trace_id: str) -> None:
+        """A traced record's end-to-end latency, shown as its bucket's exemplar (already counted)."""
+        self._end_to_end.exemplar(seconds, trace_id)
 
     def lag(self, topic: str, partition: int, lag: int) -> None:
         key = (topic, partition)

@@ -59,7 +59,8 @@ class RequestLatency:
     def __init__(self, metrics: ComparisonMetrics) -> None:
         self._metrics = metrics
 
-    def request(self, backend: str, explanations: str, status: str, seconds: float) -> None:
+    def request(self, backend: str, explanations: str, status: str, seconds: float,
+                trace_id: str | None = None) -> None:
         self._metrics.request(status, seconds)
 
     def retry(self, reason: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -22,6 +23,9 @@ from gateway.backends.errors import ResponseDecodeError, RetryableError, Scoring
 from gateway.runtime.logs import Redactor
 from gateway.runtime.metrics import ScoringMetrics
 from gateway.scoring.concurrency import AdaptiveLimit, RequestSlots
+
+if TYPE_CHECKING:
+    from gateway.tracing import AttemptTrace
 
 log = logging.getLogger(__name__)
 
@@ -45,41 +49,55 @@ class BackendClient:
         requested = codec.explanations
         self._kind = "none" if not requested else ("shap" if requested == "auto" else requested)
 
-    async def send(self, request: ScoringRequest) -> list[ScoredRow]:
-        """The decoded rows of a 2xx answer; raises a :class:`ScoringError` otherwise."""
+    async def send(self, request: ScoringRequest, trace: AttemptTrace | None = None) -> list[ScoredRow]:
+        """The decoded rows of a 2xx answer; raises a :class:`ScoringError` otherwise. ``trace``: this
+        attempt is traced (its spans, and its ``traceparent`` on the request)."""
         backend, slots = self.codec.backend, self.slots
         await slots.acquire()
         in_flight = slots.in_flight
         self.metrics.requests_in_flight(1)
+        headers = request.headers if trace is None else trace.sending(request.headers)
+        trace_id = None if trace is None else trace.trace_id
         started = time.monotonic()
         try:
             async with self.session.request(request.method, request.url, data=request.body,
-                                            headers=request.headers) as response:
+                                            headers=headers) as response:
                 body = await response.read()
                 status = response.status
                 content_type = response.headers.get("Content-Type", "")
-                headers = response.headers
+                answer = response.headers
             seconds = time.monotonic() - started
             # Before the slot is released: a refusal lowers the limit before the next waiter gets in.
             self._adapt(status, seconds, in_flight, request.rows)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = self.masked(from_exception(backend, exc))
-            self.metrics.request(backend, self._kind, getattr(error, "reason", "fatal"), time.monotonic() - started)
+            reason = getattr(error, "reason", "fatal")
+            self.metrics.request(backend, self._kind, reason, time.monotonic() - started, trace_id)
+            if trace is not None:
+                trace.failed(reason)
             raise error from None
         finally:
             slots.release()
             self.metrics.requests_in_flight(-1)
         if not 200 <= status < 300:
-            self.metrics.request(backend, self._kind, str(status), seconds)
-            raise self.masked(from_status(backend, status, headers, body))
+            self.metrics.request(backend, self._kind, str(status), seconds, trace_id)
+            if trace is not None:
+                trace.failed(str(status), status)
+            raise self.masked(from_status(backend, status, answer, body))
+        decoding = 0 if trace is None else trace.now()
         try:
             rows = self.codec.decode(request, status, content_type, body)
         except ResponseDecodeError as exc:
-            self.metrics.request(backend, self._kind, str(status), seconds)
+            self.metrics.request(backend, self._kind, str(status), seconds, trace_id)
+            if trace is not None:
+                trace.failed("decode", status)
             raise self.masked(RetryableError(backend, exc.message, status, reason="decode", outage=False)) from None
         if request.explanations and rows:
-            self._observe_explanations(rows, request, seconds)
-        self.metrics.request(backend, self._kind, str(status), seconds)
+            self._observe_explanations(rows, request, seconds, trace)
+        self.metrics.request(backend, self._kind, str(status), seconds, trace_id)
+        if trace is not None:
+            trace.decoded(decoding)
+            trace.answered(status)
         return rows
 
     def _adapt(self, status: int, seconds: float, in_flight: int, rows: int) -> None:
@@ -105,13 +123,16 @@ class BackendClient:
             error.args = tuple(self._redactor.text(a) if isinstance(a, str) else a for a in error.args)
         return error
 
-    def _observe_explanations(self, rows: list[ScoredRow], request: ScoringRequest, seconds: float) -> None:
+    def _observe_explanations(self, rows: list[ScoredRow], request: ScoringRequest, seconds: float,
+                              trace: AttemptTrace | None) -> None:
         kind = next((r.explanation_kind for r in rows if r.explanation_kind), None)
         if kind is not None:
             self._kind = kind
         if seconds <= self.slow_threshold_s:
             return
         self.metrics.slow_explanation(self._kind)
+        if trace is not None:
+            trace.slow(self._kind, seconds, self.slow_threshold_s)
         if self._kind == "xemp":
             log.warning("slow_xemp_call", extra={
                 "pipeline": self.pipeline, "deployment": self.codec.deployment,

@@ -33,7 +33,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.backends.codec import BodyTooLarge, Codec, ScoredRow, ScoringRequest
 from gateway.backends.errors import DataError, FatalError, RetryableError, ScoringError
@@ -43,6 +43,9 @@ from gateway.scoring.client import BackendClient
 from gateway.scoring.ratelimit import RateLimiter
 from gateway.scoring.retry import RetryPolicy
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
+
+if TYPE_CHECKING:
+    from gateway.tracing import BatchTrace, RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +102,19 @@ class Dispatcher:
         """Whether the breaker holds requests back (consumption should pause meanwhile)."""
         return self.breaker.holding()
 
-    async def score(self, rows: list[dict[str, Any]],
-                    sending: Callable[[], None] | None = None) -> tuple[list[Outcome], float]:
+    async def score(self, rows: list[dict[str, Any]], sending: Callable[[], None] | None = None,
+                    trace: BatchTrace | None = None) -> tuple[list[Outcome], float]:
         """Score rows; returns one outcome per row in input order and the wall time in ms.
         ``sending`` is called before every request goes out (a batch not yet sent may be abandoned
-        at no cost: no backend did any work for it)."""
+        at no cost: no backend did any work for it). ``trace``: the batch is traced, each request
+        gets a span."""
         started = time.monotonic()
         outcomes: list[Outcome | None] = [None] * len(rows)
-        await self._score_range(rows, 0, len(rows), outcomes, sending)
+        await self._score_range(rows, 0, len(rows), outcomes, sending, trace)
         return outcomes, (time.monotonic() - started) * 1000.0  # type: ignore[return-value]
 
     async def _score_range(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None],
-                           sending: Callable[[], None] | None) -> None:
+                           sending: Callable[[], None] | None, trace: BatchTrace | None = None) -> None:
         chunk = rows if (lo == 0 and hi == len(rows)) else rows[lo:hi]
         try:
             request = self.codec.encode(self.features, chunk)
@@ -119,18 +123,20 @@ class Dispatcher:
                 out[lo] = Rejected(STAGE_VALIDATE,
                                    f"encoded row is {exc.size} bytes, over batching.max_bytes {exc.limit}")
                 return
-            await self._split(rows, lo, hi, out, sending)
+            await self._split(rows, lo, hi, out, sending, trace)
             return
+        span = None if trace is None else trace.request(lo, hi, backend=self.codec.backend,
+                                                        deployment=self.codec.deployment)
         try:
-            scored, attempts = await self._send(request, sending)
+            scored, attempts = await self._send(request, sending, span)
         except RejectedByData as exc:
             if hi - lo == 1:
                 out[lo] = Rejected(STAGE_SCORE, exc.error.message, exc.error.status, exc.attempts)
                 return
-            await self._split(rows, lo, hi, out, sending)
+            await self._split(rows, lo, hi, out, sending, trace)
             return
         except FailedOnRows:
-            await self._split(rows, lo, hi, out, sending)
+            await self._split(rows, lo, hi, out, sending, trace)
             return
         except RetriesExhausted as exc:
             reason = f"gave up after {exc.attempts} attempts: {exc.last.message}"
@@ -143,28 +149,46 @@ class Dispatcher:
                 STAGE_NOT_PREDICTED, row.not_predicted_reason, 200, attempts)
 
     async def _split(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None],
-                     sending: Callable[[], None] | None) -> None:
+                     sending: Callable[[], None] | None, trace: BatchTrace | None = None) -> None:
         mid = (lo + hi) // 2
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._score_range(rows, lo, mid, out, sending))
-            group.create_task(self._score_range(rows, mid, hi, out, sending))
+            group.create_task(self._score_range(rows, lo, mid, out, sending, trace))
+            group.create_task(self._score_range(rows, mid, hi, out, sending, trace))
 
     # ---- one request to completion ----------------------------------------------------------------
 
-    async def _send(self, request: ScoringRequest,
-                    sending: Callable[[], None] | None = None) -> tuple[list[ScoredRow], int]:
+    async def _send(self, request: ScoringRequest, sending: Callable[[], None] | None = None,
+                    span: RequestTrace | None = None) -> tuple[list[ScoredRow], int]:
         """Returns the decoded rows and the attempts that counted against ``max_attempts``."""
+        if span is None:
+            return await self._attempts(request, sending, None)
+        try:
+            rows, attempts = await self._attempts(request, sending, span)
+        except BaseException as exc:
+            span.finish(getattr(exc, "attempts", 0), _outcome(exc))
+            raise
+        span.finish(attempts, "scored")
+        return rows, attempts
+
+    async def _attempts(self, request: ScoringRequest, sending: Callable[[], None] | None,
+                        span: RequestTrace | None) -> tuple[list[ScoredRow], int]:
         attempt = 0
         while True:
+            since = 0 if span is None else span.now()
             permit = await self._admit()
             attempt += 1
             sent_at = self._clock()
             try:
+                if span is not None:
+                    span.held(since)
                 if self.limiter is not None:
+                    since = 0 if span is None else span.now()
                     await self.limiter.acquire()
+                    if span is not None:
+                        span.limited(since)
                 if sending is not None:
                     sending()
-                rows = await self.client.send(request)
+                rows = await self.client.send(request, None if span is None else span.attempt(attempt))
             except FatalError as err:
                 self._record(self.breaker.refused_configuration(self._clock(), permit, _refusal(err)))
                 self.metrics.retry("fatal")
@@ -183,7 +207,10 @@ class Dispatcher:
                 if self.policy.exhausted(attempt):
                     raise RetriesExhausted(err, attempt) from None
                 self.metrics.retry(err.reason)
+                since = 0 if span is None else span.now()
                 await asyncio.sleep(self.policy.delay(attempt, err.retry_after, self._rng))
+                if span is not None:
+                    span.backed_off(since)
                 continue
             except BaseException:
                 self.breaker.abandoned(permit)
@@ -269,6 +296,17 @@ class Dispatcher:
                 self.metrics.circuit(transition.after.label, changed)
                 self._on_circuit(transition)
         self._wake()
+
+
+def _outcome(exc: BaseException) -> str:
+    """A request span's outcome when scoring its rows did not succeed."""
+    if isinstance(exc, RejectedByData):
+        return "data_error"
+    if isinstance(exc, FailedOnRows):
+        return "split"
+    if isinstance(exc, RetriesExhausted):
+        return "gave_up"
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
 
 
 def _refusal(err: FatalError) -> str:

@@ -11,8 +11,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.stream.records import InputRecord
+
+if TYPE_CHECKING:
+    from gateway.tracing import BatchTrace
 
 
 @dataclass(slots=True)
@@ -25,6 +29,8 @@ class Batch:
     published: asyncio.Future[None] | None = None
     after: list[asyncio.Future[None]] = field(default_factory=list)
     sent: bool = False  # a request of it went out; until then, abandoning it costs nothing
+    opened: float = 0.0  # when its first record arrived (the batcher's clock)
+    trace: BatchTrace | None = None  # set when tracing is on and a record of it is traced
 
     def sending(self) -> None:
         self.sent = True
@@ -69,6 +75,6 @@ class Batcher:
         if not self._records:
             return None
         self._seq += 1
-        batch = Batch(self._seq, self._records, self._rows)
+        batch = Batch(self._seq, self._records, self._rows, opened=self._started)
         self._records, self._rows, self._bytes = [], [], 0
         return batch

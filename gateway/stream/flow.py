@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from gateway.config import PipelineConfig
 from gateway.delivery.contract import Delivery
@@ -33,6 +34,9 @@ from gateway.stream.intake import Intake, Rejects
 from gateway.stream.ordering import KeyOrder, NoOrder
 from gateway.stream.outputs import Outputs, Published, tally
 from gateway.stream.records import InputRecord, Rejected
+
+if TYPE_CHECKING:
+    from gateway.tracing import PipelineTracing
 
 log = logging.getLogger(__name__)
 # Each closing step (the last commit, stopping the consumer, stopping the producer) gets this long
@@ -56,7 +60,8 @@ class Flow:
 
     def __init__(self, config: PipelineConfig, *, max_poll_records: int, metrics: PipelineMetrics, health: Health,
                  shutdown_timeout_s: float, tracker: OffsetTracker, lanes: Lanes, outputs: Outputs,
-                 source: KafkaSource, delivery: Delivery, challenger: Challenger | None = None) -> None:
+                 source: KafkaSource, delivery: Delivery, challenger: Challenger | None = None,
+                 tracing: PipelineTracing | None = None) -> None:
         self.config = config
         self.name = config.name
         self.metrics = metrics
@@ -68,6 +73,8 @@ class Flow:
         self.source = source
         self.delivery = delivery
         self.challenger = challenger
+        self.tracing = tracing
+        self._transactional = config.delivery == "exactly_once"
         batching = config.batching
         self.batcher = Batcher(batching.max_rows, batching.max_bytes, batching.linger_ms)
         self.fixed_linger = batching.fixed_linger
@@ -154,6 +161,8 @@ class Flow:
     def _dispatch(self, batch: Batch) -> None:
         self._scoring += 1
         batch.published = asyncio.get_running_loop().create_future()
+        if self.tracing is not None:
+            batch.trace = self.tracing.start(batch.records, batch.opened)
         self.order.admit(batch)
         self.metrics.batch(len(batch.records))
         self._spawn(self._process(batch, self._generation), batch)
@@ -166,17 +175,19 @@ class Flow:
         records = batch.records
         try:
             try:
-                outcomes, latency_ms = await lanes.predict.score(batch.rows, batch.sending)
+                outcomes, latency_ms = await lanes.predict.score(batch.rows, batch.sending, batch.trace)
             finally:
                 self._scoring -= 1
             if self.challenger is not None:
                 self.challenger.offer(records, batch.rows, outcomes, latency_ms)
             if len(self.batcher) and self._slot_free():
                 self.intake.send_pending()  # a slot just freed: what waited for one goes now
-            published = self.outputs.batch(records, outcomes, latency_ms)
+            published = self.outputs.batch(records, outcomes, latency_ms, batch.trace)
             for earlier in batch.after:
                 await earlier
             await delivery.publish(published, records)
+            if self._transactional and published.trace is not None:
+                published.trace.committing()  # in the transaction: what follows is the wait for its commit
             self._release(batch)
             if lanes.explain is not None:
                 await self._explain(batch, outcomes)
@@ -197,7 +208,7 @@ class Flow:
             return
         explained = await lane.explain([batch.rows[i] for i in chosen])
         records = [batch.records[i] for i in chosen]
-        await self.delivery.publish(self.outputs.explained(records, explained), records)
+        await self.delivery.publish(self.outputs.explained(records, explained, batch.trace), records)
 
     async def _publish_rejects(self, rejects: Rejects, generation: int) -> None:
         records = [record for record, _ in rejects]
@@ -213,6 +224,8 @@ class Flow:
     def _count(self, records: Sequence[InputRecord], published: Published, outcomes: Sequence[Outcome],
                abandoned: frozenset[TopicPartition], generation: int) -> None:
         """Counters and end-to-end latency of the delivered outputs, and of those only."""
+        if published.trace is not None:
+            published.trace.published()
         if generation != self._generation:
             return  # the partitions were revoked meanwhile; their records are someone else's now
         if abandoned:

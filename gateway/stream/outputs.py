@@ -3,13 +3,15 @@
 Every input record yields a prediction on ``outputs.predictions`` or a dead letter on
 ``outputs.dead_letter``; explanations are embedded in the prediction, or, with
 ``outputs.explanations`` set, a record of their own on that topic (published with the prediction,
-or later by the deferred explanation lane). Output keys and headers are the input's.
+or later by the deferred explanation lane). Output keys and headers are the input's; with tracing,
+each output's ``traceparent`` continues its input's trace (:mod:`gateway.tracing`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.kafka.client import Message
 from gateway.scoring.dispatcher import Outcome
@@ -22,6 +24,9 @@ from gateway.stream.records import (
     explanation_document,
 )
 
+if TYPE_CHECKING:
+    from gateway.tracing import BatchTrace, PipelineTracing
+
 
 @dataclass(slots=True)
 class Published:
@@ -31,6 +36,7 @@ class Published:
     owners: list[int] = field(default_factory=list)  # for each message, the index of its input record
     predicted: int = 0
     dead_by_stage: dict[str, int] = field(default_factory=dict)
+    trace: BatchTrace | None = None  # its spans end when the broker has its messages
 
     @property
     def dead(self) -> int:
@@ -46,8 +52,10 @@ class Outputs:
     dead_letter: str
     explanations: str | None  # None: explanations embedded in prediction records
     explanations_with_predictions: bool = True  # False: the deferred lane publishes them
+    tracing: PipelineTracing | None = None  # for the dead letters of records refused before scoring
 
-    def batch(self, records: Sequence[InputRecord], outcomes: Sequence[Outcome], latency_ms: float) -> Published:
+    def batch(self, records: Sequence[InputRecord], outcomes: Sequence[Outcome], latency_ms: float,
+              trace: BatchTrace | None = None) -> Published:
         """One message per record, plus an explanation record per explained prediction when they go
         with the predictions to their own topic."""
         name, predictions, dead_letter = self.pipeline, self.predictions, self.dead_letter
@@ -68,6 +76,9 @@ class Outputs:
                 owner(i)
                 append((explanations, key, dumps(explanation_document(record, outcome, pipeline=name)), headers))
         out.predicted = len(records) - out.dead
+        if trace is not None:
+            trace.stamp(out.messages, out.owners, outcomes)
+            out.trace = trace
         return out
 
     def rejects(self, rejects: Iterable[tuple[InputRecord, Rejected]]) -> Published:
@@ -79,9 +90,15 @@ class Outputs:
             out.owners.append(i)
             out.messages.append((topic, record.key, dumps(dead_letter_document(record, rejected, pipeline=name)),
                                  record.headers))
+        if self.tracing is not None:
+            trace = self.tracing.start([record for record, _ in rejects], scored=False)
+            if trace is not None:
+                trace.stamp(out.messages, out.owners, [rejected for _, rejected in rejects])
+                out.trace = trace
         return out
 
-    def explained(self, records: Sequence[InputRecord], outcomes: Sequence[Outcome]) -> Published:
+    def explained(self, records: Sequence[InputRecord], outcomes: Sequence[Outcome],
+                  trace: BatchTrace | None = None) -> Published:
         """The deferred lane's explanation records: one per record it explained. A record whose
         explanation request failed gets an explanation record with the reason, so a consumer
         waiting for it is not left waiting."""
@@ -97,6 +114,8 @@ class Outputs:
                 continue  # nothing to explain (e.g. outside DataRobot's thresholds)
             out.owners.append(i)
             out.messages.append((topic, record.key, dumps(doc), record.headers))
+        if trace is not None:
+            trace.stamp_records(out.messages, out.owners, records)
         return out
 
 

@@ -24,6 +24,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
 from gateway.config import KafkaConfig, PipelineConfig
 from gateway.delivery.at_least_once import AtLeastOnceDelivery
@@ -43,6 +44,9 @@ from gateway.scoring.lanes import Lanes, make_lanes, scoring_session
 from gateway.stream.comparisons import Side
 from gateway.stream.flow import Flow, bounded
 from gateway.stream.outputs import Outputs
+
+if TYPE_CHECKING:
+    from gateway.tracing import PipelineTracing
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,8 @@ def _no_flow() -> None:
 class Pipeline:
     def __init__(self, config: PipelineConfig, kafka: KafkaConfig, *, metrics: PipelineMetrics,
                  health: Health, shutdown_timeout_s: float, clients: KafkaClients | None = None,
-                 lanes: LanesFactory = http_lanes, comparisons: ComparisonFamilies | None = None) -> None:
+                 lanes: LanesFactory = http_lanes, comparisons: ComparisonFamilies | None = None,
+                 tracing: PipelineTracing | None = None) -> None:
         self.config = config
         self.name: str = config.name
         self.kafka = kafka
@@ -76,6 +81,7 @@ class Pipeline:
         self.clients = clients if clients is not None else make_clients(kafka)
         self._make_lanes = lanes
         self._comparisons = comparisons  # the comparison metrics, when a challenger is configured
+        self.tracing = tracing
         self.tracker = OffsetTracker()
         self._circuit_moved: Callable[[], None] = _no_flow  # the running flow's, once there is one
 
@@ -98,7 +104,7 @@ class Pipeline:
                     flow = Flow(cfg, max_poll_records=self.kafka.max_poll_records, metrics=self.metrics,
                                 health=self.health, shutdown_timeout_s=self.shutdown_timeout_s,
                                 tracker=self.tracker, lanes=lanes, outputs=outputs, source=source,
-                                delivery=delivery, challenger=challenger)
+                                delivery=delivery, challenger=challenger, tracing=self.tracing)
                     self._circuit_moved = flow.circuit_moved
                     try:
                         await source.start(flow.on_revoked, flow.on_assigned)
@@ -131,7 +137,8 @@ class Pipeline:
         codec, outputs = lanes.predict.codec, self.config.outputs
         return Outputs(pipeline=self.name, backend=codec.backend, deployment=codec.deployment,
                        predictions=outputs.predictions, dead_letter=outputs.dead_letter,
-                       explanations=outputs.explanations, explanations_with_predictions=lanes.explain is None)
+                       explanations=outputs.explanations, explanations_with_predictions=lanes.explain is None,
+                       tracing=self.tracing)
 
     def _delivery(self, sink: KafkaSink, source: KafkaSource) -> Delivery:
         cfg = self.config

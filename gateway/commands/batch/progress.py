@@ -31,7 +31,8 @@ class Counters:
         self.retry_reasons: Counter[str] = Counter()
         self.slow_explanations = 0
 
-    def request(self, backend: str, explanations: str, status: str, seconds: float) -> None:
+    def request(self, backend: str, explanations: str, status: str, seconds: float,
+                trace_id: str | None = None) -> None:
         self.requests += 1
         self.statuses[status] += 1
 
