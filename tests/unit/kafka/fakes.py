@@ -290,7 +290,8 @@ class FakeLane:
     def has_capacity(self, in_flight: int) -> bool:
         return True
 
-    async def score(self, rows: list[dict[str, Any]], sending: Callable[[], None]) -> tuple[list[ScoredRow], float]:
+    async def score(self, rows: list[dict[str, Any]], sending: Callable[[], None],
+                    trace: object = None) -> tuple[list[ScoredRow], float]:
         sending()
         self.scoring.set()
         if self.gate is not None:

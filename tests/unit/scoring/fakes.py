@@ -70,7 +70,7 @@ class FakeBackend:
         self.most_in_flight = 0
         self.gate: asyncio.Event | None = None  # when set by a test: requests wait for it to open
 
-    async def send(self, request: ScoringRequest) -> list[ScoredRow]:
+    async def send(self, request: ScoringRequest, trace: object = None) -> list[ScoredRow]:
         self.requests.append([row["id"] for row in request.source_rows])
         self.sent_at.append(time.monotonic())
         self.in_flight += 1
@@ -109,7 +109,8 @@ class RecordingMetrics:
     limits: list[int] = field(default_factory=list)
     circuits: list[tuple[str, bool]] = field(default_factory=list)
 
-    def request(self, backend: str, explanations: str, status: str, seconds: float) -> None:
+    def request(self, backend: str, explanations: str, status: str, seconds: float,
+                trace_id: str | None = None) -> None:
         assert seconds >= 0.0
         self.requests.append((backend, explanations, status))
 
