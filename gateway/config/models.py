@@ -96,6 +96,8 @@ class KafkaConfig(Section):
     heartbeat_interval_ms: PositiveInt | None = Field(None, description="null = `session_timeout_ms / 3`")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="where a new group starts: `earliest` (no backlog skipped) or `latest`")
+    startup_timeout_s: NonNegativeNumber = Field(
+        300, description="how long start-up waits for an unreachable broker or coordinator (0: no wait)")
     commit_interval_ms: PositiveInt = Field(1000, description="how often acknowledged offsets are committed")
     max_poll_records: PositiveInt = Field(2000, description="most records one fetch returns")
     producer_linger_ms: NonNegativeInt = Field(
