@@ -229,7 +229,7 @@ async def run_gateway(bench: Bench, label: str, backend: dict[str, Any], *, back
         try:
             progress = await watch(gateway, probes, budget_s=bench.sizes.run_budget_s,
                                    expected=expected, window_s=window_s, feeder=feeder)
-            metrics = await gateway.runtime.metrics()
+            metrics = await gateway.metrics()
             feed_result = await feeder if feeder is not None else None
         finally:
             if feeder is not None and not feeder.done():

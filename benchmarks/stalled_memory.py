@@ -69,7 +69,7 @@ async def _memory_run(bench: Bench, label: str) -> MemoryRun:
                     series.append((time.monotonic() - began, memory["VmRSS"]))
                     peak = memory.get("VmHWM", peak)
                 await asyncio.sleep(MEMORY_SAMPLE_S)
-            metrics = await gateway.runtime.metrics()
+            metrics = await gateway.metrics()
             final = gateway.probe.memory_bytes()
             peak = final.get("VmHWM", peak)
         finally:
