@@ -93,7 +93,8 @@ class KafkaConfig(Section):
     client_id: Text = Field("scoring-gateway", description="client id sent to the broker")
     session_timeout_ms: PositiveInt = Field(
         10000, description="group membership timeout (a join takes about half of it on some brokers)")
-    heartbeat_interval_ms: PositiveInt | None = Field(None, description="null = `session_timeout_ms / 3`")
+    heartbeat_interval_ms: PositiveInt | None = Field(
+        None, description="null = `session_timeout_ms / 3`, at most 100 (how soon a member notices a rebalance)")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="where a new group starts: `earliest` (no backlog skipped) or `latest`")
     startup_timeout_s: NonNegativeNumber = Field(

@@ -21,6 +21,9 @@ from aiokafka.helpers import create_ssl_context
 from gateway.config import KafkaConfig
 
 DIAGNOSE_TIMEOUT_S = 10.0
+# Members learn of a rebalance at their next heartbeat: the default (session / 3, 3.3 s) was the
+# stall of a scale-in. A few heartbeats a second per member cost the coordinator next to nothing.
+HEARTBEAT_MAX_MS = 100
 
 _AUTH_ERRORS = (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError,
                 kafka_errors.AuthenticationMethodNotSupported, kafka_errors.UnsupportedSaslMechanismError,
@@ -55,7 +58,7 @@ def client_options(kafka: KafkaConfig) -> dict[str, Any]:
 
 def consumer_options(kafka: KafkaConfig) -> dict[str, Any]:
     session = int(kafka.session_timeout_ms)
-    heartbeat = getattr(kafka, "heartbeat_interval_ms", None) or max(100, session // 3)
+    heartbeat = getattr(kafka, "heartbeat_interval_ms", None) or min(max(100, session // 3), HEARTBEAT_MAX_MS)
     return {
         **client_options(kafka),
         "group_id": kafka.group_id,

@@ -80,6 +80,7 @@ class Pipeline:
         self._delivery: Delivery | None = None
         self._source: KafkaSource | None = None
         self._failure: BaseException | None = None  # from a rebalance callback, raised by run()
+        self._revoked_at: float | None = None  # when this member last gave its partitions up
         self._halt = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -287,6 +288,7 @@ class Pipeline:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Before partitions go: finish (or abandon) in-flight work, commit, forget them."""
+        self._revoked_at = time.monotonic()
         if self._group is not None:
             await self._drain(self.shutdown_timeout_s)
         if self._delivery is not None:
@@ -308,6 +310,9 @@ class Pipeline:
             self._halt.set()
             return
         self._source.reapply_pause(assigned)
+        if self._revoked_at is not None:
+            self.metrics.partitions_unowned(time.monotonic() - self._revoked_at)
+            self._revoked_at = None
         self._share_the_rate(len(assigned))
         self.health.set_assigned(self.name, True, partitions=len(assigned))
         log.info("partitions_assigned", extra={"pipeline": self.name,
