@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ RATE = 400  # records/s
 # output is readable only once its transaction commits (transaction_interval_ms after it is written).
 BUDGET_MS = {"at_least_once": 1000, "exactly_once": 2000}
 BEFORE_S, AFTER_S = 1.0, 4.0  # the window of records "around" the leave
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
 def events(log: Path, name: str) -> list[dict[str, Any]]:
@@ -76,6 +82,9 @@ async def test_a_member_leaving_under_a_steady_stream_stalls_nothing(broker: Any
         assert await asyncio.to_thread(b.wait, 60) == 0
         after = stream.sent + int(AFTER_S * RATE)
         await async_wait_until(lambda: stream.sent >= after, 30, "the stream to go on after the leave")
+        # the remaining member went through two rebalances (the join, the leave): both paused it briefly
+        pauses = await asyncio.to_thread(metric, ports["a"], "scoring_gateway_partitions_unowned_seconds_count")
+        paused_s = await asyncio.to_thread(metric, ports["a"], "scoring_gateway_partitions_unowned_seconds_sum")
     finally:
         stop.set()
         await streaming
@@ -100,7 +109,9 @@ async def test_a_member_leaving_under_a_steady_stream_stalls_nothing(broker: Any
                                   *window) for p in b_partitions)
     found = report["events"][0]
     print(f"\n{delivery}: {table(report)}\nleaving member's partitions {sorted(b_partitions)}: longest silence "
-          f"after the SIGTERM {silence:.0f} ms")
+          f"after the SIGTERM {silence:.0f} ms; the remaining member paused {pauses:.0f} times, "
+          f"{paused_s * 1000:.0f} ms in all (scoring_gateway_partitions_unowned_seconds)")
+    assert pauses == 2 and paused_s < 2 * BUDGET_MS[delivery] / 1000, (pauses, paused_s)
     assert report["lost"] == 0 and report["strangers"] == 0 and report["out_of_key_order"] == 0
     if delivery == "exactly_once":
         assert report["duplicates"] == 0
