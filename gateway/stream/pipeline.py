@@ -288,7 +288,8 @@ class Pipeline:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Before partitions go: finish (or abandon) in-flight work, commit, forget them."""
-        self._revoked_at = time.monotonic()
+        if revoked:
+            self._revoked_at = time.monotonic()
         if self._group is not None:
             await self._drain(self.shutdown_timeout_s)
         if self._delivery is not None:
@@ -303,12 +304,21 @@ class Pipeline:
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         assert self._source is not None and self._delivery is not None
+        # exactly_once: read nothing until the partitions' producers have fenced their last owner,
+        # then start from the offsets its last transaction committed (see KafkaSource.seek_to_committed).
+        settle = isinstance(self._delivery, ExactlyOnceDelivery)
+        if settle:
+            self._source.hold(assigned)
         try:
             await self._delivery.assigned(assigned)
+            if settle:
+                await self._source.seek_to_committed(assigned)
         except Exception as exc:  # aiokafka would only log it: stop the pipeline instead
             self._failure = exc
             self._halt.set()
             return
+        if settle:
+            self._source.release(assigned)
         self._source.reapply_pause(assigned)
         if self._revoked_at is not None:
             self.metrics.partitions_unowned(time.monotonic() - self._revoked_at)
