@@ -167,7 +167,7 @@ class AdaptiveLimit:
         The refusals that end the slow start step by one each: they are the few requests it sent
         past the capacity in its last round trip, not a sign of being far over it."""
         if self._slow_start:
-            self._end_slow_start()
+            self._end_slow_start(measure_soon=False)  # a refusing backend did not queue the latencies seen
             self._overshoot = max(1, self.limit // 4)  # it grew by at most a quarter in its last round trip
         self._refusals += 1
         self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
@@ -190,7 +190,7 @@ class AdaptiveLimit:
         self._high = self._high + 1 if ratio > self.tolerance else 0
         if self._high >= 2:  # two epochs in a row: requests queue; the backend serves about limit ÷ ratio
             self._high = 0
-            self._end_slow_start()
+            self._end_slow_start(measure_soon=True)
             self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
             self._set(min(self.limit - 1, round(self.limit / ratio)))
             return True
@@ -203,10 +203,12 @@ class AdaptiveLimit:
         self._judged = True
         return False
 
-    def _end_slow_start(self) -> None:
-        """The slow start's latencies came from a climbing limit: measure the unloaded one soon."""
+    def _end_slow_start(self, measure_soon: bool) -> None:
+        """Ended by queueing, the slow start's latencies came from a queue: measure the unloaded
+        latency again soon (a few epochs) rather than at the usual interval."""
         self._slow_start = False
-        self._to_probe = min(self._to_probe, FIRST_PROBE)
+        if measure_soon:
+            self._to_probe = min(self._to_probe, FIRST_PROBE)
 
     def _set(self, limit: int) -> None:
         """A lower limit starts a new epoch: answers to requests sent under the old one do not
