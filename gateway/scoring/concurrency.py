@@ -25,7 +25,7 @@ built on, with a queueing estimate in the manner of TCP Vegas:
   marked as a ceiling, as a refusal marks it. The limit grows only while the last epoch's latency
   is within ``growth`` (1.3) of the unloaded one, so it stops before latency doubles.
 - **the unloaded latency** is kept per request size (the same power of two of rows: latency grows
-  with the rows a request carries). It follows an epoch's median down at once and never drifts up
+  with the rows a request carries). It follows a lower epoch median down a little and never drifts up
   on its own (sustained queueing must not become the norm); instead it is measured again every
   ``PROBE_EVERY`` epochs (and soon after the slow start) by one epoch at half the limit, where the
   backend does not queue, about 1 % of the time at half concurrency. A backend that really became
@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 EPOCH_MIN = 16  # answers an epoch needs at least, whatever the limit
 PROBE_EVERY = 100  # epochs between two measurements of the unloaded latency
 FIRST_PROBE = 3  # epochs after the slow start to the first one
+_FOLLOW = 0.1  # how far down an epoch's lower median moves the unloaded latency (noise must not ratchet it)
 _LOG_CAP = 50.0
 
 
@@ -53,8 +54,8 @@ class Queueing:
     """Latency judged by epochs of answers, as a ratio to the unloaded latency.
 
     An epoch's median is robust to the noise of a busy network or host where a mean is not. The
-    unloaded latency is kept per request size (the same power of two of rows); it follows an
-    epoch's median down at once, and is measured again (``relearn``) from an epoch run at half
+    unloaded latency is kept per request size (the same power of two of rows); it follows a lower
+    epoch median down a little, and is measured again (``relearn``) from an epoch run at half
     the limit, where the backend does not queue: sustained queueing never becomes the norm, and a
     backend that really became slower is learnt at the next measurement.
     """
@@ -99,7 +100,7 @@ class Queueing:
             by_size.setdefault(size, []).append(sample)
         self._medians = {size: sorted(found)[len(found) // 2] for size, found in by_size.items()}
         for size, median in self._medians.items():
-            unloaded[size] = min(unloaded[size], 0.5 * (unloaded[size] + median))
+            unloaded[size] = min(unloaded[size], unloaded[size] + _FOLLOW * (median - unloaded[size]))
         samples.clear()
         self.ratio = math.exp(min(_LOG_CAP, ratios[len(ratios) // 2]))
         return self.ratio
@@ -133,8 +134,7 @@ class AdaptiveLimit:
         ratio = self.queueing.add(latency_s, rows, max(EPOCH_MIN, self.limit))
         if ratio is not None and self._epoch_ended(ratio):
             return self.limit
-        if not self.queueing.allows_growth:
-            self._streak = 0
+        if not self.queueing.allows_growth:  # wait for an epoch within bounds; the streak still counts
             return self.limit
         if self._slow_start:
             # Three quarters in use counts: the requests a raised limit lets out are not sent yet.
@@ -167,7 +167,7 @@ class AdaptiveLimit:
         The refusals that end the slow start step by one each: they are the few requests it sent
         past the capacity in its last round trip, not a sign of being far over it."""
         if self._slow_start:
-            self._end_slow_start(measure_soon=False)  # a refusing backend did not queue the latencies seen
+            self._end_slow_start()
             self._overshoot = max(1, self.limit // 4)  # it grew by at most a quarter in its last round trip
         self._refusals += 1
         self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
@@ -190,7 +190,7 @@ class AdaptiveLimit:
         self._high = self._high + 1 if ratio > self.tolerance else 0
         if self._high >= 2:  # two epochs in a row: requests queue; the backend serves about limit ÷ ratio
             self._high = 0
-            self._end_slow_start(measure_soon=True)
+            self._end_slow_start()
             self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
             self._set(min(self.limit - 1, round(self.limit / ratio)))
             return True
@@ -203,12 +203,11 @@ class AdaptiveLimit:
         self._judged = True
         return False
 
-    def _end_slow_start(self, measure_soon: bool) -> None:
-        """Ended by queueing, the slow start's latencies came from a queue: measure the unloaded
-        latency again soon (a few epochs) rather than at the usual interval."""
+    def _end_slow_start(self) -> None:
+        """The slow start's latencies came from a climbing limit (and its first answers set what
+        counts as unloaded): measure the unloaded latency again soon."""
         self._slow_start = False
-        if measure_soon:
-            self._to_probe = min(self._to_probe, FIRST_PROBE)
+        self._to_probe = min(self._to_probe, FIRST_PROBE)
 
     def _set(self, limit: int) -> None:
         """A lower limit starts a new epoch: answers to requests sent under the old one do not
