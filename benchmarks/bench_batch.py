@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import yaml
 
 from benchmarks.machine import describe
 from gateway.commands.demo.sample_data import CHURN_FEATURES, churn_features
-from gateway.kafka.embedded import free_port
+from testkit.processes import EmulatorProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_ROWS_PER_S = 50_000  # CSV -> Parquet without explanations
@@ -150,15 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=900)
     args = parser.parse_args(argv)
     machine = describe()
-    port = free_port()
-    emulator = subprocess.Popen([sys.executable, "-m", "gateway", "emulate", "--host", "127.0.0.1", "--port",
-                                 str(port), "--latency-ms", "0", "--per-row-ms", "0", "--seed", "1"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    emulator = EmulatorProcess(seed=1).start()
+    url = emulator.url
     figures: list[dict[str, Any]] = []
     notes: list[str] = []
     try:
-        _wait_for(url)
         with tempfile.TemporaryDirectory(prefix="bench-batch-") as work:
             workdir = Path(work)
             data = workdir / "customers.csv"
@@ -178,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if figures[-1]["rows_per_s"] is not None or figures[-1]["status"] is not None:
                 print(_row(figures[-1]), flush=True)
     finally:
-        emulator.terminate()
-        emulator.wait(10)
+        emulator.stop()
     none = figures[0]["rows_per_s"] or 0
     verdict = f"qlik CSV -> Parquet without explanations: {none:,} rows/s (target {TARGET_ROWS_PER_S:,}: " \
               f"{'met' if none >= TARGET_ROWS_PER_S else 'not met'})"
@@ -226,18 +220,6 @@ def _row(entry: dict[str, Any]) -> str:
     return (f"{entry['scenario']:<52} {number(entry.get('rows_per_s'))} rows/s"
             f"   wall {number(entry.get('rows_per_s_wall'))}   per CPU-second: client "
             f"{number(entry.get('rows_per_cpu_s'))}, emulator {number(entry.get('emulator_rows_per_cpu_s'))}")
-
-
-def _wait_for(url: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/_emulator/deployments", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 if __name__ == "__main__":

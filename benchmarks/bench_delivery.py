@@ -32,9 +32,10 @@ from benchmarks.baselines import consumer_latency
 from benchmarks.figures import median, percentile
 from benchmarks.machine import describe
 from benchmarks.modes import FULL, QUICK, Sizes
-from benchmarks.processes import EmulatorProcess, GatewayProcess, metric_sum
 from benchmarks.scenarios import POLL_S, Bench, ScenarioFailed, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics, produce_backlog, produce_paced
+from testkit.measure import metric_sum
+from testkit.processes import EmulatorProcess, GatewayProcess
 
 MODES = ("at_least_once", "exactly_once")
 TRANSACTION_INTERVAL_MS = 100  # the product default
@@ -98,9 +99,9 @@ async def paced_latency(bench: Bench, plan: Plan, mode: str, label: str) -> dict
 async def campaign(sizes: Sizes, plan: Plan, workdir: Path) -> dict[str, Any]:
     results: dict[str, dict[str, list[Any]]] = {m: {"throughput": [], "latency": []} for m in MODES}
     async with aiohttp.ClientSession() as session:
-        emulator = await EmulatorProcess(session, workdir / "emulator.log").start()
+        emulator = await EmulatorProcess(log_path=workdir / "emulator.log").astart()
         try:
-            await emulator.reset(latency_ms=0, per_row_ms=0)
+            await emulator.areset(latency_ms=0, per_row_ms=0)
             bench = Bench(sizes, session, emulator, workdir, broker_kind="kafka")
             for rep in range(plan.repetitions):
                 for mode in MODES:

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ import uvloop
 from gateway.app import serve
 from gateway.commands.demo.sample_data import churn_records
 from gateway.config import parse_config
-from gateway.kafka.embedded import EmbeddedBroker, create_topics, free_port
+from gateway.kafka.embedded import EmbeddedBroker, create_topics
+from testkit.processes import EmulatorProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -123,16 +123,10 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    import subprocess
-
-    port = free_port()
-    emulator = subprocess.Popen([sys.executable, "-m", "gateway.emulator", "--host", "127.0.0.1",
-                                 "--port", str(port), "--latency-ms", "0", "--per-row-ms", "0"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api/v1/ml/deployments/churn/realtime-predictions/actions/run"
+    emulator = EmulatorProcess().start()
+    url = emulator.qlik_url()
     rates: dict[str, list[float]] = {"metrics": [], "no-op": []}
     try:
-        _wait_listening(port)
         with EmbeddedBroker() as broker:
             for rep in range(args.repeats):
                 for variant in (("metrics", "no-op") if rep % 2 == 0 else ("no-op", "metrics")):
@@ -141,8 +135,7 @@ def main() -> int:
                     rates[variant].append(rate)
                     print(f"  repeat {rep + 1} {variant:8s} {rate:10,.0f} records/s", flush=True)
     finally:
-        emulator.terminate()
-        emulator.wait(10)
+        emulator.stop()
     with_metrics, without = statistics.median(rates["metrics"]), statistics.median(rates["no-op"])
     cost = 1 - with_metrics / without
     print(f"median with metrics {with_metrics:,.0f} records/s, no-op {without:,.0f} records/s, "
@@ -153,19 +146,6 @@ def main() -> int:
          "median_with_metrics": with_metrics, "median_no_op": without, "cost_fraction": cost},
         option=orjson.OPT_INDENT_2))
     return 0
-
-
-def _wait_listening(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the emulator did not start")
 
 
 if __name__ == "__main__":

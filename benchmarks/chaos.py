@@ -2,6 +2,7 @@
 
     python -m benchmarks.chaos [--quick] [--only NAME[,NAME...]] [--out benchmarks/results/chaos.json]
                                [--broker kafka|tansu]
+    python -m benchmarks.chaos --list      # the scenarios' names, one a line
 
 Each scenario (see :mod:`benchmarks.chaos_scenarios`) starts its own broker (Apache Kafka by
 default, or the embedded tansu with ``--broker tansu``), emulator and gateway
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,8 @@ import orjson
 from benchmarks.chaos_campaign import FULL, QUICK, Campaign, ScenarioResult
 from benchmarks.chaos_scenarios import SCENARIOS, run_scenario
 from benchmarks.machine import describe
-from tests.kafka.choice import KINDS
-from tests.kafka.choice import describe as broker_description
+from testkit.brokers.choice import KINDS
+from testkit.brokers.choice import describe as broker_description
 
 DEFAULT_OUT = Path("benchmarks/results/chaos.json")
 COLUMNS = ("scenario", "in", "predicted", "dead-lettered", "lost", "duplicates", "retries",
@@ -43,6 +45,7 @@ OUTAGE_COLUMNS = ("outage", "out for s", "/readyz 503 after s", "requests/s whil
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller streams and fewer disruptions (minutes)")
+    parser.add_argument("--list", action="store_true", help="print the scenarios' names and exit")
     parser.add_argument("--only", default="", help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -114,6 +117,7 @@ def _verdict(result: ScenarioResult) -> str:
 def report(results: Sequence[ScenarioResult], quick: bool, started: float, argv: Sequence[str],
            broker: str = "kafka") -> dict[str, Any]:
     return {"mode": "quick" if quick else "full",
+            "sizes": asdict(QUICK if quick else FULL),
             "broker": broker_description(broker),
             "command": "python -m benchmarks.chaos " + " ".join(argv),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -134,6 +138,9 @@ def report(results: Sequence[ScenarioResult], quick: bool, started: float, argv:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.list:
+        print("\n".join(SCENARIOS))
+        return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     started = time.time()
     results = asyncio.run(campaign(args.scenarios, args.quick, workdir, args.broker))

@@ -2,7 +2,7 @@
 
 A scenario feeds a stream, breaks something at moments chosen from the stream's real progress
 (the group's committed offsets, so a disruption always lands mid-stream), waits until every input
-offset is committed, then checks the books (:mod:`benchmarks.chaos_ledger`) and sweeps everything
+offset is committed, then checks the books (:mod:`testkit.ledger`) and sweeps everything
 the gateway wrote for the scenario's secrets. The scenarios themselves live in
 :mod:`benchmarks.chaos_scenarios` and :mod:`benchmarks.chaos_outages`.
 
@@ -21,9 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.chaos_env import Gateway, GroupProgress, Stage
-from benchmarks.chaos_ledger import Outputs, Tally, read_inputs, read_outputs, tally
-from gateway.commands.demo.sample_data import churn_records
+from testkit.ledger import Outputs, Tally, read_outputs, tally
+from testkit.stage import Gateway, GroupProgress, Stage
 
 POLL_S = 0.2
 RETRIES = "scoring_gateway_retries_total"
@@ -155,19 +154,9 @@ def paced(latency_ms: float, max_rows: int, in_flight: int) -> dict[str, Any]:
                             "max_in_flight_records": max(max_rows * in_flight * 4, 2000)}}
 
 
-async def feed_churn(stage: Stage, n: int, seed: int) -> dict[str, Any]:
-    """``n`` valid churn records keyed by customer; returns the input records by id."""
-    records = list(churn_records(n, seed=seed, malformed_share=0.0))
-    await stage.t.produce([r.value for r in records], [r.key for r in records])
-    inputs = await read_inputs(stage.t)
-    if len(inputs) != n:
-        raise RuntimeError(f"produced {n} records but the input topic holds {len(inputs)}")
-    return inputs
-
-
 async def served(stage: Stage, route: str) -> tuple[int, int]:
     """(requests served, 200 answers) on one vendor route so far."""
-    stats = (await stage.emulator.stats())["routes"][route]
+    stats = (await stage.emulator.astats())["routes"][route]
     return int(stats["requests"]), int(stats["statuses"].get("200", 0))
 
 

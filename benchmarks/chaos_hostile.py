@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 
 from benchmarks.chaos_campaign import ScenarioResult
-from benchmarks.chaos_ledger import Outputs
 from gateway.commands.demo.sample_data import CHURN_FEATURES, churn_features
+from testkit.ledger import Outputs
 
 KIND_HEADER = "chaos-kind"
 PREDICTED = "predicted"

@@ -44,11 +44,11 @@ from benchmarks.chaos_campaign import (
     settle,
     sweep,
 )
-from benchmarks.chaos_env import Gateway, Stage
-from benchmarks.chaos_ledger import end_offsets, read_inputs
 from benchmarks.chaos_stream import PacedStream, Predicted
-from benchmarks.processes import metric_sum, parse_metrics
 from gateway.config.models import RetryConfig
+from testkit.ledger import end_offsets, read_inputs
+from testkit.measure import metric_sum, parse_metrics
+from testkit.stage import Gateway, Stage
 
 LATENCY_MS = 10  # the emulator's latency per request while the API is up
 REQUESTS = "scoring_gateway_request_duration_seconds_count"
@@ -205,7 +205,7 @@ async def ride_out(campaign: Campaign, result: ScenarioResult, outage: Outage, s
     size = campaign.sizes
     async with campaign.stage(result.key) as stage:
         deadline = time.monotonic() + size.deadline_s
-        await stage.emulator.configure(latency_ms=LATENCY_MS)
+        await stage.emulator.aconfigure(latency_ms=LATENCY_MS)
         config = stage.config(stage.qlik(), **({"retry": outage.retry} if outage.retry else {}))
         await check_command(stage, config, result)
         before = await served(stage, "qlik")
@@ -299,10 +299,10 @@ def _spread(values: list[float]) -> dict[str, float] | None:
 async def api_503(campaign: Campaign, result: ScenarioResult) -> None:
     """Every request answered 503 for ``outage_s``."""
     async def start(stage: Stage) -> None:
-        await stage.emulator.configure(error_rate={"503": 1.0})
+        await stage.emulator.aconfigure(error_rate={"503": 1.0})
 
     async def heal(stage: Stage) -> None:
-        await stage.emulator.configure(error_rate={})
+        await stage.emulator.aconfigure(error_rate={})
 
     await ride_out(campaign, result, Outage(campaign.sizes.outage_s, {}, start, heal), seed=31)
 
@@ -321,10 +321,10 @@ async def api_down(campaign: Campaign, result: ScenarioResult) -> None:
 async def api_hangs(campaign: Campaign, result: ScenarioResult) -> None:
     """No request answered for ``outage_s``: each times out after ``hang_timeout_s``."""
     async def start(stage: Stage) -> None:
-        await stage.emulator.configure(hang_rate=1.0)
+        await stage.emulator.aconfigure(hang_rate=1.0)
 
     async def heal(stage: Stage) -> None:
-        await stage.emulator.configure(hang_rate=0.0)
+        await stage.emulator.aconfigure(hang_rate=0.0)
 
     retry = {"request_timeout_s": campaign.sizes.hang_timeout_s}
     await ride_out(campaign, result, Outage(campaign.sizes.outage_s, retry, start, heal), seed=33)
@@ -334,10 +334,10 @@ async def api_429(campaign: Campaign, result: ScenarioResult) -> None:
     """A 429 storm with ``Retry-After: 30`` for ``outage_s``; ``max_retry_after_s`` caps the wait, so
     probes go out every cap seconds, neither sooner nor at 30 s."""
     async def start(stage: Stage) -> None:
-        await stage.emulator.configure(error_rate={"429": 1.0}, retry_after_s=STORM_RETRY_AFTER_S)
+        await stage.emulator.aconfigure(error_rate={"429": 1.0}, retry_after_s=STORM_RETRY_AFTER_S)
 
     async def heal(stage: Stage) -> None:
-        await stage.emulator.configure(error_rate={}, retry_after_s=1)
+        await stage.emulator.aconfigure(error_rate={}, retry_after_s=1)
 
     cap = campaign.sizes.storm_retry_after_cap_s
     watch = await ride_out(campaign, result, Outage(campaign.sizes.outage_s, {"max_retry_after_s": cap}, start, heal),

@@ -5,7 +5,7 @@ drains, commits and leaves the group, as a Kubernetes scale-in does). For every 
 produced around it (from ``BEFORE_S`` before it to ``AFTER_S`` after it, a join's window ending
 ``AFTER_S`` after the joiner is ready) give the p50/p99/max end-to-end latency; the longest time
 with no output at all, lost records, duplicates and per-key order are counted too
-(:mod:`benchmarks.scale_ledger`). Targets: p99 ≤ 500 ms and no record waiting over 1 s around any
+(:mod:`testkit.scale`). Targets: p99 ≤ 500 ms and no record waiting over 1 s around any
 join or leave (goals, reported); nothing lost, key order kept and, under ``exactly_once``, no
 duplicate for a ``read_committed`` reader (invariants).
 """
@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 from benchmarks.chaos_campaign import QUICK, Campaign, ScenarioResult, paced
-from benchmarks.chaos_env import Gateway, Stage
-from benchmarks.chaos_ledger import read_inputs, read_outputs, tally
-from benchmarks.chaos_stream import PacedStream
-from benchmarks.scale_ledger import Event, read_predictions, scale_report, table
+from testkit.ledger import read_inputs, read_outputs, tally
+from testkit.scale import Event, read_predictions, scale_report, table
+from testkit.stage import Gateway, Stage
+from testkit.stream import PacedStream
 
 BEFORE_S, AFTER_S = 1.0, 4.0
 STEPS = (2, 3, 2, 1)  # replicas after each event, from one

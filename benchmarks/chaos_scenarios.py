@@ -21,7 +21,6 @@ from benchmarks.chaos_campaign import (
     RetryCount,
     ScenarioResult,
     check_command,
-    feed_churn,
     no_duplicates,
     paced,
     reach,
@@ -29,12 +28,12 @@ from benchmarks.chaos_campaign import (
     settle,
     sweep,
 )
-from benchmarks.chaos_env import Gateway, freeze, resume
 from benchmarks.chaos_hostile import KIND_HEADER, hostile_stream, judge_hostile
-from benchmarks.chaos_ledger import end_offsets, read_inputs, read_outputs, tally
 from benchmarks.chaos_outages import api_429, api_503, api_down, api_hangs
 from benchmarks.chaos_scale import scale
 from gateway.commands.demo.sample_data import CHURN_FEATURES
+from testkit.ledger import end_offsets, read_inputs, read_outputs, tally
+from testkit.stage import Gateway, feed_churn, freeze, resume
 
 # ---- 1. crashes -----------------------------------------------------------------------------
 
@@ -51,7 +50,7 @@ async def crashes(campaign: Campaign, result: ScenarioResult, delivery: str = "a
         deadline = time.monotonic() + size.deadline_s
         inputs = await feed_churn(stage, size.crash_records, seed=1)
         progress = stage.progress(end_offsets(inputs, stage.t.partitions))
-        await stage.emulator.configure(latency_ms=50)
+        await stage.emulator.aconfigure(latency_ms=50)
         transactions = {"delivery": delivery, "transaction_interval_ms": 100} if exactly_once else {}
         config = stage.config(stage.qlik(), **paced(50, 100, 1), **transactions)
         await check_command(stage, config, result)
@@ -104,13 +103,13 @@ async def backend_faults(campaign: Campaign, result: ScenarioResult) -> None:
                               retry={"max_attempts": 10, "request_timeout_s": 2, "initial_backoff_ms": 100,
                                      "max_backoff_ms": 2000})
         await check_command(stage, config, result)
-        await stage.emulator.configure(**FAULTS)
+        await stage.emulator.aconfigure(**FAULTS)
         before = await served(stage, "qlik")
-        faults_before = (await stage.emulator.stats())["faults"]
+        faults_before = (await stage.emulator.astats())["faults"]
         retries = RetryCount()
         gateway = stage.gateway(config)
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before)
-        stats = await stage.emulator.stats()
+        stats = await stage.emulator.astats()
         statuses = stats["routes"]["qlik"]["statuses"]
         faults = {k: stats["faults"][k] - faults_before.get(k, 0) for k in ("hang", "drop")}
         result.notes["served"] = {"503": statuses.get("503", 0), "429": statuses.get("429", 0), **faults,
@@ -137,7 +136,7 @@ async def broker_stalls(campaign: Campaign, result: ScenarioResult) -> None:
         deadline = time.monotonic() + size.deadline_s + size.stalls * size.stall_seconds
         inputs = await feed_churn(stage, size.stall_records, seed=3)
         progress = stage.progress(end_offsets(inputs, stage.t.partitions))
-        await stage.emulator.configure(latency_ms=50)
+        await stage.emulator.aconfigure(latency_ms=50)
         config = stage.config(stage.datarobot(), **paced(50, 100, 1))
         await check_command(stage, config, result)
         before = await served(stage, "datarobot")
@@ -211,7 +210,7 @@ async def auth_outage(campaign: Campaign, result: ScenarioResult) -> None:
         deadline = time.monotonic() + size.deadline_s + size.auth_outage_s
         inputs = await feed_churn(stage, size.auth_records, seed=5)
         progress = stage.progress(end_offsets(inputs, stage.t.partitions))
-        await stage.emulator.configure(latency_ms=50)
+        await stage.emulator.aconfigure(latency_ms=50)
         config = stage.config(stage.qlik(), **paced(50, 50, 1), retry={"max_backoff_ms": 1000})
         await check_command(stage, config, result)
         before = await served(stage, "qlik")
@@ -219,13 +218,13 @@ async def auth_outage(campaign: Campaign, result: ScenarioResult) -> None:
         gateway = stage.gateway(config)
         share = await reach(progress, 0.25, gateway, deadline)
         result.check("the outage began mid-stream", share is not None and share < 1, f"at committed share {share}")
-        await stage.emulator.configure(token=f"revoked-{stage.creds.token[::-1]}")
+        await stage.emulator.aconfigure(token=f"revoked-{stage.creds.token[::-1]}")
         started = time.monotonic()
         samples = await _watch_outage(gateway, started + size.auth_outage_s)
         code, out = await stage.check(config, "check-during-outage")
         result.check("check --probe reports the refusal during the outage", code == 1 and "401" in out,
                      out.strip().splitlines()[-1] if out.strip() else "")
-        await stage.emulator.configure(token=stage.creds.token)
+        await stage.emulator.aconfigure(token=stage.creds.token)
         _judge_outage(samples, started, result)
         outputs = await settle(stage, result, inputs, progress, deadline, retries, "qlik", before)
         assert result.tally is not None
@@ -277,7 +276,7 @@ async def graceful_restarts(campaign: Campaign, result: ScenarioResult) -> None:
         deadline = time.monotonic() + size.deadline_s
         inputs = await feed_churn(stage, size.graceful_records, seed=6)
         progress = stage.progress(end_offsets(inputs, stage.t.partitions))
-        await stage.emulator.configure(latency_ms=25)
+        await stage.emulator.aconfigure(latency_ms=25)
         config = stage.config(stage.datarobot(body_format="json"), **paced(25, 100, 1))
         await check_command(stage, config, result)
         before = await served(stage, "datarobot")
@@ -314,7 +313,7 @@ async def rebalances(campaign: Campaign, result: ScenarioResult) -> None:
         deadline = time.monotonic() + size.deadline_s
         inputs = await feed_churn(stage, size.rebalance_records, seed=7)
         progress = stage.progress(end_offsets(inputs, stage.t.partitions))
-        await stage.emulator.configure(latency_ms=50)
+        await stage.emulator.aconfigure(latency_ms=50)
         config = stage.config(stage.qlik(), **paced(50, 50, 2))
         await check_command(stage, config, result)
         before = await served(stage, "qlik")

@@ -91,7 +91,7 @@ async def hand_written(suite: Suite) -> None:
     details: dict[str, list[dict[str, Any]]] = {}
     for ms in BASELINE_LATENCIES_MS:
         rates, short = [], 0
-        await bench.emulator.reset(latency_ms=ms)
+        await bench.emulator.areset(latency_ms=ms)
         for rep in range(sizes.repetitions):
             with bench.broker(f"s2-{ms}-{rep}") as broker:
                 topics = RunTopics.fresh(f"s2-{ms}-{rep}")
@@ -110,7 +110,7 @@ async def hand_written(suite: Suite) -> None:
                                 key=f"baseline-{ms}ms",
                                 note="aiohttp request + send_and_wait per record, auto-commit"
                                 + (f"; {short} repetition(s) ran out of backlog before the budget" if short else "")))
-    await bench.emulator.reset()
+    await bench.emulator.areset()
     suite.report.details["hand_written"] = details
 
 

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.processes import GatewayProcess
 from benchmarks.scenarios import WATCH_POLL_S, Bench, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics
+from testkit.processes import GatewayProcess
 
 SAMPLES_PER_S = 250
 MIN_RECORDING_S = 2.0  # py-spy needs a moment to attach; a tiny backlog is done before
@@ -51,7 +51,7 @@ async def record_flame_graph(bench: Bench, out: Path, backlog: int) -> Path:
         errors.append(f"exit {spy.returncode}: {err.decode()[-500:]}")
         return spy.returncode or 0
 
-    await bench.emulator.reset(latency_ms=0, per_row_ms=0)
+    await bench.emulator.areset(latency_ms=0, per_row_ms=0)
     await run_gateway(bench, "flame-graph", qlik_backend(bench.emulator.qlik_url(), include_shap=False),
                       backlog=backlog, expected=backlog, feed=feed)
     if not out.is_file():  # noqa: ASYNC240 - one stat after the run

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks.processes import metric_values
 from benchmarks.scenarios import DURATION_METRIC, GatewayRun
+from testkit.measure import metric_values
 
 # ---- scenario 8: explanation cost (from scenario 3's histograms) ------------------------------
 

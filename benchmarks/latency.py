@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 
 from benchmarks.baselines import consumer_latency
-from benchmarks.processes import GatewayProcess
 from benchmarks.scenarios import LATENCY_LINGER_MS, POLL_S, Bench, GatewayRun, ScenarioFailed, qlik_backend, run_gateway
 from benchmarks.workload import RunTopics, TopicContents, produce_backlog, produce_paced
 from gateway.config import KafkaConfig
 from gateway.kafka.connection import consumer_options
+from testkit.processes import GatewayProcess
 
 # ---- scenario 6: latency at half the maximum throughput ---------------------------------------
 

@@ -41,7 +41,6 @@ from benchmarks.figures import BASELINE_LATENCIES_MS, MEMORY_LIMIT_MB, RESULTS, 
 from benchmarks.flamegraph import record_flame_graph
 from benchmarks.machine import describe
 from benchmarks.modes import MODES, Sizes
-from benchmarks.processes import EmulatorProcess
 from benchmarks.report import Report
 from benchmarks.scenarios import (
     BOUND_LATENCIES_MS,
@@ -49,8 +48,9 @@ from benchmarks.scenarios import (
     THROUGHPUT_VARIANTS,
     Bench,
 )
-from tests.kafka.choice import KINDS
-from tests.kafka.choice import describe as broker_description
+from testkit.brokers.choice import KINDS
+from testkit.brokers.choice import describe as broker_description
+from testkit.processes import EmulatorProcess
 
 
 async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: Path,
@@ -60,7 +60,7 @@ async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: 
                     broker=broker_description(broker))
     began = time.monotonic()
     async with aiohttp.ClientSession() as session:
-        emulator = await EmulatorProcess(session, workdir / "emulator.log").start()
+        emulator = await EmulatorProcess(log_path=workdir / "emulator.log").astart()
         try:
             suite = Suite(Bench(sizes, session, emulator, workdir, broker_kind=broker), report)
             for number, title, step in STEPS:
@@ -92,6 +92,7 @@ async def run_suite(sizes: Sizes, workdir: Path, selected: set[int], plots_dir: 
 
 def draw(suite: Suite, out: Path) -> list[Path]:
     report = suite.report
+    context = plots.run_context(report.broker, report.machine, report.started_at)
     drawn = []
     bars: list[tuple[str, float | None, str]] = [
         ("ceiling: aiokafka passthrough", report.value("ceiling"), "reference")]
@@ -101,17 +102,31 @@ def draw(suite: Suite, out: Path) -> list[Path]:
     bars += [("gateway: rate-limited Qlik", report.value("s5-rows"), "gateway")]
     if any(value for _, value, _ in bars):
         drawn.append(plots.throughput_chart(out / "bench-throughput.png", bars,
-                                            f"Throughput by scenario ({report.mode} run)"))
+                                            f"Throughput by scenario ({report.mode} run)", context,
+                                            throughput_lines(report)))
     if suite.latency:
         drawn.append(plots.latency_chart(out / "bench-latency.png", suite.latency, LATENCY_LINGER_MS + 10.0,
-                                         f"Latency at half the maximum throughput ({report.mode} run)"))
+                                         f"Latency at half the maximum throughput ({report.mode} run)", context))
     if suite.duration_buckets:
         drawn.append(plots.distribution_chart(out / "bench-explanations.png", suite.duration_buckets,
-                                              "Request duration by explanation kind (gateway histogram)"))
+                                              "Request duration by explanation kind (gateway histogram)", context))
     if suite.memory_series:
         drawn.append(plots.memory_chart(out / "bench-memory.png", suite.memory_series, MEMORY_LIMIT_MB * 1e6,
-                                        "Gateway memory with a backend that never answers"))
+                                        "Gateway memory with a backend that never answers", context))
     return drawn
+
+
+def throughput_lines(report: Report) -> list[plots.Line]:
+    """The ceiling, and the goal of scenario 3's Qlik JSON figure (a share of the ceiling), when measured."""
+    lines = []
+    ceiling = report.value("ceiling")
+    if ceiling:
+        lines.append(plots.Line("ceiling", ceiling, ":", "#555555"))
+    qlik = report.figure("s3-qlik-json-none")
+    goal = qlik.goal if qlik is not None else None
+    if goal is not None and goal.reference:
+        lines.append(plots.Line(f"goal for Qlik JSON: {goal.threshold:g} × ceiling", goal.threshold * goal.reference))
+    return lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

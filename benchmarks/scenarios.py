@@ -21,11 +21,12 @@ from typing import Any
 import aiohttp
 
 from benchmarks.modes import Sizes
-from benchmarks.processes import EmulatorProcess, GatewayProcess, MetricSample, ProcessProbe
 from benchmarks.workload import RunTopics, TopicContents, produce_backlog, read_topic, value_pool
 from gateway.kafka.embedded import EmbeddedBroker
-from tests.kafka.choice import make_broker
-from tests.kafka.cluster import KafkaCluster
+from testkit.brokers.choice import make_broker
+from testkit.brokers.cluster import KafkaCluster
+from testkit.measure import MetricSample, ProcessProbe, Progress
+from testkit.processes import EmulatorProcess, GatewayProcess
 
 POLL_S = 0.2
 # How often a watched run polls once outputs appear: each /metrics render costs the gateway a few
@@ -95,46 +96,6 @@ def gateway_document(bootstrap: str, topics: RunTopics, backend: dict[str, Any],
 
 
 # ---- one gateway repetition -------------------------------------------------------------------
-
-@dataclass
-class Progress:
-    """``/metrics`` polled while the gateway works: published counts and CPU at first and last poll."""
-
-    samples: list[tuple[float, int]] = field(default_factory=list)
-    cpu_first: dict[str, float | None] = field(default_factory=dict)
-    cpu_last: dict[str, float | None] = field(default_factory=dict)
-    complete: bool = False
-
-    @property
-    def published(self) -> int:
-        return self.samples[-1][1] if self.samples else 0
-
-    def busy_cores(self) -> dict[str, float | None]:
-        """CPU seconds per wall second of each process while outputs were being published."""
-        if len(self.samples) < 2:
-            return {name: None for name in self.cpu_first}
-        wall = self.samples[-1][0] - self.samples[0][0]
-        busy: dict[str, float | None] = {}
-        for name, first in self.cpu_first.items():
-            last = self.cpu_last.get(name)
-            busy[name] = (last - first) / wall if first is not None and last is not None and wall > 0 else None
-        return busy
-
-    def records_per_cpu_s(self, name: str) -> float | None:
-        """Records published between the first and the last poll per CPU-second ``name`` spent
-        meanwhile: an idle tail before the last poll adds no CPU and no records, so it is not counted."""
-        first, last = self.cpu_first.get(name), self.cpu_last.get(name)
-        if len(self.samples) < 2 or first is None or last is None or last <= first:
-            return None
-        return (self.samples[-1][1] - self.samples[0][1]) / (last - first)
-
-    def window_rate(self) -> float | None:
-        """Records/s between the first and the last poll that saw outputs (the first batch excluded)."""
-        if len(self.samples) < 2:
-            return None
-        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
-
 
 def _cpu(probes: dict[str, ProcessProbe]) -> dict[str, float | None]:
     return {name: probe.cpu_seconds() for name, probe in probes.items()}
@@ -221,7 +182,7 @@ async def run_gateway(bench: Bench, label: str, backend: dict[str, Any], *, back
             await produce_backlog(bootstrap, topics, backlog, bench.pool)
         doc = gateway_document(bootstrap, topics, backend, sections=sections, idempotent=bench.idempotent,
                                session_timeout_ms=bench.sizes.session_timeout_ms)
-        gateway = GatewayProcess(bench.session, doc, bench.workdir, label).start()
+        gateway = GatewayProcess.from_config(doc, bench.workdir, label, session=bench.session).start()
         assert gateway.probe is not None and broker.pid is not None
         probes = {"gateway": gateway.probe, "emulator": ProcessProbe(emulator.pid),
                   "broker": ProcessProbe(broker.pid)}
@@ -235,7 +196,7 @@ async def run_gateway(bench: Bench, label: str, backend: dict[str, Any], *, back
             if feeder is not None and not feeder.done():
                 feeder.cancel()
                 await asyncio.gather(feeder, return_exceptions=True)
-            exit_status = await gateway.stop()
+            exit_status = await gateway.astop()
         if not progress.samples:
             raise ScenarioFailed(f"{label}: no output within {bench.sizes.run_budget_s:.0f}s:\n"
                                  f"{gateway.log_tail()}")
@@ -272,7 +233,7 @@ THROUGHPUT_VARIANTS = (
 async def backend_not_limiting(bench: Bench) -> dict[str, list[GatewayRun]]:
     """Scenario 3: the emulator answers as fast as it computes (no simulated latency, so its
     SHAP/XEMP multipliers have nothing to multiply): the figure is the gateway's own cost."""
-    await bench.emulator.reset(latency_ms=0, per_row_ms=0, shap_multiplier=1, xemp_multiplier=1)
+    await bench.emulator.areset(latency_ms=0, per_row_ms=0, shap_multiplier=1, xemp_multiplier=1)
     runs: dict[str, list[GatewayRun]] = {v.key: [] for v in THROUGHPUT_VARIANTS}
     for rep in range(bench.sizes.repetitions):  # variants interleaved, so drift hits them alike
         for variant in THROUGHPUT_VARIANTS:
@@ -294,11 +255,11 @@ async def backend_bound(bench: Bench) -> dict[int, list[GatewayRun]]:
                 "concurrency": {"max_in_flight_requests": BOUND_IN_FLIGHT}}
     for rep in range(bench.sizes.repetitions):
         for ms in BOUND_LATENCIES_MS:
-            await bench.emulator.reset(latency_ms=ms)
+            await bench.emulator.areset(latency_ms=ms)
             runs[ms].append(await run_gateway(
                 bench, f"s4-{ms}ms-{rep}", qlik_backend(bench.emulator.qlik_url(), include_shap=False),
                 backlog=bench.sizes.backlog, expected=bench.sizes.backlog, sections=sections))
-    await bench.emulator.reset()
+    await bench.emulator.areset()
     return runs
 
 
@@ -324,16 +285,16 @@ async def rate_limited(bench: Bench) -> list[RateLimitedRun]:
     backlog = int(budget_rows_per_s * sizes.rate_window_s * 1.3) + 4 * sizes.rate_max_rows
     results = []
     for rep in range(sizes.rate_repetitions):
-        emulator = await EmulatorProcess(bench.session, bench.workdir / f"emulator-s5-{rep}.log").start()
+        emulator = await EmulatorProcess(log_path=bench.workdir / f"emulator-s5-{rep}.log").astart()
         try:
-            await emulator.reset(rate_limit_per_minute=sizes.rate_limit_per_minute)
+            await emulator.areset(rate_limit_per_minute=sizes.rate_limit_per_minute)
             run = await run_gateway(
                 bench, f"s5-{rep}",
                 qlik_backend(emulator.qlik_url(), include_shap=False,
                              rate_limit_per_minute=sizes.rate_limit_per_minute),
                 backlog=backlog, expected=None, window_s=sizes.rate_window_s,
                 sections={"batching": {"max_rows": sizes.rate_max_rows}}, emulator=emulator)
-            stats = await emulator.stats()
+            stats = await emulator.astats()
         finally:
             emulator.stop()
         qlik = stats["routes"]["qlik"]

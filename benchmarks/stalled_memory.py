@@ -6,9 +6,10 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from benchmarks.processes import GatewayProcess, metric_sum
 from benchmarks.scenarios import Bench, ScenarioFailed, gateway_document, qlik_backend
 from benchmarks.workload import RunTopics, produce_backlog
+from testkit.measure import metric_sum
+from testkit.processes import GatewayProcess
 
 # ---- scenario 7: memory with a stalled backend ------------------------------------------------
 
@@ -34,13 +35,13 @@ async def stalled_backend_memory(bench: Bench) -> list[MemoryRun]:
     memory (VmHWM) over the window. Product defaults (``max_in_flight_records`` 20000) except a
     5 s request timeout."""
     sizes = bench.sizes
-    await bench.emulator.reset(hang_rate=1.0)
+    await bench.emulator.areset(hang_rate=1.0)
     results = []
     try:
         for rep in range(sizes.memory_repetitions):
             results.append(await _memory_run(bench, f"s7-{rep}"))
     finally:
-        await bench.emulator.reset()
+        await bench.emulator.areset()
     return results
 
 
@@ -55,7 +56,7 @@ async def _memory_run(bench: Bench, label: str) -> MemoryRun:
                                session_timeout_ms=sizes.session_timeout_ms, shutdown_timeout_s=5,
                                idempotent=bench.idempotent,
                                sections={"retry": {"request_timeout_s": MEMORY_REQUEST_TIMEOUT_S}})
-        gateway = GatewayProcess(bench.session, doc, bench.workdir, label).start()
+        gateway = GatewayProcess.from_config(doc, bench.workdir, label, session=bench.session).start()
         assert gateway.probe is not None
         series: list[tuple[float, int]] = []
         peak: int | None = None
@@ -73,7 +74,7 @@ async def _memory_run(bench: Bench, label: str) -> MemoryRun:
             final = gateway.probe.memory_bytes()
             peak = final.get("VmHWM", peak)
         finally:
-            exit_status = await gateway.stop(timeout_s=30)
+            exit_status = await gateway.astop(timeout_s=30)
     return MemoryRun(
         peak_rss_bytes=peak, rss_series=series,
         inflight_records=metric_sum(metrics, "scoring_gateway_inflight_records"),

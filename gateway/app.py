@@ -20,8 +20,10 @@ from gateway.errors import GatewayError
 from gateway.kafka.connection import KafkaStartError
 from gateway.kafka.startup import wait_for_kafka
 from gateway.runtime.admin import AdminServer
+from gateway.runtime.comparison_metrics import ComparisonFamilies
 from gateway.runtime.health import Health
 from gateway.runtime.logs import configure_logging
+from gateway.runtime.loop import run_loop
 from gateway.runtime.memory import tune_for_batches
 from gateway.runtime.metrics import Metrics
 from gateway.stream.pipeline import Pipeline
@@ -50,11 +52,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run_until_signalled(config: Config) -> int:
     tune_for_batches()
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        return asyncio.run(serve(config))
-    return uvloop.run(serve(config))
+    return run_loop(serve(config))
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None,
@@ -74,6 +72,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     registry = registry or CollectorRegistry()
     metrics = metrics if metrics is not None else Metrics(registry)
     health = Health([p.name for p in config.pipelines], metrics=metrics)
+    comparisons = ComparisonFamilies(registry) if any(p.challenger for p in config.pipelines) else None
     admin = AdminServer(config.admin.host, config.admin.port, registry, health)
     await admin.start()
     log.info("gateway_started", extra={"pipelines": [p.name for p in config.pipelines],
@@ -88,7 +87,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
             for pipeline_config in config.pipelines:
                 pipeline = Pipeline(pipeline_config, config.kafka,
                                     metrics=metrics.pipeline(pipeline_config.name), health=health,
-                                    shutdown_timeout_s=config.shutdown_timeout_s)
+                                    shutdown_timeout_s=config.shutdown_timeout_s, comparisons=comparisons)
                 group.create_task(pipeline.run(stop))
     except* Exception as failure:
         # A pipeline that cannot go on stops the process: nothing uncommitted is lost, and the

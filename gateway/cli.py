@@ -7,15 +7,19 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# sub-command -> (module, one-line help). Each module has add_arguments(parser) and main(args) -> int.
+# sub-command -> (module, one-line help). Each module has add_arguments(parser) and main(args) -> int:
+# a command package's is its ``cli`` module (its ``run`` module is one run, wired); a one-module
+# command is its own.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("gateway.app", "run every pipeline in the config until SIGTERM/SIGINT"),
     "check": ("gateway.commands.check", "validate a config and print it resolved, secrets redacted"),
     "schema": ("gateway.commands.schema", "print the config's JSON Schema, for editors and validators"),
     "emulate": ("gateway.emulator.cli", "run the built-in Qlik/DataRobot scoring emulator"),
-    "demo": ("gateway.commands.demo", "run broker, emulator and gateway embedded, with live progress"),
-    "replay": ("gateway.commands.replay", "re-publish a pipeline's dead letters to its input topic"),
+    "demo": ("gateway.commands.demo.cli", "run broker, emulator and gateway embedded, with live progress"),
+    "replay": ("gateway.commands.replay.cli", "re-publish a pipeline's dead letters to its input topic"),
     "batch": ("gateway.commands.batch.cli", "score a CSV/Parquet file or a topic range into prediction files"),
+    "qlik-batch": ("gateway.commands.qlik_batch.cli", "run a Qlik deployment's own batch prediction job"),
+    "compare": ("gateway.commands.compare.cli", "summarise a pipeline's champion/challenger comparisons"),
 }
 
 

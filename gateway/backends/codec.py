@@ -2,6 +2,9 @@
 
 Encoders turn a batch of feature rows into a :class:`ScoringRequest`; decoders turn the response
 into one :class:`ScoredRow` per input row, in input order. Nothing here knows about Kafka.
+
+A feature or prediction value is typed ``Any``: it is a JSON value as orjson reads it (or a CSV
+cell), and orjson declares no type for those.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from dataclasses import dataclass, field
 from itertools import chain
 from math import isfinite
 from operator import itemgetter
-from typing import Any, Protocol, TypedDict
-from urllib.parse import urlencode, urlsplit
+from typing import Any, NotRequired, Protocol, TypedDict
+from urllib.parse import quote, urlencode, urlsplit
+
+from gateway.backends.errors import BackendSettingsError
+from gateway.errors import InputError
 
 
 @dataclass(slots=True)
@@ -42,17 +48,22 @@ class ScoringRequest:
     passthrough_columns: tuple[str, ...] | None = None
 
 
-class Explanation(TypedDict):
-    """One feature's contribution, in the order an output record writes its fields.
-
-    A dict rather than a dataclass: a dict display is built in one step where a dataclass runs its
-    ``__init__``, and orjson (3.13) writes dicts fastest (a slotted dataclass about six times
-    slower). A SHAP prediction carries one per feature, so both are paid per feature of every row."""
-
-    feature: str
-    value: Any
-    strength: float
-    qualitative: str | None
+# One feature's contribution, in the order an output record writes its fields.
+#
+# A dict rather than a dataclass: a dict display is built in one step where a dataclass runs its
+# ``__init__``, and orjson (3.13) writes dicts fastest (a slotted dataclass about six times
+# slower). A SHAP prediction carries one per feature, so both are paid per feature of every row.
+# ``class`` (multiclass only) names the class the explanation explains, DataRobot's ``label`` when a
+# row's explanations cover classes (``explanation_num_top_classes``, ``explanation_class_names``);
+# it is absent otherwise, so binary and regression explanations keep their four keys. (The
+# functional form because ``class`` is a keyword.)
+Explanation = TypedDict("Explanation", {
+    "feature": str,
+    "value": Any,
+    "strength": float,
+    "qualitative": str | None,
+    "class": NotRequired[str],
+})
 
 
 def explanation(feature: str, value: Any, strength: float, qualitative: str | None = None) -> Explanation:
@@ -73,13 +84,22 @@ class ScoredRow:
     base_value: float | None = None
     remaining_total: float | None = None
     not_predicted_reason: str | None = None
+    # DataRobot ``predictionWarningEnabled``: True when the prediction lies outside the range the
+    # deployment expects (the batch output's ``IS_OUTLIER_PREDICTION``); None when not reported.
+    prediction_warning: bool | None = None
+    # DataRobot exposure-adjusted prediction (``adjustedPrediction``), when the model used exposure
+    # and ``exclude_adjusted_predictions`` is false; None otherwise.
+    adjusted_prediction: float | None = None
+    # Per-row fields of the vendor's answer that the gateway does not model, as the vendor named
+    # them: kept rather than dropped. None when there are none.
+    vendor_fields: dict[str, Any] | None = None
 
     @property
     def predicted(self) -> bool:
         return self.not_predicted_reason is None
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(InputError):
     """The encoded body exceeds the byte cap: the caller splits the batch (or dead-letters a lone row)."""
 
     def __init__(self, size: int, limit: int) -> None:
@@ -94,6 +114,11 @@ class Codec(Protocol):
     backend: str  # "qlik" | "datarobot"
     deployment: str  # deployment id parsed from the URL
     explanations: str | None  # "shap" | "xemp" | "auto" | None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers every request carries, credentials included (so messages can mask them)."""
+        ...
 
     def check_row(self, row: Mapping[str, Any]) -> str | None:
         """None when the row can be sent; else why not (the gateway dead-letters it, stage ``validate``)."""
@@ -125,15 +150,21 @@ def deployment_from_url(url: str) -> str:
     """The deployment id in a Qlik or DataRobot endpoint URL (the segment after ``deployments/``)."""
     match = _DEPLOYMENT_IN_PATH.search(urlsplit(url).path)
     if match is None:
-        raise ValueError(f"no deployments/<id> segment in URL {url!r}")
+        raise BackendSettingsError(f"no deployments/<id> segment in URL {url!r}")
     return match.group(1)
 
 
-def with_query(url: str, params: Sequence[tuple[str, str]]) -> str:
-    """``url`` with ``params`` appended to whatever query it already has (repeated names allowed)."""
+def with_query(url: str, params: Sequence[tuple[str, str]], *, strict: bool = False) -> str:
+    """``url`` with ``params`` appended to whatever query it already has (repeated names allowed).
+
+    ``strict`` percent-encodes every byte of the UTF-8 form that is not unreserved (a space is
+    ``%20``, never ``+``; ``&``, ``=`` and ``+`` are escaped): what DataRobot asks of class names.
+    ``/`` stays as it is: a query may hold it literally (RFC 3986 §3.4), and the HTTP client writes
+    it literally whatever it is given, so the URL built here is the one that goes on the wire."""
     if not params:
         return url
-    return url + ("&" if urlsplit(url).query else "?") + urlencode(params)
+    encoded = urlencode(params, safe="/", quote_via=quote) if strict else urlencode(params)
+    return url + ("&" if urlsplit(url).query else "?") + encoded
 
 
 def request_columns(features: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:

@@ -43,6 +43,8 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import InputError
+
 CRLF = b"\r\n"
 # One field: needs quotes when it holds a quote, comma, CR or LF, or starts/ends with whitespace.
 _FIELD_NEEDS_QUOTES = re.compile(r'[",\r\n]|\A\s|\s\Z')
@@ -53,7 +55,7 @@ _SEP = "\x00"
 _STRUCTURE_TOKENS = (b"null", b"true", b"false", b"[", b"]", b"{")
 
 
-class CsvError(ValueError):
+class CsvError(InputError, ValueError):
     """A CSV body that does not parse as RFC 4180 or whose rows do not match its header."""
 
 

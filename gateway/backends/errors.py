@@ -1,10 +1,13 @@
 """Every way a scoring call can fail, grouped by what the dispatcher must do about it.
 
-    ScoringError
-    ├── RetryableError        transient: retry with backoff (connect errors, timeouts, 429, 5xx)
-    ├── DataError             the data's fault (400, 413, 422): split the batch to isolate bad rows
-    ├── FatalError            configuration, not data (401, 403, 404, 409): stop consuming, keep records
-    └── ResponseDecodeError   a 2xx whose body cannot be read or aligned to the request's rows
+    GatewayError (gateway.errors)
+    ├── ScoringError
+    │   ├── RetryableError        transient: retry with backoff (connect errors, timeouts, 429, 5xx)
+    │   ├── DataError             the data's fault (400, 413, 422): split the batch to isolate bad rows
+    │   ├── FatalError            configuration, not data (401, 403, 404, 409): stop consuming, keep records
+    │   └── ResponseDecodeError   a 2xx whose body cannot be read or aligned to the request's rows
+    └── SettingsError
+        └── BackendSettingsError  a backend setting no request can be built from (also a ValueError)
 
 Callers catch by meaning. :func:`from_status` and :func:`from_exception` are the only places that
 look at status codes and transport exceptions.
@@ -24,6 +27,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.errors import GatewayError, SettingsError
+
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 570})
 # Statuses that say the service is unavailable or overloaded, rather than failing on this request.
 OUTAGE_STATUSES = frozenset({408, 425, 429, 502, 503, 504})
@@ -31,7 +36,12 @@ DATA_STATUSES = frozenset({400, 413, 422})
 FATAL_STATUSES = frozenset({401, 403, 404, 405, 409})
 
 
-class ScoringError(Exception):
+class BackendSettingsError(SettingsError, ValueError):
+    """A backend setting no request can be built from (a URL without a deployment, an unreadable
+    ``ca_file``); a ValueError as well, as callers that predate the groups expect."""
+
+
+class ScoringError(GatewayError):
     """Base of all scoring failures; ``message`` keeps the vendor's own words when there are any."""
 
     def __init__(self, backend: str, message: str, status: int | None = None) -> None:

@@ -1,59 +1,57 @@
-"""Build a pipeline's codec and TLS context from its configuration.
+"""Build a pipeline's codec and TLS context from its typed configuration.
 
-``make_codec`` reads the configuration by attribute name (``pipeline.backend.type``, ``.url``, …:
-the YAML keys of the product contract), so any object of that shape works, and maps it onto the
-codecs' keyword arguments. Keys of the other vendor are ignored here; the configuration loader
-rejects them.
+The configuration models (``gateway.config.backend``) declare every backend key and its default;
+``make_codec`` only maps each vendor's model onto its codec's keyword arguments, so a default is
+stated once, where the key is.
 """
 
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import assert_never
 
 from gateway.backends.codec import Codec
 from gateway.backends.datarobot.codec import DataRobotCodec
+from gateway.backends.errors import BackendSettingsError
 from gateway.backends.qlik.codec import QlikCodec
+from gateway.config import DataRobotBackend, PipelineConfig, QlikBackend
 
 
-def make_codec(pipeline: Any, *, explain: bool = True) -> Codec:
+def make_codec(pipeline: PipelineConfig, *, explain: bool = True) -> Codec:
     """The codec for ``pipeline.backend``, with ``pipeline.batching.max_bytes`` as the body cap;
     ``explain=False`` asks for predictions only, whatever the backend's explanation settings."""
     backend = pipeline.backend
-    kind = getattr(backend, "type", None)
-    batching = getattr(pipeline, "batching", None)
-    common: dict[str, Any] = {
-        "url": backend.url,
-        "token": getattr(backend, "token", None),
-        "max_bytes": getattr(batching, "max_bytes", None),
-        "response_format": getattr(backend, "response_format", None) or "json",
-    }
-    if kind == "qlik":
-        return QlikCodec(
-            **common,
-            include_shap=explain and bool(getattr(backend, "include_shap", False)),
-            include_source=bool(getattr(backend, "include_source", False)),
-            include_not_predicted_reason=bool(getattr(backend, "include_not_predicted_reason", False)),
-            index_column=getattr(backend, "index_column", None),
-            stringify_values=bool(getattr(backend, "stringify_values", False)),
-        )
-    if kind == "datarobot":
-        passthrough = getattr(backend, "passthrough_columns", None)
-        return DataRobotCodec(
-            **common,
-            datarobot_key=getattr(backend, "datarobot_key", None),
-            auth_scheme=getattr(backend, "auth_scheme", None) or "bearer",
-            username=getattr(backend, "username", None),
-            body_format=getattr(backend, "body_format", None) or "csv",
-            gzip=bool(getattr(backend, "gzip", False)),
-            max_explanations=(getattr(backend, "max_explanations", 0) or 0) if explain else 0,
-            explanation_algorithm=getattr(backend, "explanation_algorithm", None),
-            threshold_low=getattr(backend, "threshold_low", None),
-            threshold_high=getattr(backend, "threshold_high", None),
-            passthrough_columns=passthrough if passthrough == "all" else tuple(passthrough or ()),
-        )
-    raise ValueError(f"pipeline {getattr(pipeline, 'name', '?')!r}: backend.type must be qlik or "
-                     f"datarobot, not {kind!r}")
+    max_bytes = pipeline.batching.max_bytes
+    match backend:
+        case QlikBackend():
+            return QlikCodec(
+                url=backend.url, token=backend.token, max_bytes=max_bytes,
+                response_format=backend.response_format,
+                include_shap=explain and backend.include_shap,
+                include_source=backend.include_source,
+                include_not_predicted_reason=backend.include_not_predicted_reason,
+                index_column=backend.index_column,
+                stringify_values=backend.stringify_values)
+        case DataRobotBackend():
+            return DataRobotCodec(
+                url=backend.url, token=backend.token, max_bytes=max_bytes,
+                response_format=backend.response_format,
+                datarobot_key=backend.datarobot_key,
+                auth_scheme=backend.auth_scheme,
+                username=backend.username,
+                body_format=backend.body_format,
+                gzip=backend.gzip,
+                max_explanations=backend.max_explanations if explain else 0,
+                explanation_algorithm=backend.explanation_algorithm,
+                threshold_low=backend.threshold_low,
+                threshold_high=backend.threshold_high,
+                passthrough_columns=backend.passthrough_columns,
+                explanation_num_top_classes=backend.explanation_num_top_classes,
+                explanation_class_names=backend.explanation_class_names,
+                exclude_adjusted_predictions=backend.exclude_adjusted_predictions,
+                prediction_warning_enabled=backend.prediction_warning_enabled)
+        case _:
+            assert_never(backend)
 
 
 def make_ssl_context(ca_file: str | None) -> ssl.SSLContext | None:
@@ -63,4 +61,4 @@ def make_ssl_context(ca_file: str | None) -> ssl.SSLContext | None:
     try:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"ca_file {ca_file!r}: {exc}") from exc
+        raise BackendSettingsError(f"ca_file {ca_file!r}: {exc}") from exc

@@ -13,8 +13,8 @@ What a probe does and how it reads the answer:
   an empty batch earns), means reachable and authorised; 429 means reachable but rate limited
   (also ok); 401/403/404/405/409 and 5xx are failures, shown with the vendor's own message;
   connection and TLS errors are failures too.
-Secrets never appear in the output: the printed config is redacted and every probe line is scrubbed
-of the configured secret values.
+Secrets never appear in the output: the printed config is redacted and every probe line is masked
+by ``gateway.runtime.redaction`` (the configured secret values and anything shaped like a credential).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import argparse
 import asyncio
 import ssl
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,16 +33,18 @@ import yaml
 from aiokafka import errors as kafka_errors
 from aiokafka.protocol.metadata import MetadataRequest
 
+from gateway.backends.codec import Codec
 from gateway.backends.errors import DataError, from_exception, from_status
 from gateway.config import Config, ConfigError, KafkaConfig, PipelineConfig, load_config
 from gateway.kafka.connection import broker_addresses, client_options, connect, connection_failure
+from gateway.runtime.redaction import Redactor
 
 EXIT_OK = 0
 EXIT_PROBE_FAILED = 1
 EXIT_INVALID = 2
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 
-CodecFactory = Callable[[PipelineConfig], Any]
+CodecFactory = Callable[[PipelineConfig], Codec]
 SSLContextFactory = Callable[[str | None], ssl.SSLContext | None]
 
 
@@ -96,13 +98,6 @@ def render(config: Config, source: Path | str) -> str:
     return header + yaml.safe_dump(config.redacted(), sort_keys=False, allow_unicode=True)
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 # --- probes ------------------------------------------------------------------------------------------
 
 async def probe(config: Config, *, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
@@ -121,8 +116,8 @@ async def probe(config: Config, *, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         backends = [group.create_task(probe_backend(pipeline, session, timeout_s, make_codec,
                                                     make_ssl_context))
                     for pipeline in config.pipelines]
-    secrets = config.secret_values()
-    return [ProbeResult(r.target, r.ok, scrub(r.detail, secrets))
+    redactor = Redactor(config.secret_values())
+    return [ProbeResult(r.target, r.ok, redactor.text(r.detail))
             for r in kafka.result() + [task.result() for task in backends]]
 
 
@@ -152,6 +147,7 @@ async def probe_kafka(kafka: KafkaConfig, topics: Sequence[tuple[str, str]],
 
 async def _describe_topics(conn: Any, target: str, via: str, topics: Sequence[tuple[str, str]],
                            timeout_s: float) -> list[ProbeResult]:
+    """The broker line and a line per input topic; ``conn`` is aiokafka's untyped connection (hence Any)."""
     names = list(dict.fromkeys(topic for _, topic in topics))
     request = MetadataRequest(names, allow_auto_topic_creation=False)  # a probe must not create topics
     response = await asyncio.wait_for(conn.send(request), timeout_s)

@@ -29,18 +29,19 @@ Secrets
 """
 
 from .backend import BackendConfig, DataRobotBackend, QlikBackend
-from .errors import ConfigError
+from .errors import ConfigError, UnknownPipeline
+from .kafka import KafkaConfig
 from .loading import load_config, parse_config
 from .models import (
     DATAROBOT_MAX_BODY_BYTES,
     QLIK_MAX_COLUMNS,
     AdminConfig,
     BatchingConfig,
+    ChallengerConfig,
     CircuitBreakerConfig,
     ConcurrencyConfig,
     Config,
     ExplanationsConfig,
-    KafkaConfig,
     OutputsConfig,
     PipelineConfig,
     RetryConfig,
@@ -55,6 +56,7 @@ __all__ = [
     "AdminConfig",
     "BackendConfig",
     "BatchingConfig",
+    "ChallengerConfig",
     "CircuitBreakerConfig",
     "ConcurrencyConfig",
     "Config",
@@ -67,6 +69,7 @@ __all__ = [
     "QlikBackend",
     "RetryConfig",
     "Section",
+    "UnknownPipeline",
     "is_secret_key",
     "json_schema",
     "load_config",

@@ -9,15 +9,16 @@ annotates with; :func:`choose_backend` picks the type from the section as writte
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler
+from annotated_types import Ge, Le
+from pydantic import Field, Strict, ValidationInfo, ValidatorFunctionWrapHandler
 
 from .errors import Problem
 from .secrets import SECRET
 from .section import NULL_OR_REFERENCE, Keys, Rule, Section
 from .substitution import Resolver, Unresolved
-from .types import CountOrAll, Flag, Fraction, HttpUrl, NamesOrAll, PositiveNumber, Text
+from .types import CountOrAll, Flag, Fraction, HttpUrl, NamesOrAll, PositiveNumber, Text, Unique
 
 QLIK = "qlik"
 DATAROBOT = "datarobot"
@@ -106,7 +107,18 @@ def _thresholds_in_order(keys: Keys) -> Iterator[Problem]:
             yield ("threshold_low",), f"must be <= threshold_high ({high})"
 
 
+def _one_class_selector(keys: Keys) -> Iterator[Problem]:
+    """The prediction server refuses both selectors at once; so does the config, before any request."""
+    if (keys.ok("explanation_num_top_classes", "explanation_class_names")
+            and keys["explanation_num_top_classes"] is not None and keys["explanation_class_names"]):
+        yield (("explanation_class_names",),
+               "mutually exclusive with explanation_num_top_classes (give one of the two)")
+
+
 _NOT_NULL = {"not": {"type": "null"}}
+# The number of top classes a multiclass explanation covers: the server's range.
+TopClasses = Annotated[int, Strict(), Ge(1), Le(10)]
+ClassNames = Annotated[tuple[Text, ...], Unique()]
 
 
 class DataRobotBackend(_Backend):
@@ -127,6 +139,15 @@ class DataRobotBackend(_Backend):
     threshold_high: Fraction | None = Field(None, description="explain only predictions above this value (0–1)")
     passthrough_columns: NamesOrAll = Field(
         (), description='input columns echoed into `passthrough`, or `"all"`')
+    explanation_num_top_classes: TopClasses | None = Field(
+        None, description="multiclass: explain the N most probable classes (1–10); null = the server's default (1)")
+    explanation_class_names: ClassNames = Field(
+        (), description="multiclass: explain these classes (not with `explanation_num_top_classes`)")
+    exclude_adjusted_predictions: Flag | None = Field(
+        None, description="`false` asks for exposure-adjusted predictions (`adjusted_prediction`); "
+                          "null = the server's default (`true`, excluded)")
+    prediction_warning_enabled: Flag | None = Field(
+        None, description="`true` asks for prediction warnings (`prediction_warning`); null = not sent")
 
     rules = (
         Rule(_basic_auth, schema={"allOf": [
@@ -140,6 +161,11 @@ class DataRobotBackend(_Backend):
                     "properties": {"max_explanations": {"const": "all"}, "explanation_algorithm": {"const": "xemp"}}},
         }),
         Rule(_thresholds_in_order),  # JSON Schema cannot compare two values
+        Rule(_one_class_selector, schema={
+            "not": {"required": ["explanation_num_top_classes", "explanation_class_names"],
+                    "properties": {"explanation_num_top_classes": {"type": "integer"},
+                                   "explanation_class_names": {"minItems": 1}}},
+        }),
     )
 
 
@@ -161,7 +187,7 @@ _VENDORS: Mapping[str, type[QlikBackend] | type[DataRobotBackend]] = {QLIK: Qlik
 BackendConfig = QlikBackend | DataRobotBackend
 
 
-def choose_backend(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> BackendConfig:
+def choose_backend(value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> BackendConfig:
     """Validates ``value`` as the vendor its ``type`` names (as written, or resolved if a reference)."""
     if isinstance(value, (QlikBackend, DataRobotBackend)):
         return value

@@ -9,10 +9,11 @@ carries the finished lines. Messages describe a secret key's wrong value by its 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from gateway.errors import SettingsError
 
 PROBLEM = "config"
 NOT_NULL = "must not be null (leave the key out to use the default)"
@@ -21,12 +22,20 @@ Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingsError, ValueError):
     """An invalid configuration; ``errors`` holds one line per problem, each naming its key path."""
 
     def __init__(self, errors: list[str] | tuple[str, ...]) -> None:
         self.errors = tuple(errors)
         super().__init__("\n".join(self.errors))
+
+
+class UnknownPipeline(SettingsError, LookupError):
+    """A command named a pipeline the configuration does not have; the message lists those it has."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown pipeline {name!r} (the config has: {', '.join(known)})")
+        self.name = name
 
 
 def problem(message: str) -> PydanticCustomError:
@@ -52,7 +61,7 @@ def key_path(loc: Sequence[str | int]) -> str:
     return text or "(top level)"
 
 
-def describe(value: Any, *, secret: bool = False) -> str:
+def describe(value: object, *, secret: bool = False) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

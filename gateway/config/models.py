@@ -14,11 +14,11 @@ from annotated_types import MinLen
 from pydantic import Field, WrapValidator
 
 from .backend import DATAROBOT, QLIK, BackendConfig, choose_backend
-from .errors import Problem
-from .secrets import SECRET, redacted, secret_values
-from .section import NULL_OR_REFERENCE, REFERENCE, Keys, Rule, Section
+from .errors import Problem, UnknownPipeline
+from .kafka import KafkaConfig
+from .secrets import redacted, secret_values
+from .section import Keys, Rule, Section
 from .types import (
-    BootstrapServers,
     CountOrAuto,
     Flag,
     Fraction,
@@ -37,103 +37,6 @@ from .types import (
 DATAROBOT_MAX_BODY_BYTES = 52_428_800
 # Qlik Predict: "Maximum number of columns in the dataset: 500".
 QLIK_MAX_COLUMNS = 500
-
-_SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password")
-_SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
-
-
-def _literal(value: Mapping[str, Any]) -> dict[str, Any]:
-    """``value``'s schema, but not for a ``${...}`` reference (whose value is known only at load time)."""
-    return {"allOf": [value, {"not": REFERENCE}]}
-
-
-def _heartbeat_within_session(keys: Keys) -> Iterator[Problem]:
-    if keys.ok("heartbeat_interval_ms", "session_timeout_ms"):
-        heartbeat, session = keys["heartbeat_interval_ms"], keys["session_timeout_ms"]
-        if heartbeat is not None and heartbeat >= session:
-            yield ("heartbeat_interval_ms",), f"must be < session_timeout_ms ({session})"
-
-
-def _sasl_with_sasl_protocols(keys: Keys) -> Iterator[Problem]:
-    if not keys.ok("security_protocol"):
-        return
-    protocol = keys["security_protocol"]
-    for key in _SASL_KEYS:
-        if not keys.ok(key):
-            continue
-        if protocol.startswith("SASL_") and keys[key] is None:
-            yield (key,), f"required with security_protocol {protocol}"
-        elif not protocol.startswith("SASL_") and keys[key] is not None:
-            yield (key,), f"only used with security_protocol SASL_PLAINTEXT or SASL_SSL (it is {protocol})"
-
-
-def _tls_with_tls_protocols(keys: Keys) -> Iterator[Problem]:
-    if keys.ok("security_protocol") and keys["security_protocol"] not in ("SSL", "SASL_SSL"):
-        for key in _SSL_KEYS:
-            if keys.ok(key) and keys[key] is not None:
-                yield (key,), f"only used with security_protocol SSL or SASL_SSL (it is {keys['security_protocol']})"
-
-
-def _client_key_needs_certificate(keys: Keys) -> Iterator[Problem]:
-    if keys.ok("ssl_keyfile", "ssl_certfile") and keys["ssl_keyfile"] is not None and keys["ssl_certfile"] is None:
-        yield ("ssl_keyfile",), "needs ssl_certfile (the client certificate)"
-
-
-def _when_protocol(protocols: list[str], then: Mapping[str, Any]) -> dict[str, Any]:
-    condition: dict[str, Any] = {"properties": {"security_protocol": {"enum": protocols}}}
-    if "PLAINTEXT" not in protocols:  # the default: a left-out key matches only a list holding it
-        condition["required"] = ["security_protocol"]
-    return {"if": condition, "then": then}
-
-
-class KafkaConfig(Section):
-    bootstrap_servers: BootstrapServers = Field(description="`host:port[,host:port…]` (a YAML list also works)")
-    group_id: Text = Field("scoring-gateway", description="consumer group shared by every replica (and every "
-                                                          "pipeline of a process)")
-    client_id: Text = Field("scoring-gateway", description="client id sent to the broker")
-    session_timeout_ms: PositiveInt = Field(
-        10000, description="group membership timeout (a join takes about half of it on some brokers)")
-    heartbeat_interval_ms: PositiveInt | None = Field(
-        None, description="null = `session_timeout_ms / 3`, at most 100 (how soon a member notices a rebalance)")
-    auto_offset_reset: Literal["earliest", "latest"] = Field(
-        "earliest", description="where a new group starts: `earliest` (no backlog skipped) or `latest`")
-    startup_timeout_s: NonNegativeNumber = Field(
-        300, description="how long start-up waits for an unreachable broker or coordinator (0: no wait)")
-    commit_interval_ms: PositiveInt = Field(1000, description="how often acknowledged offsets are committed")
-    max_poll_records: PositiveInt = Field(2000, description="most records one fetch returns")
-    producer_linger_ms: NonNegativeInt = Field(
-        0, description="producer batching delay (outputs are already batched per partition; a linger would only "
-                       "add latency)")
-    enable_idempotence: Flag = Field(
-        True, description="idempotent producer (with `acks=all`, always): a produce the client retries is written "
-                          "once. Set `false` only for a broker without idempotent producers (`InitProducerId`), "
-                          "such as the embedded tansu broker; the demo's generated config does")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, description="`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (required with username and password for "
-                          "`SASL_*`)")
-    sasl_username: Text | None = Field(None, description="SASL user")
-    sasl_password: Annotated[Text | None, SECRET] = Field(None, description="SASL password (secret)")
-    ssl_cafile: Text | None = Field(None, description="CA bundle for the broker's TLS; null = the system store")
-    ssl_certfile: Text | None = Field(None, description="client certificate for mutual TLS")
-    ssl_keyfile: Text | None = Field(None, description="client key for mutual TLS (needs `ssl_certfile`)")
-
-    rules = (
-        Rule(_heartbeat_within_session),  # JSON Schema cannot compare two values
-        Rule(_sasl_with_sasl_protocols, schema={"allOf": [
-            _when_protocol(["SASL_PLAINTEXT", "SASL_SSL"], {
-                "required": list(_SASL_KEYS), "properties": {key: {"not": {"type": "null"}} for key in _SASL_KEYS}}),
-            _when_protocol(["PLAINTEXT", "SSL"], {"properties": dict.fromkeys(_SASL_KEYS, NULL_OR_REFERENCE)}),
-        ]}),
-        Rule(_tls_with_tls_protocols, schema=_when_protocol(
-            ["PLAINTEXT", "SASL_PLAINTEXT"], {"properties": dict.fromkeys(_SSL_KEYS, NULL_OR_REFERENCE)})),
-        Rule(_client_key_needs_certificate, schema={
-            "if": {"required": ["ssl_keyfile"], "properties": {"ssl_keyfile": _literal({"type": "string"})}},
-            "then": {"required": ["ssl_certfile"], "properties": {"ssl_certfile": {"not": {"type": "null"}}}},
-        }),
-    )
-
 
 class AdminConfig(Section):
     host: Text = Field("0.0.0.0", description="listen address for `/metrics`, `/healthz`, `/readyz`")
@@ -212,7 +115,7 @@ class ExplanationsConfig(Section):
         "then": {"properties": {"mode": {"const": "deferred"}}, "required": ["mode"]}}),)
 
 
-_OUTPUTS = ("predictions", "explanations", "dead_letter")
+_OUTPUTS = ("predictions", "explanations", "dead_letter", "comparisons")
 
 
 def _outputs_differ(keys: Keys) -> Iterator[Problem]:
@@ -231,11 +134,31 @@ class OutputsConfig(Section):
     explanations: Topic | None = Field(
         None, description="a topic = explanations go there; null = embedded in prediction records")
     dead_letter: Topic = Field(description="dead-letter topic")
+    comparisons: Topic | None = Field(
+        None, description="the comparison records' topic (required with a `challenger`)")
 
     rules = (Rule(_outputs_differ),)  # JSON Schema cannot compare two values
 
 
-def _backend_type(keys: Keys) -> Any:
+class ChallengerConfig(Section):
+    """A second deployment that scores a share of the stream beside the champion, for comparison only."""
+
+    backend: Annotated[BackendConfig, WrapValidator(choose_backend)] = Field(
+        description="the challenger's prediction API: the same keys as the pipeline's `backend`, any vendor "
+                    "(explanations are not asked for: comparisons carry predictions)")
+    sample_rate: Fraction = Field(
+        1.0, description="the share of records compared, chosen by a hash of the record key: the same customers "
+                         "are always compared, across restarts and replicas")
+    concurrency: ConcurrencyConfig = Field(
+        ConcurrencyConfig(), description="the challenger's own request slots; a batch that finds none free is "
+                                         "skipped, never queued")
+    circuit_breaker: CircuitBreakerConfig = Field(
+        CircuitBreakerConfig(), description="the challenger's own breaker: while it is open, calls are skipped")
+    request_timeout_s: PositiveNumber = Field(10, description="timeout of a challenger request (one attempt)")
+    tolerance: NonNegativeNumber = Field(0.0, description="regression: predictions this close agree")
+
+
+def _backend_type(keys: Keys) -> object:
     """The backend's type, read as written when the backend section has other errors."""
     if keys.ok("backend"):
         return keys["backend"].type
@@ -279,8 +202,8 @@ def _columns_fit_the_backend(keys: Keys) -> Iterator[Problem]:
                 yield ("backend", "passthrough_columns", i), f"{name!r} is not one of features"
 
 
-def _explains(backend: Any) -> bool:
-    return bool(backend.include_shap) if backend.type == QLIK else bool(backend.max_explanations)
+def _explains(backend: BackendConfig) -> bool:
+    return backend.include_shap if backend.type == "qlik" else bool(backend.max_explanations)
 
 
 def _deferred_explanations_have_a_topic(keys: Keys) -> Iterator[Problem]:
@@ -307,10 +230,20 @@ def _group_scope_needs_a_rate(keys: Keys) -> Iterator[Problem]:
             yield ("backend", "rate_limit_scope"), "group needs rate_limit_per_minute (the group's budget)"
 
 
+def _challenger_has_a_topic(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("challenger", "outputs") and keys["challenger"] is not None and keys["outputs"].comparisons is None:
+        yield ("outputs", "comparisons"), "required with a challenger (the comparison records' topic)"
+
+
+def _challenger_outside_transactions(keys: Keys) -> Iterator[Problem]:
+    if keys.ok("challenger", "delivery") and keys["challenger"] is not None and keys["delivery"] == "exactly_once":
+        yield ("challenger",), ("not available with delivery exactly_once: comparison records are published "
+                                "as challenger answers arrive, outside the champion's transactions")
+
+
 def _when_backend(kind: str, then: Mapping[str, Any]) -> dict[str, Any]:
-    return {"if": {"required": ["backend"],
-                   "properties": {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}},
-            "then": then}
+    backend = {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}
+    return {"if": {"required": ["backend"], "properties": backend}, "then": then}
 
 
 class PipelineConfig(Section):
@@ -335,11 +268,21 @@ class PipelineConfig(Section):
         "key", description="`key`: same-key records are published in input order; `none`: as results arrive")
     explanations: ExplanationsConfig = Field(ExplanationsConfig(), description="explanation call settings")
     outputs: OutputsConfig = Field(description="where results go")
+    challenger: ChallengerConfig | None = Field(
+        None, description="a second deployment scoring a share of the records for comparison; null = none")
 
     rules = (
         Rule(_body_cap_for_datarobot, schema=_when_backend(DATAROBOT, {
             "properties": {"batching": {"properties": {"max_bytes": {"maximum": DATAROBOT_MAX_BODY_BYTES}}}}})),
         Rule(_full_batch_fits_in_flight),  # JSON Schema cannot compare two values
+        Rule(_challenger_has_a_topic, schema={
+            "if": {"required": ["challenger"], "properties": {"challenger": {"type": "object"}}},
+            "then": {"required": ["outputs"], "properties": {"outputs": {
+                "required": ["comparisons"], "properties": {"comparisons": {"type": "string"}}}}}}),
+        Rule(_challenger_outside_transactions, schema={
+            "if": {"required": ["challenger", "delivery"], "properties": {
+                "challenger": {"type": "object"}, "delivery": {"const": "exactly_once"}}},
+            "then": False}),
         Rule(_outputs_differ_from_input),  # JSON Schema cannot compare two values
         Rule(_exactly_once_explains_inline, schema={
             "if": {"required": ["delivery", "explanations"], "properties": {
@@ -362,7 +305,7 @@ class PipelineConfig(Section):
     )
 
 
-def _written_name(pipeline: Any) -> Any:
+def _written_name(pipeline: object) -> object:
     return pipeline.get("name") if isinstance(pipeline, Mapping) else getattr(pipeline, "name", None)
 
 
@@ -389,11 +332,18 @@ class Config(Section):
 
     rules = (Rule(_unique_pipeline_names),)  # uniqueItems compares whole pipelines, not their names
 
-    def redacted(self) -> dict[str, Any]:
+    def redacted(self) -> dict[str, object]:
         """The resolved config as plain data, secrets as ``***``; a backend shows its own vendor's keys."""
         return redacted(self)
 
     def secret_values(self) -> frozenset[str]:
         """Every secret string in effect, for log and output scrubbing."""
         return frozenset(value for value in secret_values(self) if value)
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        """The pipeline called ``name``; :class:`UnknownPipeline` (naming the others) when there is none."""
+        found = next((pipeline for pipeline in self.pipelines if pipeline.name == name), None)
+        if found is None:
+            raise UnknownPipeline(name, [pipeline.name for pipeline in self.pipelines])
+        return found
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
 
 from pydantic import BaseModel, GetJsonSchemaHandler
 from pydantic.fields import FieldInfo
@@ -45,9 +44,9 @@ def declared_secret(info: FieldInfo) -> bool:
     return any(isinstance(item, Secret) for item in info.metadata)
 
 
-def redacted(section: BaseModel) -> dict[str, Any]:
+def redacted(section: BaseModel) -> dict[str, object]:
     """``section`` as plain data in key order: sections as mappings, tuples as lists, secrets as ``***``."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for name, info in type(section).model_fields.items():
         value = getattr(section, name)
         if value is not None and is_secret_key(name, declared_secret(info)):
@@ -57,7 +56,7 @@ def redacted(section: BaseModel) -> dict[str, Any]:
     return out
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     if isinstance(value, BaseModel):
         return redacted(value)
     if isinstance(value, tuple):
@@ -65,7 +64,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def secret_values(value: Any) -> Iterator[str]:
+def secret_values(value: object) -> Iterator[str]:
     """Every secret string in effect under ``value``."""
     if isinstance(value, tuple):
         for item in value:

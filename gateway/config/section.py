@@ -214,7 +214,8 @@ class Section(BaseModel):
                     continue
                 prepared[name] = typed(resolved, nullable=key.nullable, scalar=key.scalar)
         for name, key in keys.items():
-            if key.sections and name not in written and name not in failed and _single_section(cls, name):
+            if key.sections and name not in written and name not in failed and _single_section(cls, name) \
+                    and not key.nullable:  # an optional section left out is None, not its defaults
                 prepared[name] = {}  # reports the section's own required keys, not the section
         return prepared, failed
 

@@ -13,22 +13,22 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
+
+from gateway.errors import SettingsError
+from gateway.runtime.redaction import Redactor
 
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _NULL_WORDS = ("", "null", "~")
-# Shorter secrets are not scrubbed from messages: replacing every "ab" would garble them.
-_MIN_SCRUBBED = 4
 
 
 class Substituted(str):
     """A string produced by ``${...}`` substitution: it takes the type of the key it is the value of."""
 
 
-class Unresolved(Exception):
+class Unresolved(SettingsError):
     """A reference that cannot be resolved; the message says why and how to fix it."""
 
 
@@ -41,7 +41,7 @@ class Resolver:
     base_dir: Path
     secrets: set[str] = field(default_factory=set)
 
-    def resolve(self, value: Any, *, secret: bool = False) -> Any:
+    def resolve(self, value: object, *, secret: bool = False) -> object:
         """``value`` with its references resolved: a string, or each string of a list (whose items stay
         plain strings: only a whole value is converted to the key's type)."""
         if isinstance(value, list):
@@ -100,13 +100,12 @@ class Resolver:
         return value
 
     def scrub(self, lines: list[str]) -> list[str]:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if len(secret) >= _MIN_SCRUBBED:
-                lines = [line.replace(secret, "***") for line in lines]
-        return lines
+        """``lines`` with every secret seen masked (the known values only: see ``gateway.runtime.redaction``)."""
+        redactor = Redactor(self.secrets)
+        return [redactor.known(line) for line in lines]
 
 
-def typed(value: Any, *, nullable: bool, scalar: bool) -> Any:
+def typed(value: object, *, nullable: bool, scalar: bool) -> object:
     """A substituted value as the key's type: null for an empty (or ``null``) result when the key may
     be null; read as a YAML scalar (``"9400"`` is 9400, ``"false"`` is false) when the key takes a
     number or a boolean; otherwise the plain string. Values written in the file are left alone."""

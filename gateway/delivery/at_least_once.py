@@ -1,8 +1,8 @@
 """Delivery at least once: publish a batch's outputs, then acknowledge its input offsets; commit behind.
 
-The protocol, in the order the pipeline runs it (the offset tracker states the invariant):
-    1. ``publish`` the batch's output records and wait until the broker acknowledged every one;
-    2. ``acknowledge`` the batch's input records: the tracker marks their offsets done;
+How it keeps the contract (``gateway.delivery.contract``), in the order the pipeline runs it:
+    1. ``publish`` the outputs and wait until the broker acknowledged every one (delivered);
+    2. ``settle`` the records: the tracker marks their offsets done;
     3. every ``kafka.commit_interval_ms`` (and on revocation and shutdown) ``commit`` what the
        tracker says is contiguous and done, per partition.
 A crash between 1 and 3 republishes outputs on restart (duplicates recognisable by ``id``), never
@@ -15,43 +15,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Protocol
 
-from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
-
+from gateway.delivery.contract import NOTHING_ABANDONED
 from gateway.delivery.offsets import OffsetTracker
+from gateway.delivery.offsets import offsets_by_partition as offsets_by_partition  # the hot-path benchmark's
+from gateway.kafka.client import BrokerRequestError, InputRecord, TopicPartition
 from gateway.kafka.sink import KafkaSink
 from gateway.kafka.source import KafkaSource
 from gateway.runtime.metrics import PipelineMetrics
 from gateway.stream.outputs import Published
-from gateway.stream.records import InputRecord
 
 log = logging.getLogger(__name__)
-
-
-class Delivery(Protocol):
-    """How a pipeline's outputs and input offsets reach the broker: at least once, or exactly once."""
-
-    async def publish(self, published: Published, records: Sequence[InputRecord]) -> None: ...
-    def acknowledge(self, records: Iterable[InputRecord]) -> None: ...
-    async def assigned(self, tps: Iterable[TopicPartition]) -> None: ...
-    async def revoked(self, tps: Iterable[TopicPartition]) -> None: ...
-    async def run(self, stop: asyncio.Event) -> None: ...
-    async def commit(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-def offsets_by_partition(records: Iterable[InputRecord]) -> dict[tuple[str, int], list[int]]:
-    found: dict[tuple[str, int], list[int]] = {}
-    for record in records:
-        tp = (record.topic, record.partition)
-        offsets = found.get(tp)
-        if offsets is None:
-            found[tp] = [record.offset]
-        else:
-            offsets.append(record.offset)
-    return found
 
 
 class AtLeastOnceDelivery:
@@ -65,14 +39,18 @@ class AtLeastOnceDelivery:
         self.commit_interval_s = commit_interval_s
         self._commit_lock = asyncio.Lock()
 
+    async def start(self) -> None:
+        """Nothing to check: every broker acknowledges writes."""
+
     async def publish(self, published: Published, records: Sequence[InputRecord]) -> None:
-        """Step 1: returns once the broker acknowledged every message."""
+        """Step 1: returns once the broker acknowledged every message (retrying until it does)."""
         await self.sink.publish(published.messages)
 
-    def acknowledge(self, records: Iterable[InputRecord]) -> None:
-        """Step 2: these records' outputs are all acknowledged."""
-        for (topic, partition), offsets in offsets_by_partition(records).items():
-            self.tracker.ack(TopicPartition(topic, partition), offsets)
+    async def settle(self, records: Sequence[InputRecord]) -> frozenset[TopicPartition]:
+        """Step 2: every output of these records is acknowledged; a partition the tracker no longer
+        has was revoked meanwhile (its offsets are not committed here: abandoned)."""
+        abandoned = [tp for tp, offsets in offsets_by_partition(records).items() if not self.tracker.ack(tp, offsets)]
+        return frozenset(abandoned) if abandoned else NOTHING_ABANDONED
 
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:
         """Nothing to prepare: one producer serves every partition."""
@@ -94,7 +72,7 @@ class AtLeastOnceDelivery:
                 return
             try:
                 await self.source.commit(offsets)
-            except (CommitFailedError, KafkaError) as exc:
+            except BrokerRequestError as exc:
                 # A rebalance is under way or the coordinator moved: the next commit (or the
                 # revocation handler) retries; the records stay uncommitted, never lost.
                 log.warning("commit_failed", extra={"pipeline": self.pipeline, "error": repr(exc)})

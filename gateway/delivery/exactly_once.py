@@ -23,6 +23,11 @@ commit fails as fenced, the held outputs are dropped, the partition is no longer
 rebalance under way hands this member its new assignment, with new producers). One id per input
 partition, not per process, because aiokafka's ``send_offsets_to_transaction`` carries no consumer
 group generation (KIP-447), so only the transactional id can tell an old owner from the new one.
+
+The contract (``gateway.delivery.contract``): ``publish`` holds a batch's outputs by input offset
+(placed: each partition's outputs go out in offset order); ``settle`` acknowledges the records,
+which grows the done prefix, and returns once their transactions committed (delivered) or their
+partitions were revoked or fenced (abandoned: dropped, and not counted as published).
 """
 
 from __future__ import annotations
@@ -33,42 +38,39 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
-
-from gateway.config import KafkaConfig
 from gateway.delivery.at_least_once import commit_rounds, report_lag
-from gateway.delivery.offsets import OffsetTracker
-from gateway.delivery.partition_transaction import PartitionTransaction, Waiter
-from gateway.kafka.connection import producer_options
-from gateway.kafka.sink import KafkaSink
+from gateway.delivery.contract import NOTHING_ABANDONED
+from gateway.delivery.offsets import OffsetTracker, offsets_by_partition
+from gateway.delivery.partition_transaction import PartitionTransaction, Phase, Waiter
+from gateway.errors import KafkaError
+from gateway.kafka.client import (
+    BrokerRequestError,
+    InputRecord,
+    KafkaClients,
+    ProducerFencedError,
+    TopicPartition,
+    TransactionalProducer,
+)
 from gateway.kafka.source import KafkaSource
 from gateway.runtime.metrics import PipelineMetrics
 from gateway.stream.outputs import Published
-from gateway.stream.records import InputRecord
 
 log = logging.getLogger(__name__)
 
-
-# Right after a commit the coordinator is still writing the transaction markers, and the next
-# transaction's first step is refused with CONCURRENT_TRANSACTIONS until it is done (KAFKA-5477).
-# aiokafka then waits retry_backoff_ms (100 ms by default) before asking again: once per round,
-# that wait was most of a transaction's time. The markers take milliseconds; ask again sooner.
-TRANSACTION_RETRY_BACKOFF_MS = 10
 STOP_TIMEOUT_S = 5.0
 
 
-class TransactionsUnsupported(RuntimeError):
+class TransactionsUnsupported(KafkaError):
     """The broker cannot run Kafka transactions (``delivery: exactly_once`` needs them)."""
 
 
 class ExactlyOnceDelivery:
-    def __init__(self, *, pipeline: str, kafka: KafkaConfig, source: KafkaSource, tracker: OffsetTracker,
-                 metrics: PipelineMetrics, interval_s: float) -> None:
+    def __init__(self, *, pipeline: str, group_id: str, clients: KafkaClients, source: KafkaSource,
+                 tracker: OffsetTracker, metrics: PipelineMetrics, interval_s: float) -> None:
         self.pipeline = pipeline
-        self.kafka = kafka
+        self.group_id = group_id
+        self.clients = clients
         self.source = source
         self.tracker = tracker
         self.metrics = metrics
@@ -80,18 +82,18 @@ class ExactlyOnceDelivery:
     # ---- assignment: one transactional producer per input partition -----------------------------
 
     def transactional_id(self, tp: TopicPartition) -> str:
-        return f"{self.kafka.group_id}.{self.pipeline}.{tp.topic}.{tp.partition}"
+        return f"{self.group_id}.{self.pipeline}.{tp.topic}.{tp.partition}"
 
-    async def check(self) -> None:
+    async def start(self) -> None:
         """At start-up: can this broker run transactions at all? (One clear error, not a stall later.)"""
-        await (await self._start(TopicPartition(f"{self.pipeline}.start-up-check", 0))).stop()
+        await _stop_producer(await self._start(TopicPartition(f"{self.pipeline}.start-up-check", 0)))
 
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:
         """Every assigned partition is known at once, so outputs of its records are held even while
         its producer starts (records may be fetched before the start finishes)."""
         new = [tp for tp in tps if tp not in self._partitions]
         for tp in new:
-            self._partitions[tp] = PartitionTransaction(tp, self.kafka.group_id, partial(self.tracker.done_below, tp))
+            self._partitions[tp] = PartitionTransaction(tp, self.group_id, partial(self.tracker.done_below, tp))
         producers = await asyncio.gather(*(self._start(tp) for tp in new), return_exceptions=True)
         failure = next((p for p in producers if isinstance(p, BaseException)), None)
         for tp, producer in zip(new, producers, strict=True):
@@ -101,22 +103,19 @@ class ExactlyOnceDelivery:
             if partition is None:  # revoked while starting
                 await _stop_producer(producer)
             else:
-                partition.producer, partition.sink = producer, KafkaSink(producer)
+                partition.started(producer)
         if failure is not None:
             raise failure
 
-    async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:
-        options = producer_options(self.kafka)
-        options.update(transactional_id=self.transactional_id(tp), enable_idempotence=True,
-                       retry_backoff_ms=TRANSACTION_RETRY_BACKOFF_MS)
-        producer = AIOKafkaProducer(**options)
+    async def _start(self, tp: TopicPartition) -> TransactionalProducer:
+        producer = self.clients.transactional_producer(self.transactional_id(tp))
         try:
             await producer.start()  # InitProducerId: fences every earlier producer with this id
-        except KafkaError as exc:
-            await producer.stop()
+        except BrokerRequestError as exc:
+            await _stop_producer(producer)
             raise TransactionsUnsupported(
                 f"pipeline {self.pipeline!r}: delivery exactly_once needs a broker with Kafka transactions "
-                f"(the transactional producer for {tp.topic}/{tp.partition} could not start: {exc!r})") from None
+                f"(the transactional producer for {tp.topic}/{tp.partition} could not start: {exc})") from None
         return producer
 
     async def revoked(self, tps: Iterable[TopicPartition]) -> None:
@@ -131,7 +130,7 @@ class ExactlyOnceDelivery:
     async def _stop(self, partition: PartitionTransaction) -> None:
         """Bounded: a broker that does not answer must not hold up a shutdown or a rebalance (an
         open transaction it could not abort is aborted by the next owner's producer, or times out)."""
-        with contextlib.suppress(KafkaError, IllegalOperation, AssertionError, TimeoutError):
+        with contextlib.suppress(BrokerRequestError, TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await partition.abort()  # else its output partitions stay unreadable until then
         self._held -= partition.abandon()
@@ -143,36 +142,50 @@ class ExactlyOnceDelivery:
     # ---- the pipeline's side ---------------------------------------------------------------------
 
     async def publish(self, published: Published, records: Sequence[InputRecord]) -> None:
-        """Steps 1-2: hold the outputs by input record, send what became a contiguous prefix, and
-        wait until they are committed."""
-        per_partition: dict[TopicPartition, int] = {}
+        """Hold the outputs by input record, in the partition's transaction-to-be (placed: a
+        partition's outputs go out in offset order). A partition revoked or fenced meanwhile is
+        not held for: its new owner produces these."""
         messages, owners, partitions = published.messages, published.owners, self._partitions
+        added = 0
         for message, owner in zip(messages, owners, strict=True):
             record = records[owner]
             partition = partitions.get(TopicPartition(record.topic, record.partition))
-            if partition is not None:  # else revoked meanwhile: the new owner produces these
-                partition.held.setdefault(record.offset, []).append(message)
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            if tp not in partitions:
-                continue  # never acknowledged, so never committed here
-            highest = per_partition.get(tp)
-            if highest is None or record.offset > highest:
-                per_partition[tp] = record.offset
-            self.tracker.ack(tp, (record.offset,))
-            self._held += 1
-        self.metrics.transaction_held(self._held)
-        waiter = Waiter(len(per_partition))
-        for tp, highest in per_partition.items():
-            partitions[tp].waiters.append((highest, waiter))
-        if not per_partition:
-            return
-        for tp in per_partition:
-            await partitions[tp].send_finished()
-        await waiter.done
+            if partition is None:
+                continue
+            outputs = partition.held.get(record.offset)
+            if outputs is None:
+                partition.held[record.offset] = [message]
+                added += 1
+            else:
+                outputs.append(message)
+        if added:
+            self._held += added
+            self.metrics.transaction_held(self._held)
 
-    def acknowledge(self, records: Iterable[InputRecord]) -> None:
-        """Done in :meth:`publish`: the offsets are committed with the outputs, not after them."""
+    async def settle(self, records: Sequence[InputRecord]) -> frozenset[TopicPartition]:
+        """The records' outputs are all held: acknowledge them (the done prefix grows), send what it
+        allows, and wait until every partition committed them, or abandoned them."""
+        partitions = self._partitions
+        highest: dict[TopicPartition, int] = {}
+        gone: list[TopicPartition] = []
+        for tp, offsets in offsets_by_partition(records).items():
+            if tp in partitions and self.tracker.ack(tp, offsets):
+                highest[tp] = max(offsets)
+            else:
+                gone.append(tp)
+        if not highest:
+            return frozenset(gone)
+        waiter = Waiter(len(highest))
+        for tp, top in highest.items():
+            partitions[tp].waiters.append((top, waiter))
+        for tp in highest:
+            partition = partitions.get(tp)
+            if partition is not None:
+                await partition.send_finished()
+        await waiter.done
+        if gone or waiter.abandoned:
+            return frozenset(gone).union(waiter.abandoned)
+        return NOTHING_ABANDONED
 
     async def run(self, stop: asyncio.Event) -> None:
         await commit_rounds(stop, self.interval_s, self.commit, self._report_lag)
@@ -180,22 +193,24 @@ class ExactlyOnceDelivery:
     async def commit(self) -> None:
         """One round: a transaction for every partition with a contiguous done prefix."""
         async with self._lock:
-            due = self.tracker.committable()
-            await asyncio.gather(*(self._commit_partition(tp, upto) for tp, upto in due.items()
-                                   if tp in self._partitions and self._partitions[tp].producer is not None))
+            due = {tp: upto for tp, upto in self.tracker.committable().items()
+                   if tp in self._partitions and self._partitions[tp].phase is not Phase.STARTING}
+            for tp in due:
+                self._partitions[tp].seal()  # before any await: nothing done after ``upto`` slips in
+            await asyncio.gather(*(self._commit_partition(tp, upto) for tp, upto in due.items()))
 
-    async def _commit_partition(self, tp: Any, upto: int) -> None:
+    async def _commit_partition(self, tp: TopicPartition, upto: int) -> None:
         partition = self._partitions.get(tp)
         if partition is None:  # revoked or fenced since the round began
             return
         started = time.monotonic()
         try:
             committed = await partition.commit(upto)
-        except ProducerFenced:
+        except ProducerFencedError:
             self.metrics.transaction("aborted", time.monotonic() - started)
             await self._fenced(partition)
             return
-        except (KafkaError, IllegalOperation) as exc:
+        except BrokerRequestError as exc:
             log.warning("transaction_aborted", extra={"pipeline": self.pipeline, "partition": tp.partition,
                                                       "error": repr(exc)})
             self.metrics.transaction("aborted", time.monotonic() - started)
@@ -210,17 +225,15 @@ class ExactlyOnceDelivery:
     async def _abort(self, partition: PartitionTransaction) -> None:
         try:
             await partition.abort()
-        except ProducerFenced:
+        except ProducerFencedError:
             await self._fenced(partition)
-        except (KafkaError, IllegalOperation, AssertionError) as exc:
+        except BrokerRequestError as exc:
             # The producer is beyond aborting (a fatal error): a new one with the same id takes
             # over, fencing this one, and the held outputs go out with its first transaction.
             log.warning("transactional_producer_restarted", extra={
                 "pipeline": self.pipeline, "partition": partition.tp.partition, "error": repr(exc)})
-            old, partition.producer, partition.sink = partition.producer, None, None
-            await _stop_producer(old)
-            producer = await self._start(partition.tp)
-            partition.producer, partition.sink = producer, KafkaSink(producer)
+            await _stop_producer(partition.replace())
+            partition.started(await self._start(partition.tp))
 
     async def _fenced(self, partition: PartitionTransaction) -> None:
         tp = partition.tp
@@ -238,9 +251,9 @@ class ExactlyOnceDelivery:
         await report_lag(self.source, self.metrics)
 
 
-async def _stop_producer(producer: AIOKafkaProducer | None) -> None:
+async def _stop_producer(producer: TransactionalProducer | None) -> None:
     """Bounded, and quiet about a broker that is gone: the producer is finished with either way."""
     if producer is not None:
-        with contextlib.suppress(KafkaError, TimeoutError):
+        with contextlib.suppress(BrokerRequestError, TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await producer.stop()

@@ -15,31 +15,61 @@ The protocol:
        ``read_committed`` readers and the input offsets committed.
 A failed send or commit aborts the transaction; its outputs are held again and go out with the
 next one.
+
+Where a partition stands is its :class:`Phase`; :data:`TRANSITIONS` lists every move it may make,
+and any other raises :class:`IllegalTransition`. Beside the phase, ``in_transaction`` says whether
+the producer has a transaction begun, which any phase but STARTING and CLOSED may have or not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
+from gateway.errors import KafkaError
+from gateway.kafka.client import BrokerRequestError, Message, ProducerFencedError, TopicPartition, TransactionalProducer
+from gateway.kafka.sink import KafkaSink
 
-from gateway.kafka.sink import KafkaSink, Message
+
+class Phase(enum.Enum):
+    STARTING = "starting"  # no producer yet: finished outputs are held
+    READY = "ready"  # the done prefix goes into the transaction as it grows (begun by the first send)
+    SEALED = "sealed"  # a round commits: only outputs below its offset go in; the rest waits
+    FAILED = "failed"  # a step of the transaction failed (``failure``): nothing more goes in; abort next
+    ABORTING = "aborting"  # the transaction is aborted; what it carried is held again
+    CLOSED = "closed"  # fenced, revoked or stopped: holds and sends nothing, for good
+
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.STARTING: frozenset({Phase.READY, Phase.CLOSED}),
+    Phase.READY: frozenset({Phase.SEALED, Phase.FAILED, Phase.ABORTING, Phase.STARTING, Phase.CLOSED}),
+    Phase.SEALED: frozenset({Phase.READY, Phase.FAILED, Phase.ABORTING, Phase.CLOSED}),
+    Phase.FAILED: frozenset({Phase.ABORTING, Phase.CLOSED}),
+    Phase.ABORTING: frozenset({Phase.READY, Phase.CLOSED}),
+    Phase.CLOSED: frozenset(),
+}
+
+
+class IllegalTransition(KafkaError):
+    """A partition transaction was asked for a move its phase does not allow: a bug, said plainly."""
 
 
 @dataclass(slots=True)
 class Waiter:
-    """A batch waiting until its outputs are committed in every partition it has records in."""
+    """A batch waiting until its outputs are committed, or abandoned, in every partition it has records in."""
 
     partitions: int
-    done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    abandoned: set[TopicPartition] = field(default_factory=set)
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
-    def partition_done(self, committed: bool) -> None:
+    def partition_done(self, tp: TopicPartition, committed: bool) -> None:
+        if not committed:
+            self.abandoned.add(tp)
         self.partitions -= 1
-        if (self.partitions <= 0 or not committed) and not self.done.done():
-            self.done.set_result(committed)
+        if self.partitions <= 0 and not self.done.done():
+            self.done.set_result(None)
 
 
 class PartitionTransaction:
@@ -49,17 +79,42 @@ class PartitionTransaction:
         self.tp = tp
         self.group_id = group_id
         self.done_below = done_below  # the offset tracker's contiguous done prefix of this partition
-        self.producer: AIOKafkaProducer | None = None  # None until started: outputs are held meanwhile
+        self.phase = Phase.STARTING
+        self.producer: TransactionalProducer | None = None  # set from STARTING to CLOSED
         self.sink: KafkaSink | None = None
+        self.in_transaction = False  # the producer has a transaction begun: what an abort ends
         self.held: dict[int, list[Message]] = {}  # input offset -> its outputs, not sent yet
         self.sent: list[tuple[int, list[Message]]] = []  # in the open transaction: held again on abort
         self.waiters: list[tuple[int, Waiter]] = []  # (highest offset of the batch here, waiter)
-        self.open = False  # a transaction is begun
-        self.sealed = False  # a round is committing: what finishes now waits for the next transaction
-        self.failure: Exception | None = None  # a step of the open transaction failed: abort it
+        self.failure: BrokerRequestError | None = None  # why the phase is FAILED
         self._group_added: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # no send under way
         self._idle.set()
+
+    def _to(self, phase: Phase) -> None:
+        if phase not in TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"partition {self.tp.topic}/{self.tp.partition}: "
+                                    f"{self.phase.value} -> {phase.value} is not a legal transition")
+        self.phase = phase
+
+    def started(self, producer: TransactionalProducer) -> None:
+        """The partition's producer started (fencing every earlier one with its id): sends may begin."""
+        self._to(Phase.READY)
+        self.producer, self.sink = producer, KafkaSink(producer)
+
+    def replace(self) -> TransactionalProducer | None:
+        """The producer is beyond aborting: hand it back to be stopped; outputs are held until a new one
+        has :meth:`started`."""
+        self._to(Phase.STARTING)
+        old, self.producer, self.sink = self.producer, None, None
+        return old
+
+    def _fail(self, exc: BrokerRequestError) -> None:
+        """A step of the open transaction failed: it takes nothing more and must be aborted. (After an
+        abandon, or during an abort, a failure changes nothing.)"""
+        if self.phase in (Phase.READY, Phase.SEALED):
+            self.failure = exc
+            self._to(Phase.FAILED)
 
     async def send_finished(self, limit: int | None = None) -> None:
         """Step 2: send the held outputs of the done prefix into the open transaction, beginning one.
@@ -71,61 +126,76 @@ class PartitionTransaction:
             return  # the send under way picks these up
         self._idle.clear()
         try:
-            while self.failure is None and (limit is not None or not self.sealed):
+            while self.phase is (Phase.READY if limit is None else Phase.SEALED):
                 chunk = self._take(limit if limit is not None else self.done_below())
                 if not chunk:
                     return
                 await self._send(chunk)
                 if limit is not None:
                     return
-        except (KafkaError, IllegalOperation) as exc:
-            self.failure = self.failure or exc
+        except BrokerRequestError as exc:
+            self._fail(exc)
         except BaseException:
             # Cancelled with a send under way: whether it reached the broker is unknown, so this
             # transaction must not commit.
-            self.failure = self.failure or KafkaError("a send of the open transaction was cancelled")
+            self._fail(BrokerRequestError("a send of the open transaction was cancelled"))
             raise
         finally:
             self._idle.set()
 
     def _take(self, upto: int | None) -> list[tuple[int, list[Message]]]:
-        if upto is None or self.producer is None:
+        if upto is None:
             return []
         held = self.held
         chunk = [(offset, held.pop(offset)) for offset in sorted(o for o in held if o < upto)]
         self.sent.extend(chunk)
         return chunk
 
-    async def _send(self, chunk: list[tuple[int, list[Message]]]) -> None:
+    def _started(self) -> tuple[TransactionalProducer, KafkaSink]:
         producer, sink = self.producer, self.sink
-        assert producer is not None and sink is not None
-        if not self.open:
+        if producer is None or sink is None:
+            raise IllegalTransition(f"partition {self.tp.topic}/{self.tp.partition}: no producer in {self.phase.value}")
+        return producer, sink
+
+    async def _send(self, chunk: list[tuple[int, list[Message]]]) -> None:
+        producer, sink = self._started()
+        if not self.in_transaction:
             await producer.begin_transaction()
-            self.open = True
+            self.in_transaction = True
             # AddOffsetsToTxn now, with the offset already committed, so that the round itself
             # only commits the new offset (TxnOffsetCommit) and the transaction.
             self._group_added = asyncio.ensure_future(
                 producer.send_offsets_to_transaction({self.tp: chunk[0][0]}, self.group_id))
         await sink.publish([message for _, messages in chunk for message in messages], retry=False)
 
+    def seal(self) -> None:
+        """A round begins: from now on only what it commits goes into the transaction. Called before
+        the round's first await, so nothing finished after the round took its offset slips in."""
+        if self.phase is Phase.READY:
+            self._to(Phase.SEALED)
+
     async def commit(self, upto: int) -> int:
         """Step 3 for the records below ``upto``; returns how many were committed. Raises (with the
         transaction still open) when it fails: :meth:`abort` is the caller's next step."""
-        producer = self.producer
-        assert producer is not None
-        self.sealed = True  # until committed, or until abort() is done
+        self.seal()
+        if self.phase is Phase.FAILED and self.failure is not None:
+            raise self.failure
+        if self.phase is not Phase.SEALED:
+            raise IllegalTransition(f"partition {self.tp.topic}/{self.tp.partition}: cannot commit "
+                                    f"while {self.phase.value}")
+        producer, _ = self._started()
         await self._idle.wait()
         await self.send_finished(upto)
         await self._settle_group()
         if self.failure is not None:
             raise self.failure
-        if not self.open:  # nothing to send (cannot happen while every record has an output)
+        if not self.in_transaction:  # nothing to send (cannot happen while every record has an output)
             await producer.begin_transaction()
-            self.open = True
+            self.in_transaction = True
         await producer.send_offsets_to_transaction({self.tp: upto}, self.group_id)
         await producer.commit_transaction()
-        self.sealed = False
-        self.open = False
+        self.in_transaction = False
+        self._to(Phase.READY)
         committed = len(self.sent)
         self.sent = []
         self._release(upto, committed=True)
@@ -136,37 +206,45 @@ class PartitionTransaction:
         if added is not None:
             try:
                 await added
-            except (KafkaError, IllegalOperation) as exc:
-                self.failure = self.failure or exc
+            except BrokerRequestError as exc:
+                self._fail(exc)
 
     async def abort(self) -> None:
         """After a failure: abort the open transaction; what it carried is held again."""
-        self.sealed = True
+        if self.phase in (Phase.STARTING, Phase.CLOSED):
+            return  # nothing was sent: nothing to abort
+        fenced = isinstance(self.failure, ProducerFencedError)
+        self._to(Phase.ABORTING)
         try:
             await self._idle.wait()
             await self._settle_group()
             for offset, messages in self.sent:
                 self.held[offset] = messages
             self.sent = []
-            if self.open and self.producer is not None and not isinstance(self.failure, ProducerFenced):
+            if self.in_transaction and self.producer is not None and not fenced:
                 await self.producer.abort_transaction()
         finally:
-            self.open = False
+            self.in_transaction = False
             self.failure = None
-            self.sealed = False
+            if self.phase is Phase.ABORTING:
+                self._to(Phase.READY)
 
     def _release(self, upto: int | None, *, committed: bool) -> None:
         """Waiters whose records here are all below ``upto`` (every waiter when None) are done."""
         keep = []
         for highest, waiter in self.waiters:
             if upto is None or highest < upto:
-                waiter.partition_done(committed)
+                waiter.partition_done(self.tp, committed)
             else:
                 keep.append((highest, waiter))
         self.waiters = keep
 
     def abandon(self) -> int:
-        """Fenced or revoked: nothing held here will be committed by this member; how many it held."""
+        """Fenced, revoked or stopped: nothing held here will be committed by this member; returns how
+        many records it held. The producer is the caller's to stop."""
+        if self.phase is Phase.CLOSED:
+            return 0
+        self._to(Phase.CLOSED)
         dropped = len(self.held) + len(self.sent)
         self.held.clear()
         self.sent = []

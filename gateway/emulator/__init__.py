@@ -10,7 +10,8 @@ Routes (one port):
   ``POST /api/v1/ml/deployments/{id}/aliases/{alias}/realtime-predictions/actions/run`` (any alias);
 * DataRobot ``POST /predApi/v1.0/deployments/{id}/predictions``;
 * ``GET|POST /_emulator/config`` (options, changed live), ``GET /_emulator/stats``,
-  ``GET /_emulator/deployments``.
+  ``GET /_emulator/deployments``, ``GET /_emulator/requests`` (the path and query of the last 256
+  prediction requests, exactly as they arrived).
 
 Deployments (each answers to its name, to its UUID on the Qlik routes and to its 24-hex id on the
 DataRobot routes; ``GET /_emulator/deployments`` lists the ids):
@@ -21,7 +22,8 @@ DataRobot routes; ``GET /_emulator/deployments`` lists the ids):
   Logistic; SHAP in probability of ``yes``.
 * ``customer_value`` — regression, target ``LifetimeValue`` (currency units), on ``PlanType``,
   ``TenureMonths``, ``BaseFee``, ``AdditionalFeatureSpend``, ``ServiceRating``, ``HasRenewed``.
-  Linear; SHAP in target units.
+  Linear; SHAP in target units. Prediction warnings on: with ``predictionWarningEnabled=true``
+  every DataRobot row says whether its prediction lies outside 0–4000 (``isOutlierPrediction``).
 * ``support_priority`` — multiclass, target ``Priority``, classes ``high``/``low``/``medium``, on
   ``Channel`` (phone/chat/email/web), ``OpenTickets``, ``WaitMinutes``, ``ServiceRating``,
   ``PlanType``, ``IsOutage``. Softmax; SHAP in probability of the predicted class.

@@ -6,6 +6,10 @@ differs: instead of HTTP, each batch is encoded by the gateway's Qlik codec, ans
 real-time route's own functions (:func:`gateway.emulator.qlik.respond`, so the rows, SHAP values
 and ``not_predicted_reason`` are what the real-time API would return) and decoded by the codec.
 
+Each batch takes the real-time route's modelled latency (``latency_ms + per_row_ms × rows``, the
+SHAP multiplier included), so a job lasts as long as scoring its dataset through the real-time API
+would, and a test can slow it down to cancel it midway.
+
 The apply dataset is ``<datasets>/<dataSetId>.parquet`` (or ``.csv``); the files go to
 ``<spaces>/<spaceId>/`` (``personal`` for an empty ``spaceId``). Only the writeback files the job
 names are written.
@@ -54,8 +58,10 @@ class JobResult:
 class LocalScorer:
     """Scores rows as the real-time route would answer them, without the network."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, latency_ms: float = 0.0, per_row_ms: float = 0.0,
+                 multiplier: float = 1.0) -> None:
         self.model = deployment.model
+        self._latency = (latency_ms / 1000.0, per_row_ms / 1000.0, multiplier)
         self.codec = QlikCodec(url=f"http://emulator/api/v1/ml/deployments/{deployment.qlik_id}"
                                    "/realtime-predictions/actions/run", token=None, max_bytes=None,
                                include_shap=True, include_not_predicted_reason=True)
@@ -73,7 +79,9 @@ class LocalScorer:
             return outcomes, 0.0
         assert isinstance(response.body, bytes)
         scored = self.codec.decode(request, 200, "application/json", response.body)
-        await asyncio.sleep(0)  # let the emulator's other requests in between batches
+        base_s, per_row_s, multiplier = self._latency
+        # The modelled latency, or at least a turn for the emulator's other requests between batches.
+        await asyncio.sleep(max(0.0, (base_s + per_row_s * len(rows)) * multiplier - (time.monotonic() - started)))
         outcomes = [row if row.predicted else Rejected(STAGE_NOT_PREDICTED, str(row.not_predicted_reason), 200, 1)
                     for row in scored]
         return outcomes, (time.monotonic() - started) * 1000.0
@@ -92,7 +100,7 @@ def dataset_path(datasets: str | None, dataset_id: str | None) -> Path:
 
 
 async def run_batch_prediction(deployment: Deployment, attributes: dict[str, Any], datasets: str | None,
-                               spaces: str | None) -> JobResult:
+                               spaces: str | None, scorer: LocalScorer | None = None) -> JobResult:
     """Score the job's dataset and write its files; raises JobFailed with the reason."""
     started = time.monotonic()
     writeback = attributes.get("writeback") or {}
@@ -111,7 +119,7 @@ async def run_batch_prediction(deployment: Deployment, attributes: dict[str, Any
         spec = JobSpec(folder, names, fmt, "qlik", "qlik", index_column or "automl_row_index",
                        index_column is not None, {"job": attributes.get("id")}, BATCH_ROWS, BATCH_ROWS * 16,
                        overwrite=True)
-        scorer = LocalScorer(deployment)
+        scorer = scorer or LocalScorer(deployment)
         summary = await run_job(spec, source, scorer, scorer.codec.check_row,
                                 ModelFacts(deployment.model.target), StopRequest(), stream=io.StringIO(),
                                 terminal=False)

@@ -219,18 +219,19 @@ class BatchPredictionApi:
             "deploymentId": prediction.deployment.qlik_id, "modelId": prediction.deployment.qlik_id,
             "rowsPredicted": 0, "experimentVersionNumber": "1", "spaceId": writeback.get("spaceId", "")}
         prediction.status, prediction.error_message = "pending", None
-        options = self._options()
-        prediction.task = asyncio.create_task(self._run(prediction, options.datasets, options.spaces))
+        prediction.task = asyncio.create_task(self._run(prediction, self._options()))
         return _json({"data": {"id": prediction.job["id"], "type": "job", "attributes": prediction.job}}, 202)
 
-    async def _run(self, prediction: BatchPrediction, datasets: str | None, spaces: str | None) -> None:
-        from gateway.emulator.batch_jobs import JobFailed, run_batch_prediction  # imports pyarrow: on first use
+    async def _run(self, prediction: BatchPrediction, options: EmulatorOptions) -> None:
+        # Imports pyarrow: on first use.
+        from gateway.emulator.batch_jobs import JobFailed, LocalScorer, run_batch_prediction
 
         job = prediction.job
         assert job is not None
+        scorer = LocalScorer(prediction.deployment, options.latency_ms, options.per_row_ms, options.shap_multiplier)
         try:
-            result = await run_batch_prediction(prediction.deployment, {"id": prediction.id,
-                                                                        **prediction.attributes}, datasets, spaces)
+            result = await run_batch_prediction(prediction.deployment, {"id": prediction.id, **prediction.attributes},
+                                                options.datasets, options.spaces, scorer)
         except JobFailed as exc:
             prediction.status, prediction.error_message = "error", str(exc)
             job.update(status="error", success=False, updatedAt=_now())

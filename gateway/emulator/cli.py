@@ -7,11 +7,13 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from gateway.emulator.server import start_emulator
 from gateway.emulator.settings import EXPLANATION_ALGORITHMS, EmulatorOptions, OptionError, parse_error_rate_arg
+from gateway.runtime.loop import run_loop
 
+T = TypeVar("T")
 DEFAULTS = EmulatorOptions()
 _TEN_ROWS_MS = DEFAULTS.latency_ms + 10 * DEFAULTS.per_row_ms
 LATENCY_MODEL = (
@@ -64,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spaces", help="Qlik batch predictions: writeback files go to SPACES/<spaceId or personal>/")
 
 
-def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
+def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def convert(text: str) -> T:
         try:
             return parse(text)
         except OptionError as exc:
@@ -94,8 +96,7 @@ def main(args: argparse.Namespace) -> int:
     except OptionError as exc:
         print(f"scoring-gateway emulate: {exc}", file=sys.stderr)
         return 2
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(options, args.host, args.port))
+    return run_loop(_serve(options, args.host, args.port))
 
 
 async def _serve(options: EmulatorOptions, host: str, port: int) -> int:
@@ -117,10 +118,3 @@ async def _serve(options: EmulatorOptions, host: str, port: int) -> int:
         await emulator.stop()
     return 0
 
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # not on Windows
-        return None
-    return uvloop.new_event_loop

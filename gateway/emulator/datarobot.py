@@ -95,7 +95,10 @@ class DataRobotApi:
             return Answer(refusal.response)
         except ModelCrash:
             return Answer(self.injected(500, options), fault="crash")
-        return Answer(response, table.rows, explanations.algorithm if explanations else None)
+        model = deployment.model
+        compared = model.disagreements(dict(zip(table.names, table.columns, strict=True)), table.rows) \
+            if model.champion is not None else None
+        return Answer(response, table.rows, explanations.algorithm if explanations else None, disagreements=compared)
 
     def _deployment(self, ref: str) -> Deployment:
         deployment = self._catalog.datarobot(ref)
@@ -155,11 +158,22 @@ def respond(model: Model, query: DataRobotQuery, explanations: ExplanationReques
         raise Refusal(message(422, f"Invalid value in row {row} (rowId {row}), column '{feature}': {why}"))
     explained = _explain(model, scores, features, explanations)
     carried = [(name, table.columns[positions[name]]) for name in passthrough]
+    outliers = _outliers(model, scores) if query.prediction_warnings else None
     if csv:
-        body = _csv_body(model, scores, explanations, explained, carried)
+        body = _csv_body(model, scores, explanations, explained, carried, outliers)
         return web.Response(body=body, content_type="text/csv", charset="utf-8")
-    rows = _json_rows(model, scores, explained, carried)
+    rows = _json_rows(model, scores, explained, carried, outliers)
     return web.Response(body=orjson.dumps({"data": rows}), content_type="application/json")
+
+
+def _outliers(model: Model, scores: Scores) -> list[bool] | None:
+    """Prediction warnings, for a deployment that has them: whether each row's prediction lies
+    outside the range its model saw in training. The real-time JSON names it ``isOutlierPrediction``
+    and the CSV ``IS_OUTLIER_PREDICTION`` (the batch output's column; see the gateway's decoder)."""
+    if model.prediction_range is None:
+        return None
+    low, high = model.prediction_range
+    return [not low <= value <= high for value in scores.predictions]
 
 
 @dataclass(slots=True)
@@ -218,7 +232,12 @@ def _prediction_values(model: Model, scores: Scores) -> list[list[dict[str, Any]
 
 
 def _json_rows(model: Model, scores: Scores, explained: dict[int, RowExplanation] | None,
-               carried: list[tuple[str, Sequence[Any]]]) -> list[dict[str, Any]]:
+               carried: list[tuple[str, Sequence[Any]]], outliers: list[bool] | None = None) -> list[dict[str, Any]]:
+    if outliers is not None:
+        rows = _json_rows(model, scores, explained, carried)
+        for row, outlier in zip(rows, outliers, strict=True):
+            row["isOutlierPrediction"] = outlier
+        return rows
     if model.kind == "binary":
         threshold = model.threshold
         if explained is None and not carried:  # the hot path: one comprehension, no intermediate lists
@@ -253,8 +272,9 @@ def _json_rows(model: Model, scores: Scores, explained: dict[int, RowExplanation
 
 
 def _csv_body(model: Model, scores: Scores, request: ExplanationRequest | None,
-              explained: dict[int, RowExplanation] | None, carried: list[tuple[str, Sequence[Any]]]) -> bytes:
-    """The batch-output columns: predictions, explanations, SHAP metadata, passthrough, approval."""
+              explained: dict[int, RowExplanation] | None, carried: list[tuple[str, Sequence[Any]]],
+              outliers: list[bool] | None = None) -> bytes:
+    """The batch-output columns: predictions, explanations, SHAP metadata, passthrough, warnings, approval."""
     target = model.target
     header: list[str] = []
     columns: list[Sequence[Any]] = []
@@ -294,6 +314,10 @@ def _csv_body(model: Model, scores: Scores, request: ExplanationRequest | None,
         header.append(name)
         for row, value in zip(rows, column, strict=False):
             row.append(value)
+    if outliers is not None:
+        header.append("IS_OUTLIER_PREDICTION")
+        for row, outlier in zip(rows, outliers, strict=True):
+            row.append(outlier)
     header.append("DEPLOYMENT_APPROVAL_STATUS")
     for row in rows:
         row.append(APPROVAL_STATUS)

@@ -54,6 +54,7 @@ class DataRobotQuery:
     threshold_low: float | None
     threshold_high: float | None
     algorithm: str | None
+    prediction_warnings: bool = False  # predictionWarningEnabled=true
 
     @classmethod
     def parse(cls, query: MultiMapping[str]) -> DataRobotQuery:
@@ -75,11 +76,11 @@ class DataRobotQuery:
             if algorithm not in ("shap", "xemp"):
                 raise _data_error("explanation_algorithm", "value doesn't match any variant")
         _check_multiclass_params(query)
-        _boolean(query.get("predictionWarningEnabled"),
-                 lambda: Refusal(message(422, "'predictionWarningEnabled': value can't be converted to Bool")))
+        warnings = _boolean(query.get("predictionWarningEnabled"), lambda: Refusal(
+            message(422, "'predictionWarningEnabled': value can't be converted to Bool")))
         _boolean(query.get("excludeAdjustedPredictions"),
                  lambda: _data_error("exclude_adjusted_predictions", "value can't be converted to Bool"))
-        return cls(passthrough, passthrough_set == "all", max_explanations, low, high, algorithm)
+        return cls(passthrough, passthrough_set == "all", max_explanations, low, high, algorithm, bool(warnings))
 
     def explanations(self, model: Model, default_algorithm: str) -> ExplanationRequest | None:
         algorithm = self.algorithm or default_algorithm

@@ -57,6 +57,12 @@ class Model:
     terms: tuple[Term, ...]  # the model's own order, which is the order of Qlik's SHAP columns
     intercepts: tuple[float, ...]  # one per output: 1 for binary and regression, one per class
     threshold: float = 0.5
+    # The range of predictions seen in training, for DataRobot's prediction warnings (regression):
+    # a prediction outside it is an outlier. None = the deployment has prediction warnings off.
+    prediction_range: tuple[float, float] | None = None
+    # The model this one challenges: each request counts the rows on which the two disagree, so a
+    # test knows the agreement a comparison must find (GET /_emulator/stats, "challenger").
+    champion: Model | None = None
     base_values: tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +106,14 @@ class Model:
                 for column in probabilities:
                     column[row] = None
         return Scores(rows, contributions, links, predictions, probabilities, faults)
+
+    def disagreements(self, columns: Mapping[str, Sequence[Any]], rows: int) -> int | None:
+        """For a challenger: the rows that it and its champion both predict, but differently."""
+        if self.champion is None:
+            return None
+        ours = self.score(columns, rows).predictions
+        theirs = self.champion.score(columns, rows).predictions
+        return sum(1 for a, b in zip(ours, theirs, strict=True) if a is not None and b is not None and a != b)
 
     def _outputs(self, links: list[list[float]]) -> tuple[list[Any], list[list[float | None]] | None]:
         if self.kind == "regression":
@@ -198,6 +212,7 @@ CUSTOMER_VALUE = Model(
         numeric("ServiceRating", (85.0,), mean=3.9, exemplars=(2.9, 3.4, 3.9, 4.4, 4.9)),
     ),
     intercepts=(-250.0,),
+    prediction_range=(0.0, 4000.0),
 )
 
 # Classes in ascending order, as Qlik lists class columns: high, low, medium.
@@ -227,11 +242,35 @@ SUPPORT_PRIORITY = Model(
     intercepts=centered_across_classes((-0.9, 0.5, 0.4)),
 )
 
+# A challenger of CHURN: the same features and classes, slightly heavier on penalties, tickets and
+# service rating; on the demo's sample data the two disagree on about one customer in nine.
+CHURN_CHALLENGER = Model(
+    kind="binary",
+    target="Churned",
+    classes=("no", "yes"),
+    features=CHURN.features,
+    terms=(
+        categorical("PlanType", {"Basic": (0.25,), "Standard": (0.0,), "Premium": (-0.45,),
+                                 "Enterprise": (-0.7,)}, PLAN_LEVELS),
+        numeric("NumberOfPenalties", (0.15,), mean=1.5, exemplars=(0.0, 1.0, 2.0, 3.0), integer=True),
+        numeric("BaseFee", (0.017,), mean=60.0, exemplars=(30.0, 45.0, 60.0, 75.0, 90.0)),
+        boolean("HasRenewed", (-0.31,), share_true=0.6),
+        numeric("ServiceTickets", (0.085,), mean=3.0, exemplars=(0.0, 1.0, 3.0, 5.0, 6.0), integer=True),
+        numeric("AdditionalFeatureSpend", (-0.012,), mean=20.0, exemplars=(0.0, 10.0, 20.0, 30.0, 40.0)),
+        boolean("Promotion", (-0.2,), share_true=0.3),
+        numeric("ServiceRating", (-0.33,), mean=3.9, exemplars=(2.9, 3.4, 3.9, 4.4, 4.9)),
+    ),
+    intercepts=(0.214,),
+    champion=CHURN,
+)
+
 DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("churn", "3f8e2a52-6a1b-4c2e-9d8f-4b7a1c2e5d90", "65f1c0de9a3b4c2d1e0f7a81", CHURN),
     Deployment("customer_value", "8c4d1e7b-2f3a-4b5c-8d6e-9f0a1b2c3d4e", "65f1c0de9a3b4c2d1e0f7a82", CUSTOMER_VALUE),
     Deployment("support_priority", "b6a9f3c1-7d2e-4f8a-a5b4-c3d2e1f0a9b8", "65f1c0de9a3b4c2d1e0f7a83",
                SUPPORT_PRIORITY),
+    Deployment("churn_challenger", "d2f7c9e4-1b3a-4e6d-8c5f-7a9b0c1d2e3f", "65f1c0de9a3b4c2d1e0f7a84",
+               CHURN_CHALLENGER),
 )
 
 

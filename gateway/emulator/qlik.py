@@ -130,7 +130,10 @@ class QlikApi:
             return Answer(refusal.response)
         except ModelCrash:
             return Answer(self.injected(500, options), fault="crash")
-        return Answer(response, len(rows), "shap" if query.include_shap else None)
+        model = deployment.model
+        compared = model.disagreements(dict(zip(names, zip(*rows, strict=False), strict=False)), len(rows)) \
+            if model.champion is not None and rows else None
+        return Answer(response, len(rows), "shap" if query.include_shap else None, disagreements=compared)
 
     def _deployment(self, ref: str) -> Deployment:
         deployment = self._catalog.qlik(ref)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -52,6 +53,7 @@ DATAROBOT_PREDICT = "/predApi/v1.0/deployments/{deployment}/predictions"
 QLIK_PREFIX = "/api/"
 DATAROBOT_PREFIX = "/predApi/"
 SHUTDOWN_GRACE_S = 2.0  # in-flight answers get this long to finish when the emulator stops
+RECEIVED_KEPT = 256  # the last prediction requests' paths, as sent, for GET /_emulator/requests
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,6 +74,9 @@ class Emulator:
         self._batch = BatchPredictionApi(self.catalog, lambda: self._options)
         self._runner: web.AppRunner | None = None
         self.url = ""
+        # The path and query of the last RECEIVED_KEPT prediction requests exactly as they arrived
+        # (percent-encoding and parameter order kept), so a test can check what a client sent.
+        self.received: deque[str] = deque(maxlen=RECEIVED_KEPT)
 
     @property
     def options(self) -> EmulatorOptions:
@@ -142,6 +147,7 @@ class Emulator:
         app.router.add_post("/_emulator/config", self._post_config)
         app.router.add_get("/_emulator/stats", self._get_stats)
         app.router.add_get("/_emulator/deployments", self._get_deployments)
+        app.router.add_get("/_emulator/requests", self._get_requests)
         return app
 
     # ---- prediction routes ----------------------------------------------------------------
@@ -150,6 +156,7 @@ class Emulator:
         loop = asyncio.get_running_loop()
         started = loop.time()
         options = self._options
+        self.received.append(request.raw_path)
         denied = api.unauthorized(request, options)
         if denied is not None:
             return self._answered(api, denied, started, 0, None)
@@ -180,6 +187,8 @@ class Emulator:
         if answer.fault is not None:
             self.stats.fault(answer.fault)
         scored = answer.rows if answer.response.status == 200 else 0
+        if scored and answer.disagreements is not None:
+            self.stats.compared(scored, answer.disagreements)
         await self._pace(started, options, scored, answer.explanations)
         return self._answered(api, answer.response, started, scored, answer.explanations)
 
@@ -243,6 +252,9 @@ class Emulator:
 
     async def _get_deployments(self, request: web.Request) -> web.Response:
         return _json(self.catalog.describe())
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        return _json({"requests": list(self.received)})
 
 
 def _json(doc: object, status: int = 200) -> web.Response:

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.emulator.features import cell_text
+from gateway.errors import SettingsError
 
 EXPLANATION_ALGORITHMS = ("shap", "xemp")
 DEFAULT_LATENCY_MS = 5.0  # a few ms of network and server overhead per request
@@ -31,7 +32,7 @@ START_ONLY = frozenset({"tls_cert", "tls_key"})
 SECRETS = frozenset({"token", "datarobot_key"})
 
 
-class OptionError(ValueError):
+class OptionError(SettingsError, ValueError):
     """An option value that cannot be used; the message names the option."""
 
 
@@ -77,9 +78,9 @@ class EmulatorOptions:
             raise OptionError(f"{fixed[0]} can only be set when the emulator starts")
         return dataclasses.replace(self, **patch)
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> dict[str, object]:
         """The current values as ``GET /_emulator/config`` shows them (secrets masked)."""
-        view: dict[str, Any] = {}
+        view: dict[str, object] = {}
         for name in OPTION_NAMES:
             value = getattr(self, name)
             if name in SECRETS and value is not None:
@@ -90,7 +91,7 @@ class EmulatorOptions:
         return view
 
 
-def _number(name: str, value: Any) -> float:
+def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OptionError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value) or value < 0:
@@ -98,26 +99,26 @@ def _number(name: str, value: Any) -> float:
     return float(value)
 
 
-def _probability(name: str, value: Any) -> float:
+def _probability(name: str, value: object) -> float:
     number = _number(name, value)
     if number > 1.0:
         raise OptionError(f"{name} must be a probability between 0 and 1, got {value!r}")
     return number
 
 
-def _optional_text(name: str, value: Any) -> str | None:
+def _optional_text(name: str, value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise OptionError(f"{name} must be a non-empty string or null, got {value!r}")
     return value
 
 
-def _algorithm(name: str, value: Any) -> str:
+def _algorithm(name: str, value: object) -> str:
     if value not in EXPLANATION_ALGORITHMS:
         raise OptionError(f"{name} must be one of {', '.join(EXPLANATION_ALGORITHMS)}, got {value!r}")
     return str(value)
 
 
-def _positive_count(name: str, value: Any) -> int | None:
+def _positive_count(name: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -125,7 +126,7 @@ def _positive_count(name: str, value: Any) -> int | None:
     return value
 
 
-def _cell_value(name: str, value: Any) -> str | None:
+def _cell_value(name: str, value: object) -> str | None:
     """A value as request cells are compared with it: text; a JSON number or boolean becomes its text."""
     if value is None:
         return None
@@ -136,13 +137,13 @@ def _cell_value(name: str, value: Any) -> str | None:
     return text
 
 
-def _seed(name: str, value: Any) -> int | None:
+def _seed(name: str, value: object) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise OptionError(f"{name} must be an integer or null, got {value!r}")
     return value
 
 
-def _error_rate(name: str, value: Any) -> Mapping[int, float]:
+def _error_rate(name: str, value: object) -> Mapping[int, float]:
     if not isinstance(value, Mapping):
         raise OptionError(f"{name} must be an object of HTTP status -> probability, got {value!r}")
     rates: dict[int, float] = {}
@@ -156,7 +157,7 @@ def _error_rate(name: str, value: Any) -> Mapping[int, float]:
     return MappingProxyType(rates)
 
 
-def parse_status(key: Any) -> int | None:
+def parse_status(key: object) -> int | None:
     """An error status from ``503`` or ``"503"``; None when it is not one."""
     if isinstance(key, bool):
         return None

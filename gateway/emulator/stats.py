@@ -20,6 +20,8 @@ class ServedStats:
         self._statuses: dict[str, Counter[str]] = {route: Counter() for route in ROUTES}
         self._explanations: dict[str, Counter[str]] = {route: Counter() for route in ROUTES}
         self._faults: Counter[str] = Counter()
+        self._compared = 0  # rows a challenger deployment scored, and how many its champion predicts otherwise
+        self._disagreements = 0
 
     def answered(self, route: str, status: int, rows: int, explanations: str | None) -> None:
         """One request answered with ``status``; ``rows`` counts only rows scored in a 2xx answer."""
@@ -34,6 +36,11 @@ class ServedStats:
         self._requests[route] += 1
         self._faults[kind] += 1
 
+    def compared(self, rows: int, disagreements: int) -> None:
+        """A challenger deployment answered ``rows`` rows, ``disagreements`` of them unlike its champion."""
+        self._compared += rows
+        self._disagreements += disagreements
+
     def fault(self, kind: str) -> None:
         self._faults[kind] += 1
 
@@ -43,6 +50,7 @@ class ServedStats:
             "requests": sum(self._requests.values()),
             "rows": sum(self._rows.values()),
             "faults": {kind: self._faults[kind] for kind in FAULT_KINDS},
+            "challenger": {"rows": self._compared, "disagreements": self._disagreements},
             "routes": {route: {"requests": self._requests[route],
                                "rows": self._rows[route],
                                "statuses": dict(sorted(self._statuses[route].items())),

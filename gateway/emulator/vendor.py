@@ -20,6 +20,7 @@ class Answer:
     rows: int = 0
     explanations: str | None = None  # "shap" | "xemp" | None
     fault: str | None = None  # a fault kind for the stats ("crash"), when the answer is one
+    disagreements: int | None = None  # a challenger deployment's rows its champion predicts otherwise
 
 
 class Refusal(Exception):
@@ -81,3 +82,4 @@ def wants_csv(accept: str) -> bool:
         if q > best_q:
             best_q, best_csv = q, is_csv
     return best_csv
+

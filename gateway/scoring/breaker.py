@@ -140,13 +140,15 @@ class CircuitBreaker:
             return self._move(State.CLOSED, f"{self._half_open_successes} requests in a row succeeded")
         return None
 
-    def failed(self, now: float, permit: Permit | None, reason: str, retry_after_s: float = 0.0) -> Transition | None:
-        """An outage failure: the backend could not answer (or asked to be left alone)."""
+    def failed(self, now: float, permit: Permit | None, reason: str, retry_after_s: float = 0.0, *,
+               probed: bool = False) -> Transition | None:
+        """An outage failure: the backend could not answer (or asked to be left alone). ``probed``:
+        the failed request was the open breaker's probe, though its permit was already given back."""
         self._ended(permit)
         if self.state is State.OPEN:
             if self.refused:  # it answered, so it is no longer refusing: an outage now
                 return self._open(now, reason, retry_after_s, refused=False)
-            if permit is not None and permit.probe:  # earlier requests' answers do not move the backoff
+            if probed or (permit is not None and permit.probe):  # others' answers do not move the backoff
                 self._schedule_probe(now, retry_after_s)
             return None
         if self.state is State.HALF_OPEN:

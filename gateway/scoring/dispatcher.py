@@ -208,7 +208,8 @@ class Dispatcher:
             if rows > 1:
                 raise FailedOnRows() from None
             return False
-        self._record(breaker.failed(self._clock(), None, str(err), retry_after))
+        # The permit went back before the canary; a probe's failure must still space the next probe.
+        self._record(breaker.failed(self._clock(), None, str(err), retry_after, probed=permit.probe))
         return breaker.holding()
 
     async def _backend_serves(self, since: float) -> bool:

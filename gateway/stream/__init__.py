@@ -6,7 +6,8 @@ Where a record goes next, in order:
     ordering.KeyOrder       which earlier batches a batch must publish after
     (gateway.scoring)       the batch is scored: encode, HTTP, decode
     outputs.Outputs         the output records (``records``), addressed to their topics
-    (gateway.delivery)      published, then its input offsets committed
+    (gateway.delivery)      published, settled, then its input offsets committed
 
-``pipeline.Pipeline`` owns the tasks that move a batch along and drains them on stop and revoke.
+``pipeline.Pipeline`` builds a pipeline's collaborators in one place; ``flow.Flow`` runs them: it
+owns the tasks that move a batch along and drains them on stop and revoke.
 """

@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.stream.records import InputRecord
 
@@ -20,7 +19,7 @@ from gateway.stream.records import InputRecord
 class Batch:
     seq: int
     records: list[InputRecord]
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, object]]
     # Set when every output of this batch is acknowledged by the broker (or the batch is abandoned):
     # later batches that share a record key wait on it before they publish.
     published: asyncio.Future[None] | None = None
@@ -40,14 +39,14 @@ class Batcher:
         self._clock = clock
         self._seq = 0
         self._records: list[InputRecord] = []
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[dict[str, object]] = []
         self._bytes = 0
         self._started = 0.0
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def add(self, record: InputRecord, row: dict[str, Any]) -> Batch | None:
+    def add(self, record: InputRecord, row: dict[str, object]) -> Batch | None:
         """Add one record; returns a batch when this record filled it."""
         if not self._records:
             self._started = self._clock()

@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
-from typing import Any
 
 import orjson
 
 from gateway.backends.codec import Codec
 from gateway.delivery.offsets import OffsetTracker
+from gateway.kafka.client import TopicPartition
 from gateway.kafka.source import KafkaSource, decode_value
 from gateway.runtime.metrics import PipelineMetrics
 from gateway.stream.batcher import Batch, Batcher
@@ -73,7 +73,7 @@ class Intake:
             if len(batcher) and (batcher.due() or self._slot_free()):
                 self.send_pending()
 
-    def _take(self, data: dict[Any, list[Any]]) -> None:
+    def _take(self, data: Mapping[TopicPartition, Sequence[InputRecord]]) -> None:
         """Track, decode, check and batch one fetch's records (the per-record loop: no awaits)."""
         batcher, check_row, dispatch = self.batcher, self.codec.check_json_row, self._dispatch
         loads, unreadable = orjson.loads, orjson.JSONDecodeError
@@ -85,7 +85,7 @@ class Intake:
             for record in records:
                 value = record.value
                 try:
-                    row = loads(value)  # a tombstone's None too: it raises the same error
+                    row = loads(value)  # type: ignore[arg-type]  # a tombstone's None raises the same error
                 except unreadable:
                     row = None
                 if type(row) is dict:

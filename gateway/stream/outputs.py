@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.kafka.sink import Message
+from gateway.kafka.client import Message
 from gateway.scoring.dispatcher import Outcome
 from gateway.stream.records import (
     InputRecord,
@@ -98,3 +98,16 @@ class Outputs:
             out.owners.append(i)
             out.messages.append((topic, record.key, dumps(doc), record.headers))
         return out
+
+
+def tally(outcomes: Iterable[Outcome]) -> Published:
+    """What these outcomes count as, without their messages: the counts of the part of a batch that
+    was delivered when another part was abandoned."""
+    out = Published()
+    stages = out.dead_by_stage
+    for outcome in outcomes:
+        if isinstance(outcome, Rejected):
+            stages[outcome.stage] = stages.get(outcome.stage, 0) + 1
+        else:
+            out.predicted += 1
+    return out

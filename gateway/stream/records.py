@@ -2,17 +2,24 @@
 
 Every input record yields one prediction record or one dead-letter record; ``id`` is the input's
 ``topic/partition/offset`` so consumers can drop the duplicates an at-least-once restart may cause.
+
+Fields added after PRODUCT.md §4 appear only when they have a value, so records without them keep
+their bytes: ``prediction_warning`` (DataRobot prediction warnings: true when the row's prediction is
+outside the deployment's expected range), ``adjusted_prediction`` (DataRobot's exposure-adjusted
+prediction) and ``vendor_fields`` (every per-row field of the vendor's answer the gateway does not
+model, under the vendor's own name: never dropped). A multiclass explanation names its class in
+``class``.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import orjson
 
 from gateway.backends.codec import ScoredRow
+from gateway.kafka.client import InputRecord as InputRecord  # the seam says what a consumed record offers
 
 STAGE_DECODE = "decode"
 STAGE_VALIDATE = "validate"
@@ -21,18 +28,6 @@ STAGE_NOT_PREDICTED = "not_predicted"
 
 # The reason of a tombstone's dead letter: replay tells it by this text from an empty value.
 TOMBSTONE_REASON = "record has no value (tombstone)"
-
-
-class InputRecord(Protocol):
-    """What the gateway needs of a consumed Kafka record (aiokafka's ConsumerRecord has it)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
 
 
 @dataclass(slots=True)
@@ -49,19 +44,19 @@ def record_id(record: InputRecord) -> str:
     return f"{record.topic}/{record.partition}/{record.offset}"
 
 
-def source_of(record: InputRecord) -> dict[str, Any]:
+def source_of(record: InputRecord) -> dict[str, object]:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset,
             "timestamp_ms": record.timestamp}
 
 
 def prediction_document(record: InputRecord, row: ScoredRow, *, pipeline: str, backend: str,
-                        deployment: str, latency_ms: float, embed_explanations: bool) -> dict[str, Any]:
+                        deployment: str, latency_ms: float, embed_explanations: bool) -> dict[str, object]:
     """``latency_ms`` is the batch's, rounded once by the caller (rounding costs more than the rest).
 
     One dict display per shape (a display is built in one step, item assignments are not), and the
     explanations as they are: each :class:`Explanation` is already the object the record writes."""
     topic, partition, offset = record.topic, record.partition, record.offset
-    doc: dict[str, Any]
+    doc: dict[str, object]
     if embed_explanations:
         doc = {"id": f"{topic}/{partition}/{offset}", "pipeline": pipeline,
                "source": {"topic": topic, "partition": partition, "offset": offset, "timestamp_ms": record.timestamp},
@@ -76,11 +71,17 @@ def prediction_document(record: InputRecord, row: ScoredRow, *, pipeline: str, b
                "latency_ms": latency_ms}
     if row.passthrough:
         doc["passthrough"] = row.passthrough
+    if row.prediction_warning is not None:
+        doc["prediction_warning"] = row.prediction_warning
+    if row.adjusted_prediction is not None:
+        doc["adjusted_prediction"] = row.adjusted_prediction
+    if row.vendor_fields:
+        doc["vendor_fields"] = row.vendor_fields
     return doc
 
 
 def explanation_document(record: InputRecord, row: ScoredRow | None, *, pipeline: str,
-                         error: str | None = None) -> dict[str, Any]:
+                         error: str | None = None) -> dict[str, object]:
     """``row`` None with ``error``: the deferred explanation request for this record failed."""
     if row is None:
         return {"id": record_id(record), "pipeline": pipeline, "kind": None, "explanations": [],
@@ -90,8 +91,8 @@ def explanation_document(record: InputRecord, row: ScoredRow | None, *, pipeline
             "base_value": row.base_value, "remaining_total": row.remaining_total}
 
 
-def dead_letter_document(record: InputRecord, rejected: Rejected, *, pipeline: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {
+def dead_letter_document(record: InputRecord, rejected: Rejected, *, pipeline: str) -> dict[str, object]:
+    doc: dict[str, object] = {
         "id": record_id(record),
         "pipeline": pipeline,
         "source": source_of(record),
@@ -129,8 +130,7 @@ class PredictionWriter:
     def __init__(self, *, pipeline: str, backend: str, deployment: str, latency_ms: float,
                  embed_explanations: bool) -> None:
         self._embed = embed_explanations
-        self._names: dict[str, Any] = {"pipeline": pipeline, "backend": backend, "deployment": deployment,
-                                       "latency_ms": latency_ms}
+        self._names = (pipeline, backend, deployment, latency_ms)
         self._pipeline = _literal(orjson.dumps(pipeline))
         self._tail = _literal(b',"backend":' + orjson.dumps(backend) + b',"deployment":' + orjson.dumps(deployment)
                               + b',"latency_ms":' + orjson.dumps(latency_ms))
@@ -146,7 +146,9 @@ class PredictionWriter:
     def write(self, record: InputRecord, row: ScoredRow) -> bytes:
         topic, partition, offset, timestamp = record.topic, record.partition, record.offset, record.timestamp
         if type(offset) is not int or type(timestamp) is not int:
-            return dumps(prediction_document(record, row, embed_explanations=self._embed, **self._names))
+            name, backend, deployment, latency_ms = self._names
+            return dumps(prediction_document(record, row, pipeline=name, backend=backend, deployment=deployment,
+                                             latency_ms=latency_ms, embed_explanations=self._embed))
         form = self._formats.get((topic, partition)) or self._format(topic, partition)
         if self._embed:
             fields = dumps({"prediction": row.prediction, "probabilities": row.probabilities,
@@ -157,10 +159,24 @@ class PredictionWriter:
                             "threshold": row.threshold, "explanation_kind": row.explanation_kind})
         passthrough = row.passthrough
         extra = b',"passthrough":' + dumps(passthrough) if passthrough else b""
+        if row.prediction_warning is not None or row.adjusted_prediction is not None or row.vendor_fields:
+            extra += _vendor_extras(row)
         return form % (offset, offset, timestamp, fields[1:-1], extra)
 
 
-def dumps(doc: dict[str, Any]) -> bytes:
+def _vendor_extras(row: ScoredRow) -> bytes:
+    """The optional DataRobot fields, in :func:`prediction_document`'s order (rare: off the fast path)."""
+    extras: dict[str, object] = {}
+    if row.prediction_warning is not None:
+        extras["prediction_warning"] = row.prediction_warning
+    if row.adjusted_prediction is not None:
+        extras["adjusted_prediction"] = row.adjusted_prediction
+    if row.vendor_fields:
+        extras["vendor_fields"] = row.vendor_fields
+    return b"," + dumps(extras)[1:-1]
+
+
+def dumps(doc: dict[str, object]) -> bytes:
     """JSON bytes of an output record. Every key the decoders produce is a string; the option that
     also allows other keys costs 60 % more per record, so it is only the fallback."""
     try:

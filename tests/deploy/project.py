@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 HPA_COMPONENT = K8S / "hpa"
 BATCH_COMPONENT = K8S / "batch"
+QLIK_BATCH_COMPONENT = BATCH_COMPONENT / "qlik"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 APP_CONFIG = K8S / "config.yaml"

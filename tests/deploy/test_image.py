@@ -210,7 +210,7 @@ def test_dockerignore_semantics() -> None:
 def test_build_context_holds_only_what_the_wheel_needs() -> None:
     rules = DockerIgnore(DOCKERIGNORE.read_text(encoding="utf-8"))
     for path in (".git/config", ".venv/bin/python", "tests/deploy/test_image.py", "benchmarks/run.py",
-                 "k8s/config.yaml", ".env", "gateway/__pycache__/cli.cpython-311.pyc", "Dockerfile",
+                 "testkit/stage.py", "k8s/config.yaml", ".env", "gateway/__pycache__/cli.cpython-311.pyc", "Dockerfile",
                  ".pytest_cache/v/x", ".hypothesis/examples/x"):
         assert rules.excluded(path), path
     context = rules.context(REPO)

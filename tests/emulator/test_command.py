@@ -37,7 +37,7 @@ def test_prints_its_url_and_exits_cleanly_on_signal(run_command, signum):
     command = run_command()
     assert re.fullmatch(r"scoring emulator listening on http://127\.0\.0\.1:\d+", command.first_line)
     status, _, raw = request(command.url + "/_emulator/deployments")
-    assert status == 200 and len(orjson.loads(raw)["deployments"]) == 3
+    assert status == 200 and len(orjson.loads(raw)["deployments"]) == 4
     assert request(command.url + QLIK_RUN.format("churn"), SEED_BODY, BEARER)[0] == 200
     assert command.stop(signum) == 0
     assert command.proc.stdout.read() == b""  # one line, nothing else

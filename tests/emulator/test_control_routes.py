@@ -26,7 +26,7 @@ async def test_deployments_listing_has_the_product_shape(http, emulator):
     status, doc = await get(http, emulator.url + "/_emulator/deployments")
     assert status == 200 and list(doc) == ["deployments"]
     entries = {d["name"]: d for d in doc["deployments"]}
-    assert set(entries) == {"churn", "customer_value", "support_priority"}
+    assert set(entries) == {"churn", "customer_value", "support_priority", "churn_challenger"}
     keys = ["name", "kind", "target", "classes", "features", "qlik_id", "datarobot_id"]
     for entry in entries.values():
         assert list(entry) == keys
@@ -38,6 +38,9 @@ async def test_deployments_listing_has_the_product_shape(http, emulator):
     assert (entries["customer_value"]["kind"], entries["customer_value"]["classes"]) == ("regression", None)
     assert entries["support_priority"]["kind"] == "multiclass"
     assert entries["support_priority"]["classes"] == ["high", "low", "medium"]
+    challenger = entries["churn_challenger"]
+    assert (challenger["target"], challenger["classes"], challenger["features"]) == ("Churned", ["no", "yes"],
+                                                                                     CHURN_FEATURES)
     # The ids listed are the ids served.
     body = orjson.dumps(qlik_body(CHURN_FEATURES, SEED_ROWS))
     status, _, _ = await post(http, qlik_url(emulator, churn["qlik_id"]), data=body)
@@ -131,3 +134,25 @@ async def test_stats_count_requests_rows_and_faults(http, emulator):
                                             "explanations": {"none": 1}}
     # Control routes are not counted.
     assert (await get(http, emulator.url + "/_emulator/stats"))[1]["requests"] == 5
+
+
+async def test_a_challenger_deployment_counts_the_rows_its_champion_predicts_otherwise(http, emulator):
+    from gateway.emulator.models import CHURN, CHURN_CHALLENGER
+    from tests.emulator.payloads import random_rows
+
+    rows = random_rows(CHURN, 400)
+    columns = {f: [row[i] for row in rows] for i, f in enumerate(CHURN_FEATURES)}
+    ours = CHURN.score({f: columns[f] for f in CHURN.features}, len(rows)).predictions
+    theirs = CHURN_CHALLENGER.score({f: columns[f] for f in CHURN.features}, len(rows)).predictions
+    expected = sum(1 for a, b in zip(ours, theirs, strict=True) if a != b)
+    assert 0 < expected < len(rows)  # the two really disagree, on some rows only
+    _, before = await get(http, emulator.url + "/_emulator/stats")
+    status, _, _ = await post(http, qlik_url(emulator, "churn_challenger"),
+                              data=orjson.dumps(qlik_body(CHURN_FEATURES, rows)))
+    assert status == 200
+    status, _, _ = await post(http, datarobot_url(emulator, "churn_challenger"),
+                              data=csv_text(CHURN_FEATURES, rows).encode(), headers={"Content-Type": "text/csv"})
+    assert status == 200
+    _, after = await get(http, emulator.url + "/_emulator/stats")
+    assert after["challenger"]["rows"] - before["challenger"]["rows"] == 2 * len(rows)
+    assert after["challenger"]["disagreements"] - before["challenger"]["disagreements"] == 2 * expected

@@ -97,7 +97,8 @@ def test_output_space_shap_adds_up_for_every_model(model, data):
 
 
 def test_one_base_value_per_deployment_and_class():
-    churn, value, priority = MODELS
+    churn, value, priority, challenger = MODELS
+    assert base_values(challenger) == (pytest.approx(sigmoid(challenger.base_values[0]), abs=0),)
     assert base_values(churn) == (pytest.approx(sigmoid(churn.base_values[0]), abs=0),)
     assert base_values(value) == value.base_values
     bases = base_values(priority)

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from gateway.emulator import EmulatorOptions, OptionError, start_emulator
-from gateway.emulator.cli import _loop_factory
+from gateway.runtime.loop import loop_factory
 from tests.emulator.conftest import post, qlik_url
 
 
@@ -38,4 +38,4 @@ def test_options_are_validated_on_construction():
 
 def test_the_command_runs_on_uvloop():
     uvloop = pytest.importorskip("uvloop")
-    assert _loop_factory() is uvloop.new_event_loop
+    assert loop_factory() is uvloop.new_event_loop

@@ -1,7 +1,8 @@
 import pytest
 
-from tests.integration.harness import BROKER, EmulatorProcess, Topics, start_broker
-from tests.kafka.choice import make_broker
+from testkit.brokers.choice import BROKER, make_broker, start_broker
+from testkit.processes import EmulatorProcess
+from testkit.topics import Topics
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,7 +28,7 @@ def broker():
 
 @pytest.fixture(scope="session")
 def emulator():
-    emu = EmulatorProcess()
+    emu = EmulatorProcess().start()
     try:
         yield emu
     finally:

@@ -15,17 +15,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.integration.harness import (
-    EmulatorProcess,
-    GatewayProcess,
-    InProcessGateway,
-    Topics,
-    async_wait_until,
-    churn_features,
-    gateway_config,
-    ids_of,
-    write_config,
-)
+from testkit.processes import EmulatorProcess, GatewayProcess, InProcessGateway
+from testkit.topics import Topics, churn_features, gateway_config, ids_of, write_config
+from testkit.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
 # `serial`: latency or throughput compared within the test, so make test runs it alone, not beside another test.
@@ -200,14 +192,14 @@ async def test_deferred_explanations_survive_a_kill(topics, emu, tmp_path):
                          explanations_topic=topics.explanations, batching={"max_rows": 50},
                          explanations={"mode": "deferred", "max_in_flight_requests": 4, "max_rows": 25})
     config = write_config(tmp_path / "gateway.yaml", doc)
-    first = GatewayProcess(config, tmp_path / "first.log")
+    first = GatewayProcess(config, tmp_path / "first.log").start()
     try:
         await topics.read(topics.explanations, lambda r: len(r) >= 100, 60)
         first.signal(signal.SIGKILL)
         first.wait(10)
     finally:
         first.stop()
-    second = GatewayProcess(config, tmp_path / "second.log")
+    second = GatewayProcess(config, tmp_path / "second.log").start()
     try:
         explained = await topics.read(topics.explanations, lambda r: len(set(ids_of(r))) >= n, 120)
         predicted = await topics.read(topics.predictions, lambda r: len(set(ids_of(r))) >= n, 30)
@@ -247,12 +239,12 @@ async def test_two_replicas_share_one_rate_budget_across_a_rebalance(topics, emu
                                       rate_limit_scope="group"),
                          batching={"max_rows": rows, "linger_ms": 50})
     config = write_config(tmp_path / "gateway.yaml", doc)
-    replicas = [GatewayProcess(config, tmp_path / "a.log")]
+    replicas = [GatewayProcess(config, tmp_path / "a.log").start()]
     try:
         await topics.read(topics.predictions, lambda r: len(r) >= rows, 60)  # A has joined
         started, before = time.monotonic(), (await stats(emu))["requests"]
         await asyncio.sleep(8)
-        replicas.append(GatewayProcess(config, tmp_path / "b.log"))
+        replicas.append(GatewayProcess(config, tmp_path / "b.log").start())
         await asyncio.sleep(22)
         sent = (await stats(emu))["requests"] - before
         elapsed = time.monotonic() - started

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from testkit.topics import churn_features
 from tests.integration.batch_support import batch_config, output_files, read_table, run_batch
-from tests.integration.harness import churn_features
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import BROKER
+from testkit.brokers.choice import BROKER
 
 pytestmark = [pytest.mark.integration, pytest.mark.tansu,
               pytest.mark.skipif(BROKER != "tansu", reason="runs in the tansu pass (a fresh broker per repetition)")]

@@ -19,11 +19,13 @@ from typing import Any
 import orjson
 import pytest
 
-from benchmarks.chaos_ledger import read_inputs, read_outputs, tally
 from gateway.kafka.embedded import free_port
-from tests.integration.harness import GatewayProcess, Topics, churn_features, gateway_config, start_broker, write_config
-from tests.kafka.admin import create_led_topics, partition_leaders
-from tests.kafka.cluster import KafkaCluster
+from testkit.brokers.admin import create_led_topics, partition_leaders
+from testkit.brokers.choice import start_broker
+from testkit.brokers.cluster import KafkaCluster
+from testkit.ledger import read_inputs, read_outputs, tally
+from testkit.processes import GatewayProcess
+from testkit.topics import Topics, churn_features, gateway_config, write_config
 
 # One worker runs this module: its module-scoped three-broker cluster is started once (make test's loadgroup).
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only, pytest.mark.xdist_group("three-brokers")]
@@ -86,7 +88,7 @@ async def test_killing_the_leader_twice_loses_nothing_and_readiness_shows_the_ou
     port = free_port()
     doc = gateway_config(topics, {"type": "qlik", "url": emu.qlik_url(), "token": "t"}, admin_port=port,
                          batching={"max_rows": 50, "linger_ms": 5}, concurrency={"max_in_flight_requests": 3})
-    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log")
+    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log").start()
     outages: list[dict[str, Any]] = []
     try:
         for kill in range(KILLS):
@@ -153,7 +155,7 @@ async def test_exactly_once_survives_the_output_leader_killed(cluster: KafkaClus
     doc = gateway_config(topics, {"type": "qlik", "url": emu.qlik_url(), "token": "t"}, admin_port=port,
                          delivery="exactly_once", transaction_interval_ms=100,
                          batching={"max_rows": 50, "linger_ms": 5}, concurrency={"max_in_flight_requests": 3})
-    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log")
+    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log").start()
     try:
         await poll(lambda: published(port) >= records * 0.25, 120, "a quarter of the records published")
         leader = (await partition_leaders(cluster.bootstrap, topics.predictions))[0]

@@ -16,7 +16,8 @@ from aiohttp import web
 from gateway.commands.check import probe
 from gateway.config import parse_config
 from gateway.kafka.embedded import create_topics, free_port
-from tests.integration.harness import EmulatorProcess, unique
+from testkit.processes import EmulatorProcess
+from testkit.topics import unique
 
 pytestmark = pytest.mark.integration
 
@@ -180,7 +181,7 @@ async def test_probe_reports_a_sasl_rejection(broker, vendor: VendorServer) -> N
 
 
 def test_probe_against_an_emulator_that_wants_another_token(tmp_path: Path) -> None:
-    emulator = EmulatorProcess("--token", "the-right-token")
+    emulator = EmulatorProcess("--token", "the-right-token").start()
     try:
         url = emulator.datarobot_url()
         result = run_check(tmp_path, config(f"127.0.0.1:{free_port()}", pipeline("churn", "in", "datarobot", url)))

@@ -89,6 +89,9 @@ def test_demo_accounts_for_every_record(tmp_path: Path, backend: str, explanatio
     # Sample outputs are shown, with the explanations asked for.
     assert f'"explanation_kind": "{kind}"' in result.stdout
     assert '"stage": "decode"' in result.stdout and f'"stage": "{model_stage}"' in result.stdout
+    if backend == "datarobot":  # the DataRobot query options: a prediction warning, a multiclass refusal
+        assert "prediction_warning=true" in result.stdout
+        assert "HTTP 422: Multiclass models cannot be used for Prediction Explanations" in result.stdout
     # The config written is the config that ran: it validates and targets the demo's own topics.
     config = load_config(summary["config"])
     assert Path(summary["config"]).parent == tmp_path.resolve()
@@ -287,3 +290,17 @@ def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0 and percentile(values, 100) == 100.0
     assert percentile([7.0], 99) == 7.0 and percentile([], 50) is None
+
+
+def test_demo_with_a_challenger_reports_the_agreement_the_emulator_counts(tmp_path: Path) -> None:
+    result = run_demo("--records", str(RECORDS), "--challenger", "--workdir", str(tmp_path))
+    assert result.returncode == 0, f"exit {result.returncode}\nstderr:\n{result.stderr[-3000:]}"
+    summary = summary_of(result.stdout)
+    assert_accounts_for_every_record(summary, "not_predicted")
+    text = " ".join(result.stdout.split())  # the console wraps long lines
+    found = re.search(r"challenger: agreed with the champion on ([\d,]+) of ([\d,]+) compared records .*? the "
+                      r"emulator counted ([\d,]+) disagreements in ([\d,]+) challenger rows", text)
+    assert found, result.stdout[-3000:]
+    agreed, compared, disagreements, rows = (int(found[i].replace(",", "")) for i in range(1, 5))
+    assert compared == summary["predicted"] and compared - agreed == disagreements and rows >= compared
+    assert load_config(summary["config"]).pipelines[0].outputs.comparisons == "churn-comparisons"

@@ -15,16 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from benchmarks.chaos_ledger import Outputs, read_inputs, read_outputs, tally
 from gateway.kafka.embedded import free_port
-from tests.integration.harness import (
-    SESSION_TIMEOUT_MS,
-    GatewayProcess,
-    Topics,
-    churn_features,
-    gateway_config,
-    write_config,
-)
+from testkit.ledger import Outputs, read_inputs, read_outputs, tally
+from testkit.processes import GatewayProcess
+from testkit.topics import SESSION_TIMEOUT_MS, Topics, churn_features, gateway_config, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -67,13 +61,13 @@ async def test_kills_leave_every_output_exactly_once_for_read_committed(topics, 
                                                              concurrency={"max_in_flight_requests": 4}))
     rng = random.Random(5)
     for kill in range(kills):
-        gateway = GatewayProcess(config, tmp_path / f"gw-{kill}.log")
+        gateway = GatewayProcess(config, tmp_path / f"gw-{kill}.log").start()
         try:
             await asyncio.sleep(4.0 + rng.uniform(0.0, 3.0))  # joined and into the stream
         finally:
             gateway.signal(signal.SIGKILL)
             gateway.wait(10)
-    last = GatewayProcess(config, tmp_path / "gw-last.log")
+    last = GatewayProcess(config, tmp_path / "gw-last.log").start()
     try:
         outputs = await wait_complete(topics, inputs, 180, last)
     finally:
@@ -95,11 +89,11 @@ async def test_members_joining_and_leaving_change_nothing_for_read_committed(top
     inputs = await read_inputs(topics, n)
     emu.configure(latency_ms=20, per_row_ms=0)
     config = write_config(tmp_path / "gw.yaml", exactly_once(topics, emu, concurrency={"max_in_flight_requests": 3}))
-    first = GatewayProcess(config, tmp_path / "first.log")
+    first = GatewayProcess(config, tmp_path / "first.log").start()
     try:
         for cycle in range(2):
             await asyncio.sleep(3.0)
-            joiner = GatewayProcess(config, tmp_path / f"joiner-{cycle}.log")
+            joiner = GatewayProcess(config, tmp_path / f"joiner-{cycle}.log").start()
             await asyncio.sleep(4.0)
             joiner.stop()  # a graceful leave: another rebalance
         await wait_complete(topics, inputs, 180, first)
@@ -119,12 +113,12 @@ async def test_a_zombie_cannot_commit_after_it_lost_its_partitions(topics, emu, 
     port_a, port_b = free_port(), free_port()
     config_a = write_config(tmp_path / "a.yaml", exactly_once(topics, emu, admin_port=port_a))
     config_b = write_config(tmp_path / "b.yaml", exactly_once(topics, emu, admin_port=port_b))
-    zombie = GatewayProcess(config_a, tmp_path / "zombie.log")
+    zombie = GatewayProcess(config_a, tmp_path / "zombie.log").start()
     heir = None
     try:
         await topics.read(topics.predictions, lambda r: len(r) >= 200, 60, committed_only=True)
         zombie.signal(signal.SIGSTOP)  # paused with requests and outputs in flight
-        heir = GatewayProcess(config_b, tmp_path / "heir.log")
+        heir = GatewayProcess(config_b, tmp_path / "heir.log").start()
         await asyncio.sleep(SESSION_TIMEOUT_MS / 1000 + 6)  # the zombie's session expires; the heir takes over
         emu.configure(latency_ms=0)
         zombie.signal(signal.SIGCONT)  # it comes back believing it still owns its partitions
@@ -150,7 +144,7 @@ async def test_on_tansu_exactly_once_stops_start_up_naming_the_key(tmp_path):
         doc = gateway_config(topics, {"type": "qlik", "url": "http://127.0.0.1:9/api/v1/ml/deployments/d/"
                                       "realtime-predictions/actions/run", "token": "t"},
                              delivery="exactly_once", kafka={"enable_idempotence": False})
-        proc = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log")
+        proc = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log").start()
         code = proc.wait(60)
     log = (tmp_path / "gw.log").read_text()
     assert code == 1, log[-2000:]

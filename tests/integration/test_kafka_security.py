@@ -28,9 +28,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from gateway.app import serve
 from gateway.config import parse_config
 from gateway.kafka.embedded import free_port
-from tests.integration.harness import InProcessGateway, Topics, churn_features, gateway_config, ids_of, start_broker
+from testkit.brokers.choice import start_broker
+from testkit.brokers.cluster import KafkaCluster, Listener
+from testkit.processes import InProcessGateway
+from testkit.topics import Topics, churn_features, gateway_config, ids_of
 from tests.integration.test_security import make_ca, make_server_cert
-from tests.kafka.cluster import KafkaCluster, Listener
 
 # One worker runs this module: its broker with security listeners starts once (make test's loadgroup).
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only, pytest.mark.xdist_group("kafka-security")]

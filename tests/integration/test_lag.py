@@ -14,8 +14,10 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaError
 
-from tests.integration.harness import InProcessGateway, async_wait_until, churn_features, gateway_config
-from tests.kafka.admin import end_offsets, group_offsets
+from testkit.brokers.admin import end_offsets, group_offsets
+from testkit.processes import InProcessGateway
+from testkit.topics import churn_features, gateway_config
+from testkit.waits import async_wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 

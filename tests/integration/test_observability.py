@@ -9,14 +9,10 @@ import orjson
 import pytest
 
 from gateway.kafka.embedded import free_port
-from tests.integration.harness import (
-    GatewayProcess,
-    Topics,
-    async_wait_until,
-    churn_features,
-    idempotent,
-    write_config,
-)
+from testkit.brokers.choice import idempotent
+from testkit.processes import GatewayProcess
+from testkit.topics import Topics, churn_features, write_config
+from testkit.waits import async_wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
@@ -64,7 +60,7 @@ async def test_slow_xemp_calls_are_flagged_and_counts_balance(tmp_path, broker, 
         ],
     }
     path = write_config(tmp_path / "gw.yaml", doc)
-    gw = GatewayProcess(path, tmp_path / "gw.log")
+    gw = GatewayProcess(path, tmp_path / "gw.log").start()
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         def drained():

@@ -18,15 +18,9 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.integration.harness import (
-    EmulatorProcess,
-    InProcessGateway,
-    Topics,
-    async_wait_until,
-    churn_features,
-    gateway_config,
-    ids_of,
-)
+from testkit.processes import EmulatorProcess, InProcessGateway
+from testkit.topics import Topics, churn_features, gateway_config, ids_of
+from testkit.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -129,14 +123,13 @@ async def test_a_503_outage_pauses_instead_of_dead_lettering(topics, emu):
 
 
 async def test_an_unreachable_api_pauses_instead_of_dead_lettering(topics):
-    own = EmulatorProcess()  # this test stops its own emulator and starts it again on the same port
+    own = EmulatorProcess().start()  # this test stops its own emulator and starts it again on the same port
     try:
         async def break_it() -> None:
             own.stop()
 
         async def heal() -> None:
-            nonlocal own
-            own = EmulatorProcess(port=own.port)
+            own.start()  # a new process on the same port: the API is back
 
         figures = await run_outage(topics, own, break_it, heal)
         assert figures["recovered_s"] <= 2 * MAX_BACKOFF_MS / 1000 + 8  # includes the emulator's start-up

@@ -9,14 +9,9 @@ import urllib.request
 import orjson
 import pytest
 
-from tests.integration.harness import (
-    GatewayProcess,
-    async_wait_until,
-    churn_features,
-    gateway_config,
-    ids_of,
-    write_config,
-)
+from testkit.processes import GatewayProcess
+from testkit.topics import churn_features, gateway_config, ids_of, write_config
+from testkit.waits import async_wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
@@ -54,7 +49,7 @@ async def test_kill_dash_nine_mid_stream_loses_nothing(tmp_path, topics, emu):
     expected = await feed(topics, n)
     emu.configure(latency_ms=25)
     path = config_file(tmp_path, topics, emu)
-    first = GatewayProcess(path, tmp_path / "first.log")
+    first = GatewayProcess(path, tmp_path / "first.log").start()
     try:
         await async_wait_until(lambda: _at_least(topics, 2000), 60, "some predictions before the crash",
                                interval_s=0.3)
@@ -62,7 +57,7 @@ async def test_kill_dash_nine_mid_stream_loses_nothing(tmp_path, topics, emu):
         first.kill()
     assert first.proc.returncode == -signal.SIGKILL
     emu.configure(latency_ms=0)
-    second = GatewayProcess(path, tmp_path / "second.log")
+    second = GatewayProcess(path, tmp_path / "second.log").start()
     try:
         ids = await all_ids(topics, expected)
     finally:
@@ -80,12 +75,12 @@ async def test_sigterm_mid_stream_then_restart_has_no_duplicates(tmp_path, topic
     expected = await feed(topics, n)
     emu.configure(latency_ms=25)
     path = config_file(tmp_path, topics, emu)
-    first = GatewayProcess(path, tmp_path / "first.log")
+    first = GatewayProcess(path, tmp_path / "first.log").start()
     await async_wait_until(lambda: _at_least(topics, 2000), 60, "some predictions", interval_s=0.3)
     first.signal(signal.SIGTERM)
     assert first.wait(30) == 0, (tmp_path / "first.log").read_text()[-3000:]
     emu.configure(latency_ms=0)
-    second = GatewayProcess(path, tmp_path / "second.log")
+    second = GatewayProcess(path, tmp_path / "second.log").start()
     try:
         ids = await all_ids(topics, expected)
         ids = ids_of(await topics.read_all(topics.predictions, quiet_s=1.0))
@@ -99,8 +94,8 @@ async def test_two_processes_share_the_partitions_and_survive_one_leaving(tmp_pa
     expected = await feed(topics, n)
     emu.configure(latency_ms=25)
     path = config_file(tmp_path, topics, emu)
-    a = GatewayProcess(path, tmp_path / "a.log")
-    b = GatewayProcess(path, tmp_path / "b.log")
+    a = GatewayProcess(path, tmp_path / "a.log").start()
+    b = GatewayProcess(path, tmp_path / "b.log").start()
     try:
         await async_wait_until(lambda: _at_least(topics, 3000), 90, "progress with two members",
                                interval_s=0.3)
@@ -124,7 +119,7 @@ async def test_hanging_backend_pauses_the_consumer_and_bounds_memory(tmp_path, t
                          concurrency={"max_in_flight_records": 20000},
                          retry={"request_timeout_s": 60}, admin_port=_free())
     path = write_config(tmp_path / "gw.yaml", doc)
-    gw = GatewayProcess(path, tmp_path / "gw.log")
+    gw = GatewayProcess(path, tmp_path / "gw.log").start()
     url = f"http://127.0.0.1:{doc['admin']['port']}/metrics"
     try:
         def metric(name):

@@ -16,9 +16,11 @@ from typing import Any
 import orjson
 import pytest
 
-from benchmarks.chaos_ledger import read_inputs, read_outputs, tally
 from gateway.kafka.embedded import free_port
-from tests.integration.harness import GatewayProcess, async_wait_until, churn_features, gateway_config, write_config
+from testkit.ledger import read_inputs, read_outputs, tally
+from testkit.processes import GatewayProcess
+from testkit.topics import churn_features, gateway_config, write_config
+from testkit.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +60,14 @@ async def test_revoked_work_is_finished_or_abandoned_within_the_timeout(tmp_path
                              concurrency={"max_in_flight_requests": 4, "max_in_flight_records": 200})
         return write_config(tmp_path / f"{member}.yaml", doc)
 
-    a = GatewayProcess(config("a"), tmp_path / "a.log")
+    a = GatewayProcess(config("a"), tmp_path / "a.log").start()
     b: GatewayProcess | None = None
     try:
         await async_wait_until(lambda: (metric(ports["a"], "scoring_gateway_inflight_requests") or 0) >= 1, 60,
                                "requests in flight at the first member")
         await async_wait_until(lambda: events(tmp_path / "a.log", "partitions_assigned"), 30, "a's assignment")
         joined_at = time.monotonic()
-        b = GatewayProcess(config("b"), tmp_path / "b.log")
+        b = GatewayProcess(config("b"), tmp_path / "b.log").start()
 
         def rebalanced() -> bool:
             return (len(events(tmp_path / "a.log", "partitions_assigned")) >= 2

@@ -21,16 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from gateway.commands.replay import PROVENANCE_HEADER, replay_group
 from gateway.kafka.embedded import create_topics, free_port
 from gateway.stream.records import TOMBSTONE_REASON
-from tests.integration.harness import (
-    GatewayProcess,
-    Topics,
-    async_wait_until,
-    churn_features,
-    gateway_config,
-    unique,
-    values_of,
-    write_config,
-)
+from testkit.processes import GatewayProcess
+from testkit.topics import Topics, churn_features, gateway_config, unique, values_of, write_config
+from testkit.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +160,7 @@ async def test_a_422_phase_is_replayed_into_predictions_exactly_once(tmp_path, t
     path = config_for(tmp_path, topics, {"type": "qlik", "url": emu.qlik_url(), "token": "test-token"},
                       batching={"max_rows": 100, "linger_ms": 5})
     emu.configure(error_rate={"422": 1.0})  # a bad model deploy: every request refused
-    gateway = GatewayProcess(path, tmp_path / "gateway.log")
+    gateway = GatewayProcess(path, tmp_path / "gateway.log").start()
     try:
         await topics.produce([orjson.dumps(churn_features(i)) for i in range(n)],
                              [f"c{i % 97}".encode() for i in range(n)])
@@ -387,7 +380,7 @@ async def test_an_unknown_pipeline_is_exit_2_naming_it(tmp_path, topics):
     ran = run_replay(config_for(tmp_path, topics), pipeline="fraud")
     assert ran.status == 2
     assert ran.stderr.strip().splitlines() == [
-        "replay: --pipeline fraud: no such pipeline in the config (its pipelines: churn)"]
+        "replay: unknown pipeline 'fraud' (the config has: churn)"]
 
 
 async def test_a_missing_dead_letter_topic_is_exit_1_naming_it(tmp_path, broker):

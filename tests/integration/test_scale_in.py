@@ -20,11 +20,13 @@ from typing import Any
 import orjson
 import pytest
 
-from benchmarks.chaos_ledger import read_inputs
-from benchmarks.chaos_stream import PacedStream
-from benchmarks.scale_ledger import Event, longest_silence, read_predictions, scale_report, table
 from gateway.kafka.embedded import free_port
-from tests.integration.harness import GatewayProcess, Topics, async_wait_until, gateway_config, write_config
+from testkit.ledger import read_inputs
+from testkit.processes import GatewayProcess
+from testkit.scale import Event, longest_silence, read_predictions, scale_report, table
+from testkit.stream import PacedStream
+from testkit.topics import Topics, gateway_config, write_config
+from testkit.waits import async_wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -62,7 +64,7 @@ async def test_a_member_leaving_under_a_steady_stream_stalls_nothing(broker: Any
         doc = gateway_config(topics, {"type": "qlik", "url": emu.qlik_url(), "token": "t"},
                              admin_port=ports[name], delivery=delivery,
                              batching={"max_rows": 50, "linger_ms": 5}, concurrency={"max_in_flight_requests": 4})
-        return GatewayProcess(write_config(tmp_path / f"{name}.yaml", doc), tmp_path / f"{name}.log")
+        return GatewayProcess(write_config(tmp_path / f"{name}.yaml", doc), tmp_path / f"{name}.log").start()
 
     stream = PacedStream(topics, RATE, seed=11)
     stop = asyncio.Event()

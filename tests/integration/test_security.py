@@ -28,13 +28,13 @@ import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from benchmarks.chaos_campaign import feed_churn
-from benchmarks.chaos_env import DATAROBOT_KEY_VAR, TOKEN_VAR, Stage
-from benchmarks.chaos_ledger import end_offsets, read_outputs, tally
 from gateway.config import parse_config
 from gateway.kafka.connection import client_options, consumer_options, producer_options
 from gateway.kafka.embedded import broker_binary, free_port
-from tests.integration.harness import GatewayProcess, churn_features, gateway_config, write_config
+from testkit.ledger import end_offsets, read_outputs, tally
+from testkit.processes import GatewayProcess
+from testkit.stage import DATAROBOT_KEY_VAR, TOKEN_VAR, Stage, feed_churn
+from testkit.topics import churn_features, gateway_config, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -345,7 +345,7 @@ async def test_the_admin_port_answers_only_its_three_paths(tmp_path, topics, emu
     port = free_port()
     doc = gateway_config(topics, {"type": "qlik", "url": emu.qlik_url(), "token": "admin-test-token"},
                          admin_port=port)
-    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log")
+    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), tmp_path / "gw.log").start()
     try:
         async with aiohttp.ClientSession() as session:
             base = f"http://127.0.0.1:{port}"

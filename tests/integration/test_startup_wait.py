@@ -14,17 +14,11 @@ import orjson
 import pytest
 
 from gateway.kafka.embedded import free_port
-from tests.integration.harness import (
-    GatewayProcess,
-    Topics,
-    async_wait_until,
-    churn_features,
-    gateway_config,
-    ids_of,
-    start_broker,
-    write_config,
-)
-from tests.kafka.cluster import KafkaCluster
+from testkit.brokers.choice import start_broker
+from testkit.brokers.cluster import KafkaCluster
+from testkit.processes import GatewayProcess
+from testkit.topics import Topics, churn_features, gateway_config, ids_of, write_config
+from testkit.waits import async_wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -56,7 +50,7 @@ async def test_a_gateway_started_before_its_broker_scores_everything_once_it_com
     doc = gateway_config(topics, {"type": "qlik", "url": emu.qlik_url(), "token": "t"}, admin_port=port,
                          kafka={"startup_timeout_s": 240}, batching={"max_rows": 100})
     log = tmp_path / "gw.log"
-    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), log)
+    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), log).start()
     try:
         # Nobody listens on the bootstrap port yet: alive, not ready, one line per attempt.
         await async_wait_until(lambda: len(waiting_lines(log)) >= 2, 60, "two start-up attempts logged")
@@ -100,7 +94,7 @@ async def test_a_broker_that_never_comes_ends_start_up_in_one_line(tmp_path: Pat
                                                         "realtime-predictions/actions/run", "token": "t"},
                          admin_port=port, kafka={"startup_timeout_s": 3})
     log = tmp_path / "gw.log"
-    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), log)
+    gateway = GatewayProcess(write_config(tmp_path / "gw.yaml", doc), log).start()
     began = time.monotonic()
     assert await asyncio.to_thread(gateway.wait, 60) == 1
     elapsed = time.monotonic() - began

@@ -9,14 +9,9 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.integration.harness import (
-    InProcessGateway,
-    async_wait_until,
-    churn_features,
-    gateway_config,
-    ids_of,
-    values_of,
-)
+from testkit.processes import InProcessGateway
+from testkit.topics import churn_features, gateway_config, ids_of, values_of
+from testkit.waits import async_wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 

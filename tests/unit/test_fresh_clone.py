@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def _committed_test_modules() -> set[str]:
-    listed = subprocess.run(["git", "ls-files", "tests"], cwd=ROOT, check=True, capture_output=True,
+    listed = subprocess.run(["git", "ls-files", "tests", "benchmarks"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.split()
     return {path for path in listed if Path(path).name.startswith("test_") and path.endswith(".py")}
 

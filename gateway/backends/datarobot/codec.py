@@ -22,6 +22,8 @@ Decisions (the README's vendor notes summarise these):
   ``explanationAlgorithm`` when set (else the deployment's default: the codec reports ``auto``) and
   ``thresholdLow``/``thresholdHigh`` when set.
 * **Passthrough**: ``passthroughColumns`` repeated once per name, or ``passthroughColumnsSet=all``.
+* **Class selectors, warnings, adjusted predictions**: see :mod:`.request` (query) and
+  :mod:`.response` (the row fields they add).
 * **Response**: ``Accept: application/json`` by default; rows are placed by ``rowId``. With
   ``response_format: csv`` the CSV rows carry no ``rowId``, so the encoder adds a column of its own,
   ``__gateway_row`` (0-based position), to the body and asks for it back as a passthrough column;
@@ -46,9 +48,9 @@ Decisions (the README's vendor notes summarise these):
 
 from __future__ import annotations
 
-import base64
 import zlib
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -65,22 +67,26 @@ from gateway.backends.codec import (
     with_query,
 )
 from gateway.backends.csvcodec import CsvError, encode_csv, read_csv
+from gateway.backends.datarobot.request import authorization, extra_query
 from gateway.backends.datarobot.response import (
     BACKEND,
+    KNOWN_ROW_KEYS,
     NO_PREDICTION,
     ROW_COLUMN,
+    ROW_FIELD_KEYS,
     CsvLayout,
+    carry_row_fields,
     fail,
     json_explanations,
     row_ids,
 )
-from gateway.backends.errors import ResponseDecodeError, from_status, json_object
+from gateway.backends.errors import BackendSettingsError, ResponseDecodeError, from_status, json_object
 
 REALTIME_LIMIT_BYTES = 50 * 1024 * 1024
 _GZIP_LEVEL = 1
 # Row keys beyond the prediction itself; a response without any of them takes the short path.
 _OPTIONAL_KEYS = frozenset({"passthroughValues", "predictionExplanations", "reasonCodes",
-                            "shapExplanationsMetadata"})
+                            "shapExplanationsMetadata"}) | ROW_FIELD_KEYS
 
 
 def label_text(label: Any) -> str:
@@ -123,20 +129,28 @@ class DataRobotCodec:
                  max_explanations: int | str | None = 0, explanation_algorithm: str | None = None,
                  threshold_low: float | None = None, threshold_high: float | None = None,
                  passthrough_columns: Sequence[str] | str | None = (),
-                 response_format: str = "json") -> None:
+                 response_format: str = "json", explanation_num_top_classes: int | None = None,
+                 explanation_class_names: Sequence[str] = (), exclude_adjusted_predictions: bool | None = None,
+                 prediction_warning_enabled: bool | None = None) -> None:
         if body_format not in ("csv", "json"):
-            raise ValueError(f"body_format must be csv or json, not {body_format!r}")
+            raise BackendSettingsError(f"body_format must be csv or json, not {body_format!r}")
         if response_format not in ("json", "csv"):
-            raise ValueError(f"response_format must be json or csv, not {response_format!r}")
+            raise BackendSettingsError(f"response_format must be json or csv, not {response_format!r}")
         if explanation_algorithm not in (None, "shap", "xemp"):
-            raise ValueError("explanation_algorithm must be shap, xemp or null, "
+            raise BackendSettingsError("explanation_algorithm must be shap, xemp or null, "
                              f"not {explanation_algorithm!r}")
         if max_explanations == "all" and explanation_algorithm == "xemp":
-            raise ValueError("max_explanations 'all' is only valid for SHAP explanations")
+            raise BackendSettingsError("max_explanations 'all' is only valid for SHAP explanations")
         if max_explanations not in (None, "all") and (type(max_explanations) is not int
                                                        or max_explanations < 0):
-            raise ValueError(f"max_explanations must be an integer >= 0 or 'all', "
+            raise BackendSettingsError(f"max_explanations must be an integer >= 0 or 'all', "
                              f"not {max_explanations!r}")
+        if explanation_num_top_classes is not None and explanation_class_names:
+            raise BackendSettingsError("explanation_num_top_classes and explanation_class_names are mutually exclusive")
+        if explanation_num_top_classes is not None and (type(explanation_num_top_classes) is not int
+                                                        or not 1 <= explanation_num_top_classes <= 10):
+            raise BackendSettingsError(f"explanation_num_top_classes must be an integer from 1 to 10, "
+                             f"not {explanation_num_top_classes!r}")
         self.url = url
         self.deployment = deployment_from_url(url)
         self.max_bytes = max_bytes
@@ -150,6 +164,9 @@ class DataRobotCodec:
         self.request_url = with_query(url, self._query(max_explanations if explaining else None,
                                                        explanation_algorithm, threshold_low,
                                                        threshold_high))
+        self.request_url = with_query(self.request_url, extra_query(
+            explaining, explanation_num_top_classes, explanation_class_names, prediction_warning_enabled,
+            exclude_adjusted_predictions), strict=True)
         self.headers = {
             "Content-Type": "text/csv; charset=UTF-8" if body_format == "csv"
             else "application/json; charset=UTF-8",
@@ -158,7 +175,7 @@ class DataRobotCodec:
         if gzip:
             self.headers["Content-Encoding"] = "gzip"
         if token:
-            self.headers["Authorization"] = _authorization(auth_scheme, token, username)
+            self.headers["Authorization"] = authorization(auth_scheme, token, username)
         if datarobot_key:
             self.headers["DataRobot-Key"] = datarobot_key
 
@@ -259,7 +276,10 @@ class DataRobotCodec:
         label1: Any = None
         text0 = text1 = ""
         probabilities: dict[str, Any] | None
-        extras = not _OPTIONAL_KEYS.isdisjoint(set().union(*data))  # one C pass instead of 4 gets a row
+        keys = set().union(*data)  # one C pass instead of 4 gets a row
+        unknown = keys - KNOWN_ROW_KEYS  # per-row fields the gateway does not model: kept, not dropped
+        carried = bool(unknown) or not ROW_FIELD_KEYS.isdisjoint(keys)
+        extras = carried or not _OPTIONAL_KEYS.isdisjoint(keys)
         undecided: list[ScoredRow] = []  # rows with an empty explanation list: their kind is the response's
         seen_kind = None
         scored: list[ScoredRow] = []  # in response order
@@ -295,21 +315,24 @@ class DataRobotCodec:
                 explained = item.get("reasonCodes")
             metadata = item.get("shapExplanationsMetadata")
             if prediction is None:
-                add(ScoredRow(passthrough=passthrough, not_predicted_reason=NO_PREDICTION))
+                row = ScoredRow(passthrough=passthrough, not_predicted_reason=NO_PREDICTION)
             elif explained is None and metadata is None:
-                add(ScoredRow(prediction, probabilities, item.get("predictionThreshold"), [], None,
-                              passthrough))
+                row = ScoredRow(prediction, probabilities, item.get("predictionThreshold"), [], None, passthrough)
             else:
                 source = sources[item["rowId"]] if sources else {}
-                explanations, kind = json_explanations(explained or (), source, metadata)
+                multiclass = probabilities is not None and len(probabilities) > 2
+                explanations, kind = json_explanations(
+                    explained or (), source, metadata, partial(_add_label, texts) if multiclass else None)
                 row = ScoredRow(prediction, probabilities, item.get("predictionThreshold"), explanations,
                                 kind, passthrough, metadata.get("baseValue") if metadata else None,
                                 metadata.get("remainingTotal") if metadata else None)
-                add(row)
                 if kind is None:
                     undecided.append(row)
                 else:
                     seen_kind = kind
+            if carried:
+                carry_row_fields(row, item, unknown)
+            add(row)
         kind = seen_kind or (self.explanations if self.explanations in ("shap", "xemp") else None)
         for row in undecided:
             row.explanation_kind = kind
@@ -349,15 +372,3 @@ class DataRobotCodec:
         for row in undecided:
             row.explanation_kind = kind
         return out  # type: ignore[return-value]
-
-
-def _authorization(scheme: str, token: str, username: str | None) -> str:
-    if scheme == "bearer":
-        return f"Bearer {token}"
-    if scheme == "token":
-        return f"Token {token}"
-    if scheme == "basic":
-        if not username:
-            raise ValueError("auth_scheme basic needs a username")
-        return "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode("ascii")
-    raise ValueError(f"auth_scheme must be bearer, token or basic, not {scheme!r}")

@@ -1,10 +1,28 @@
 """Reading a DataRobot response: row ids, JSON explanations, and the CSV layout with its columns
-(the decisions are listed in ``gateway.backends.datarobot.codec``)."""
+(the decisions are listed in ``gateway.backends.datarobot.codec``).
+
+Per-row fields beyond the prediction and its explanations (decided here; see
+``docs/vendors/datarobot-parameters.md``). The public documentation gives no JSON example of a
+prediction warning or of an exposure-adjusted prediction, so the fields follow what the vendor's
+batch output documents and its JSON naming habit (the CSV's ``UPPER_SNAKE`` column in camelCase,
+as ``DEPLOYMENT_APPROVAL_STATUS`` is ``deploymentApprovalStatus``):
+
+* prediction warning: JSON ``isOutlierPrediction`` / CSV ``IS_OUTLIER_PREDICTION`` (a boolean; CSV
+  ``true``/``false``, any case, or ``1``/``0``) → the record's ``prediction_warning``;
+* adjusted prediction: JSON ``adjustedPrediction`` (the name the vendor's modelling API uses) →
+  ``adjusted_prediction``;
+* multiclass explanations: each entry's ``label`` is the class it explains → the explanation's
+  ``class``;
+* anything else on a row that the gateway does not model → ``vendor_fields``, under the vendor's
+  own name (a JSON value as sent, a CSV cell as text; empty CSV cells are left out), so that a
+  shape guessed wrong loses nothing. Deployment-wide constants repeated on every row
+  (``deploymentApprovalStatus``, ``POSITIVE_CLASS``) are not row data and are not copied.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -20,6 +38,18 @@ ROW_COLUMN = "__gateway_row"
 NO_PREDICTION = "no prediction returned"
 EXPLANATION_COLUMN = re.compile(
     r"EXPLANATION_(\d+)_(FEATURE_NAME|STRENGTH|QUALITATIVE_STRENGTH|ACTUAL_VALUE)")
+WARNING_KEY = "isOutlierPrediction"
+WARNING_COLUMN = "IS_OUTLIER_PREDICTION"
+ADJUSTED_KEY = "adjustedPrediction"
+# Row keys the JSON decoder reads, or deliberately leaves out (deployment-wide constants).
+ROW_FIELD_KEYS = frozenset({WARNING_KEY, ADJUSTED_KEY})
+KNOWN_ROW_KEYS = frozenset({"predictionValues", "prediction", "rowId", "predictionThreshold", "passthroughValues",
+                            "predictionExplanations", "reasonCodes", "shapExplanationsMetadata",
+                            "deploymentApprovalStatus"}) | ROW_FIELD_KEYS
+# CSV columns that are deployment-wide constants, not row data.
+CONSTANT_COLUMNS = frozenset({"POSITIVE_CLASS", "DEPLOYMENT_APPROVAL_STATUS"})
+_TRUE_TEXT = frozenset({"true", "1"})
+_FALSE_TEXT = frozenset({"false", "0"})
 
 
 def strength(explanation: Explanation) -> float:
@@ -56,8 +86,13 @@ def row_ids(data: list[Any], count: int) -> tuple[list[int], bool]:
 
 
 def json_explanations(entries: Sequence[Mapping[str, Any]], source: Mapping[str, Any],
-                       metadata: Mapping[str, Any] | None) -> tuple[list[Explanation], str | None]:
-    """The row's explanations by |strength|, and their kind when the row itself shows it."""
+                       metadata: Mapping[str, Any] | None,
+                       class_text: Callable[[Any], str] | None = None) -> tuple[list[Explanation], str | None]:
+    """The row's explanations by |strength|, and their kind when the row itself shows it.
+
+    ``class_text`` (multiclass rows): each explanation names the class it explains, its ``label``
+    spelled as the row's probabilities spell it. The sort is stable, so among equal strengths the
+    server's order (its top class first) stays."""
     explanations: list[Explanation] = []
     xemp = False
     for entry in entries:
@@ -66,14 +101,41 @@ def json_explanations(entries: Sequence[Mapping[str, Any]], source: Mapping[str,
         if qualitative is not None:
             xemp = True
         value = source[feature] if feature in source else entry.get("featureValue")
-        explanations.append({"feature": feature, "value": value, "strength": float(entry["strength"]),
-                             "qualitative": qualitative})
+        explanation: Explanation = {"feature": feature, "value": value, "strength": float(entry["strength"]),
+                                    "qualitative": qualitative}
+        if class_text is not None and entry.get("label") is not None:
+            explanation["class"] = class_text(entry["label"])
+        explanations.append(explanation)
     explanations.sort(key=strength, reverse=True)
     if xemp:
         return explanations, "xemp"
     if metadata is not None or explanations:
         return explanations, "shap"
     return explanations, None
+
+
+def carry_row_fields(row: ScoredRow, item: Mapping[str, Any], unknown: set[str]) -> None:
+    """The warning, the adjusted prediction and the unmodelled fields of one JSON row onto ``row``."""
+    warning = item.get(WARNING_KEY)
+    if warning is not None:
+        row.prediction_warning = _flag(warning)
+    adjusted = item.get(ADJUSTED_KEY)
+    if adjusted is not None:
+        row.adjusted_prediction = float(adjusted)
+    if unknown:
+        kept = {name: item[name] for name in unknown if name in item}
+        row.vendor_fields = kept or None
+
+
+def _flag(value: Any) -> bool:
+    if type(value) is bool:
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE_TEXT:
+        return True
+    if text in _FALSE_TEXT:
+        return False
+    raise fail(f"{WARNING_KEY} {value!r} is not a boolean")
 
 
 class CsvLayout:
@@ -88,12 +150,15 @@ class CsvLayout:
         slots: dict[int, dict[str, int]] = {}
         predictions: list[int] = []
         self.passthrough: list[tuple[str, int]] = []
-        self.threshold = self.base_value = self.remaining_total = None
+        self.threshold = self.base_value = self.remaining_total = self.warning = None
+        self.unknown: list[tuple[str, int]] = []  # unmodelled columns: their cells go to vendor_fields
         for at, name in enumerate(header):
             match = EXPLANATION_COLUMN.fullmatch(name)
-            if at == self.row_key:
+            if at == self.row_key or name in CONSTANT_COLUMNS:
                 continue
-            if match:
+            if name == WARNING_COLUMN:
+                self.warning = at
+            elif match:
                 slots.setdefault(int(match.group(1)), {})[match.group(2)] = at
             elif name == "THRESHOLD":
                 self.threshold = at
@@ -105,6 +170,8 @@ class CsvLayout:
                 self.passthrough.append((name, at))
             elif name.endswith("_PREDICTION"):
                 predictions.append(at)
+            else:
+                self.unknown.append((name, at))
         self.slots = [(slot["FEATURE_NAME"], slot["STRENGTH"], slot.get("QUALITATIVE_STRENGTH"),
                        slot.get("ACTUAL_VALUE")) for _, slot in sorted(slots.items())
                       if "FEATURE_NAME" in slot and "STRENGTH" in slot]
@@ -135,8 +202,13 @@ class CsvLayout:
                                  "qualitative": qualitative or None})
         explanations.sort(key=strength, reverse=True)
         kind = "xemp" if xemp else "shap" if explanations or self.base_value is not None else None
-        return ScoredRow(prediction, probabilities, threshold, explanations, kind, passthrough,
-                         _optional_float(line, self.base_value), _optional_float(line, self.remaining_total))
+        row = ScoredRow(prediction, probabilities, threshold, explanations, kind, passthrough,
+                        _optional_float(line, self.base_value), _optional_float(line, self.remaining_total))
+        if self.warning is not None and line[self.warning] != "":
+            row.prediction_warning = _flag(line[self.warning])
+        if self.unknown:
+            row.vendor_fields = {name: line[at] for name, at in self.unknown if line[at] != ""} or None
+        return row
 
 
 def _optional_float(line: list[str], at: int | None) -> float | None:

@@ -58,7 +58,7 @@ from gateway.backends.codec import (
     row_tuples,
     with_query,
 )
-from gateway.backends.errors import ResponseDecodeError, from_status
+from gateway.backends.errors import BackendSettingsError, ResponseDecodeError, from_status
 from gateway.backends.qlik.response import BACKEND, ResponseLayout, read_table
 
 
@@ -82,7 +82,7 @@ class QlikCodec:
                  include_not_predicted_reason: bool = False, index_column: str | None = None,
                  stringify_values: bool = False, response_format: str = "json") -> None:
         if response_format not in ("json", "csv"):
-            raise ValueError(f"response_format must be json or csv, not {response_format!r}")
+            raise BackendSettingsError(f"response_format must be json or csv, not {response_format!r}")
         self.url = url
         self.deployment = deployment_from_url(url)
         self.explanations: str | None = "shap" if include_shap else None

@@ -10,5 +10,7 @@ The flow, one module per step:
     writeback      parts written atomically; the final files assembled from them
     state          the resume state beside the files
     progress       counters, the progress bar or lines, the summary
-    job, command   one run from start to end; the command line's wiring
+    job            one run from the input to the files
+    run            the run's wiring: the pipeline's dispatcher as the scorer, the job, the summary
+    cli            the command line (add_arguments, main)
 """

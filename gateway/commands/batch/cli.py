@@ -14,7 +14,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway.commands.batch.options import (
     COORD_SHAP,
@@ -30,6 +30,10 @@ from gateway.commands.batch.options import (
     file_names,
     input_format,
 )
+
+if TYPE_CHECKING:  # imported when the command runs, so that ``--help`` stays quick
+    from gateway.commands.batch.scoring_loop import StopRequest
+    from gateway.config import Config, PipelineConfig
 
 NAME_OPTIONS = {PREDICTIONS: "dst_name", SHAP: "dst_shap_name", SOURCE: "dst_source_name",
                 COORD_SHAP: "dst_coord_shap_name", NOT_PREDICTED: "dst_not_predicted_name"}
@@ -76,7 +80,7 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
+    from gateway.config import ConfigError, UnknownPipeline, load_config
     from gateway.runtime.memory import tune_for_batches
 
     tune_for_batches()
@@ -87,8 +91,8 @@ def main(args: argparse.Namespace) -> int:
         return _refuse(f"invalid config {args.config}: {exc.errors[0]}{more}")
     try:
         options = options_from_args(args)
-        pipeline = _pipeline(config, options.pipeline)
-    except BatchInputError as exc:
+        pipeline = config.pipeline(options.pipeline)
+    except (BatchInputError, UnknownPipeline) as exc:
         return _refuse(str(exc))
     from gateway.runtime.logs import configure_logging
 
@@ -96,30 +100,19 @@ def main(args: argparse.Namespace) -> int:
     return _event_loop_run(config, pipeline, options)
 
 
-def _pipeline(config: Any, name: str) -> Any:
-    for pipeline in config.pipelines:
-        if pipeline.name == name:
-            return pipeline
-    known = ", ".join(p.name for p in config.pipelines)
-    raise BatchInputError(f"unknown pipeline {name!r} (the config has: {known})")
-
-
 def _refuse(message: str) -> int:
     print(f"scoring-gateway batch: {message}", file=sys.stderr)
     return 2
 
 
-def _event_loop_run(config: Any, pipeline: Any, options: BatchOptions) -> int:
-    from gateway.commands.batch.command import run_command
+def _event_loop_run(config: Config, pipeline: PipelineConfig, options: BatchOptions) -> int:
+    from gateway.commands.batch.run import run_command
+    from gateway.runtime.loop import run_loop
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        return asyncio.run(run_command(config, pipeline, options, _signals))
-    return uvloop.run(run_command(config, pipeline, options, _signals))
+    return run_loop(run_command(config, pipeline, options, _signals))
 
 
-def _signals(stop: Any) -> None:
+def _signals(stop: StopRequest) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set, "interrupted (SIGINT)", signal.SIGINT)
     loop.add_signal_handler(signal.SIGTERM, stop.set, "terminated (SIGTERM)", signal.SIGTERM)

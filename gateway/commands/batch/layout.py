@@ -17,7 +17,14 @@
 0-based input position), the index column when one is given, one probability column per class
 label in ascending order (a regression: one column named after the target),
 ``explanation_N_feature`` and ``explanation_N_strength`` (plus ``explanation_N_qualitativeStrength``
-for XEMP); explanations stay in the predictions file, so no SHAP files are written.
+for XEMP, and ``explanation_N_class`` for per-class explanations); explanations stay in the
+predictions file, so no SHAP files are written.
+
+Either layout's predictions file ends with the row fields DataRobot's query options add, each only
+when some row of the segment has it: ``prediction_warning`` (boolean), ``adjusted_prediction`` and
+``vendor_fields`` (the object as JSON text). Per-class explanations (multiclass) in the ``qlik``
+layout: one wide column per (class, feature), ``<feature>_<class>_SHAP``, and an ``automl_class``
+column in the coordinate file.
 
 Every input row lands in exactly one of predictions and not predicted.
 """
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -121,31 +129,33 @@ class Layout:
         target = self.target
         columns = {f"{target}_predicted": column(list(map(_PREDICTION, rows)))}
         columns.update((f"{target}_{label}", values) for label, values in _probabilities(rows).items())
+        columns.update(_row_fields(rows))
         return columns
 
-    def _explanation_columns(self, rows: list[ScoredRow]) -> tuple[list[str], list[pa.Array], list[pa.Array]]:
-        """The features explained (in the order sent), one strength column per feature and, for XEMP,
-        one qualitative-strength column per feature (a row's cell is null where it was not explained)."""
-        strengths = [{e["feature"]: e["strength"] for e in r.explanations} for r in rows]
+    def _explanation_columns(self, rows: list[ScoredRow]) -> Explained:
+        """The (class, feature) pairs explained (classes by name, features in the order sent; the
+        class is None but for per-class explanations), one strength column per pair and, for XEMP,
+        one qualitative-strength column per pair (a row's cell is null where it was not explained)."""
+        strengths = [{(e.get("class"), e["feature"]): e["strength"] for e in r.explanations} for r in rows]
         rank = {name: i for i, name in enumerate(self.feature_order)}
-        names = sorted(set().union(*strengths), key=lambda name: (rank.get(name, len(rank)), name))
-        values = [pa.array([s.get(name) for s in strengths], pa.float64()) for name in names]
+        keys = sorted(set().union(*strengths), key=lambda key: (key[0] or "", rank.get(key[1], len(rank)), key[1]))
+        values = [pa.array([s.get(key) for s in strengths], pa.float64()) for key in keys]
         qualitative: list[pa.Array] = []
         if _is_xemp(rows):
-            symbols = [{e["feature"]: e["qualitative"] for e in r.explanations} for r in rows]
-            qualitative = [pa.array([q.get(name) for q in symbols], pa.string()) for name in names]
-        return names, values, qualitative
+            symbols = [{(e.get("class"), e["feature"]): e["qualitative"] for e in r.explanations} for r in rows]
+            qualitative = [pa.array([q.get(key) for q in symbols], pa.string()) for key in keys]
+        return [feature for _, feature in keys], values, qualitative, [cls for cls, _ in keys]
 
-    def _wide_explanations(self, explained: tuple[list[str], list[pa.Array], list[pa.Array]]) -> dict[str, pa.Array]:
-        names, values, qualitative = explained
+    def _wide_explanations(self, explained: Explained) -> dict[str, pa.Array]:
+        names, values, qualitative, classes = explained
         suffix = "_XEMP" if qualitative else "_SHAP"
-        return {f"{name}{suffix}": column for name, column in zip(names, values, strict=True)}
+        return {f"{name}_{cls}{suffix}" if cls is not None else f"{name}{suffix}": column
+                for name, column, cls in zip(names, values, classes, strict=True)}
 
-    def _coordinate_explanations(self, index: pa.ChunkedArray,
-                                 explained: tuple[list[str], list[pa.Array], list[pa.Array]]) -> pa.Table:
+    def _coordinate_explanations(self, index: pa.ChunkedArray, explained: Explained) -> pa.Table:
         """One row per explained (row, feature), rows in order and features in the order sent: the
         wide columns stacked, the empty cells dropped, sorted by row then feature (all in Arrow)."""
-        names, values, qualitative = explained
+        names, values, qualitative, classes = explained
         count = len(index)
         rows = pa.concat_arrays([pa.array(range(count), pa.int64())] * len(names))
         ranks = pa.concat_arrays([pa.array([k] * count, pa.int32()) for k in range(len(names))])
@@ -156,6 +166,8 @@ class Layout:
         stacked = stacked.take(pc.sort_indices(stacked, sort_keys=[("row", "ascending"), ("rank", "ascending")]))
         table = pa.table({self.index_name: index.take(stacked.column("row")),
                           "automl_feature": pa.array(names, pa.string()).take(stacked.column("rank"))})
+        if any(cls is not None for cls in classes):
+            table = table.append_column("automl_class", pa.array(classes, pa.string()).take(stacked.column("rank")))
         if qualitative:
             table = table.append_column("XEMP_value", stacked.column("value"))
             return table.append_column("qualitative_strength", stacked.column("qualitative"))
@@ -176,6 +188,7 @@ class Layout:
             columns[self.target] = column(list(map(_PREDICTION, rows)))
         slots = max((len(r.explanations) for r in rows), default=0)
         xemp = _is_xemp(rows)
+        per_class = any("class" in e for r in rows for e in r.explanations)
         for n in range(slots):
             entries = [r.explanations[n] if n < len(r.explanations) else None for r in rows]
             columns[f"explanation_{n + 1}_feature"] = pa.array(
@@ -185,7 +198,29 @@ class Layout:
             if xemp:
                 columns[f"explanation_{n + 1}_qualitativeStrength"] = pa.array(
                     [e["qualitative"] if e else None for e in entries], pa.string())
+            if per_class:
+                columns[f"explanation_{n + 1}_class"] = pa.array(
+                    [e.get("class") if e else None for e in entries], pa.string())
+        columns.update(_row_fields(rows))
         return columns
+
+
+Explained = tuple[list[str], list[pa.Array], list[pa.Array], list[str | None]]
+
+
+def _row_fields(rows: list[ScoredRow]) -> dict[str, pa.Array]:
+    """The columns of the row fields DataRobot's query options add, each only when some row has it."""
+    if all(r.prediction_warning is None and r.adjusted_prediction is None and not r.vendor_fields for r in rows):
+        return {}
+    columns: dict[str, pa.Array] = {}
+    if any(r.prediction_warning is not None for r in rows):
+        columns["prediction_warning"] = pa.array([r.prediction_warning for r in rows], pa.bool_())
+    if any(r.adjusted_prediction is not None for r in rows):
+        columns["adjusted_prediction"] = pa.array([r.adjusted_prediction for r in rows], pa.float64())
+    if any(r.vendor_fields for r in rows):
+        columns["vendor_fields"] = pa.array(
+            [orjson.dumps(r.vendor_fields).decode() if r.vendor_fields else None for r in rows], pa.string())
+    return columns
 
 
 def vendor_message(rejected: Rejected) -> str | None:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.errors import CommandError
+
 FORMATS = ("parquet", "csv")
 LAYOUTS = ("qlik", "datarobot")
 EXTENSIONS = {"parquet": ".parquet", "csv": ".csv"}
@@ -31,7 +33,7 @@ SUFFIXES = {PREDICTIONS: "", SHAP: "_shap", SOURCE: "_source", COORD_SHAP: "_coo
 _PLAIN_NAME = re.compile(r"[^/\\\x00]+")
 
 
-class BatchInputError(ValueError):
+class BatchInputError(CommandError, ValueError):
     """Unusable input or options: one line, printed as it is, exit status 2."""
 
 

@@ -12,7 +12,11 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
+
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+from gateway.commands.progress import ProgressDisplay, bar_console, plain_console
 
 PLAIN_INTERVAL_S = 2.0
 
@@ -63,7 +67,7 @@ class Summary:
     reason: str | None = None
     input: str = ""  # what was read, as the input described itself
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"rows": self.rows, "predicted": self.predicted, "not_predicted": self.not_predicted,
                 "requests": self.requests, "retries": self.retries, "elapsed_s": round(self.elapsed_s, 3),
                 "cpu_s": round(self.cpu_s, 3),
@@ -80,37 +84,22 @@ class Progress:
         self.done = done
         self.predicted = 0
         self.not_predicted = 0
-        self._stream = stream or sys.stderr
         self._started = time.monotonic()
         self._start_done = done
-        self._last_line = 0.0
-        self._bar: Any = None
-        self._task: Any = None
-        if terminal if terminal is not None else self._stream.isatty():
-            self._start_bar()
-
-    def _start_bar(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-        from rich.progress import Progress as Bar
-
-        self._bar = Bar(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]} rows/s"), TimeRemainingColumn(),
-                        console=Console(file=self._stream), transient=False)
-        self._task = self._bar.add_task("rows", total=self.total, completed=self.done, rate="0")
-        self._bar.start()
+        stream = stream or sys.stderr
+        drawn = terminal if terminal is not None else stream.isatty()
+        self._display = ProgressDisplay(
+            bar_console(stream) if drawn else plain_console(stream),
+            (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} rows/s"),
+             TimeRemainingColumn()),
+            every_s=PLAIN_INTERVAL_S, total=total, completed=done, description="rows", auto_refresh=True, rate="0")
+        self._display.start()
 
     def add(self, rows: int, predicted: int, not_predicted: int) -> None:
         self.done += rows
         self.predicted += predicted
         self.not_predicted += not_predicted
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done, rate=f"{self.rate():,.0f}")
-            return
-        now = time.monotonic()
-        if now - self._last_line >= PLAIN_INTERVAL_S or self.done >= self.total:
-            self._last_line = now
-            print(self.line(), file=self._stream, flush=True)
+        self._display.show(self.line, last=self.done >= self.total, completed=self.done, rate=f"{self.rate():,.0f}")
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self._started
@@ -124,9 +113,7 @@ class Progress:
                 f"{self.not_predicted:,} not predicted, {rate:,.0f} rows/s, eta {eta:.0f}s")
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        self._display.close()
 
 
 def summary_text(summary: Summary, writeback: str) -> str:

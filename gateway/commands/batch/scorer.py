@@ -27,6 +27,7 @@ from gateway.backends.csvcodec import CsvError, read_csv
 from gateway.backends.errors import DATA_STATUSES
 from gateway.backends.factory import make_codec
 from gateway.commands.batch.layout import ModelFacts
+from gateway.config import PipelineConfig, QlikBackend
 from gateway.stream.records import STAGE_SCORE, Rejected
 
 Outcome = ScoredRow | Rejected
@@ -43,26 +44,12 @@ def is_transient(outcome: Outcome) -> bool:
     return isinstance(outcome, Rejected) and outcome.stage == STAGE_SCORE and outcome.status not in DATA_STATUSES
 
 
-class _Overrides:
-    """An object that answers like ``base`` except for the attributes given."""
-
-    def __init__(self, base: Any, **changes: Any) -> None:
-        self._base = base
-        self._changes = changes
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._changes:
-            return self._changes[name]
-        return getattr(self._base, name)
-
-
-def batch_codec(pipeline: Any) -> Codec:
+def batch_codec(pipeline: PipelineConfig) -> Codec:
     """The pipeline's codec as a batch run uses it (see the module docstring)."""
     backend = pipeline.backend
-    changes: dict[str, Any] = {}
-    if backend.type == "qlik":
-        changes = {"index_column": None, "include_source": False}
-    return make_codec(_Overrides(pipeline, backend=_Overrides(backend, **changes)))
+    if isinstance(backend, QlikBackend):
+        backend = backend.model_copy(update={"index_column": None, "include_source": False})
+    return make_codec(pipeline.model_copy(update={"backend": backend}))
 
 
 class TargetCapture:
@@ -74,7 +61,7 @@ class TargetCapture:
         self.backend = codec.backend
         self.deployment = codec.deployment
         self.explanations = codec.explanations
-        self.headers: Mapping[str, str] = getattr(codec, "headers", {})
+        self.headers: Mapping[str, str] = codec.headers
         self._decided = facts.target is not None
 
     def check_row(self, row: Mapping[str, Any]) -> str | None:
@@ -114,7 +101,7 @@ def target_named(backend: str, content_type: str, body: bytes) -> str | None:
     return None
 
 
-def _table_head(backend: str, content_type: str, body: bytes) -> tuple[list[str], Any]:
+def _table_head(backend: str, content_type: str, body: bytes) -> tuple[list[str], object]:
     """Column names (Qlik, or any CSV) and, for DataRobot JSON, the first predicted row."""
     if content_type.split(";", 1)[0].strip().lower() == "text/csv":
         header, _ = read_csv(body)

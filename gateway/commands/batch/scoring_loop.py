@@ -19,7 +19,7 @@ cancels the work in flight and leaves the recorded segments for the next run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,11 @@ from gateway.commands.batch.scorer import Outcome, Scorer, is_transient
 from gateway.commands.batch.segments import BatchInput, InputInfo, Segment
 from gateway.commands.batch.state import RunState
 from gateway.commands.batch.writeback import assemble, write_parts
+from gateway.errors import CommandError
 from gateway.stream.records import STAGE_VALIDATE, Rejected
 
 
-class BatchStopped(Exception):
+class BatchStopped(CommandError):
     """The run stopped before the end; what it finished is kept for the next run."""
 
     def __init__(self, reason: str, *, signal: int | None = None) -> None:
@@ -175,7 +176,7 @@ def _first(error: BaseException) -> BaseException:
     return error
 
 
-def _leaves(group: BaseExceptionGroup[Any]) -> Any:
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
             yield from _leaves(error)

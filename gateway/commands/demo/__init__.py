@@ -16,7 +16,7 @@ for, 1 failed, 2 unusable options, 130 interrupted. The last line on stdout is m
 ``summary: {...}`` (JSON).
 """
 
-from gateway.commands.demo.command import main
+from gateway.commands.demo.cli import main
 from gateway.commands.demo.embedded import EmbeddedGateway, demo_config, write_config
 from gateway.commands.demo.options import DemoError, DemoOptions, add_arguments
 from gateway.commands.demo.summary import percentile

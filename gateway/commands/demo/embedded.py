@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway.commands.demo.options import (
+    COMPARISONS_TOPIC,
     DATAROBOT_MAX_EXPLANATIONS,
     DEAD_LETTER_TOPIC,
     GATEWAY_START_S,
@@ -27,11 +29,16 @@ from gateway.commands.demo.options import (
 from gateway.commands.demo.sample_data import CHURN_FEATURES
 from gateway.commands.demo.waits import describe
 
+if TYPE_CHECKING:  # imported when the demo runs (see _load_config and start)
+    from gateway.config import Config
+    from gateway.runtime.admin import AdminServer
 
-def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_port: int) -> dict[str, Any]:
+
+def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_port: int,
+                challenger_url: str | None = None) -> dict[str, object]:
     """The config the demo runs, in the shape of PRODUCT.md §3; defaults are left out on purpose,
     so the file shows what a deployment has to decide."""
-    backend: dict[str, Any] = {
+    backend: dict[str, object] = {
         "type": options.backend,
         "url": backend_url,
         # The emulator wants a token (any will do); the reference shows how a real secret is passed in.
@@ -44,6 +51,18 @@ def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_po
         explain = options.explanations != "off"
         backend["max_explanations"] = DATAROBOT_MAX_EXPLANATIONS if explain else 0
         backend["explanation_algorithm"] = options.explanations if explain else None
+    pipeline: dict[str, object] = {
+        "name": PIPELINE,
+        "input_topic": INPUT_TOPIC,
+        "features": list(CHURN_FEATURES),
+        "backend": backend,
+        "outputs": {"predictions": PREDICTIONS_TOPIC, "dead_letter": DEAD_LETTER_TOPIC},
+    }
+    if challenger_url is not None:
+        pipeline["challenger"] = {"backend": {"type": options.backend, "url": challenger_url,
+                                              "token": "${SCORING_GATEWAY_DEMO_TOKEN:-demo-token}"}}
+        pipeline["outputs"] = {"predictions": PREDICTIONS_TOPIC, "dead_letter": DEAD_LETTER_TOPIC,
+                               "comparisons": COMPARISONS_TOPIC}
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": "scoring-gateway-demo",
                   "client_id": "scoring-gateway-demo", "session_timeout_ms": SESSION_TIMEOUT_MS,
@@ -51,23 +70,17 @@ def demo_config(options: DemoOptions, bootstrap: str, backend_url: str, admin_po
                   "enable_idempotence": False},
         "admin": {"host": HOST, "port": admin_port},
         "shutdown_timeout_s": SHUTDOWN_TIMEOUT_S,
-        "pipelines": [{
-            "name": PIPELINE,
-            "input_topic": INPUT_TOPIC,
-            "features": list(CHURN_FEATURES),
-            "backend": backend,
-            "outputs": {"predictions": PREDICTIONS_TOPIC, "dead_letter": DEAD_LETTER_TOPIC},
-        }],
+        "pipelines": [pipeline],
     }
 
 
-def write_config(path: Path, doc: dict[str, Any]) -> None:
+def write_config(path: Path, doc: Mapping[str, object]) -> None:
     header = ("# Written by `scoring-gateway demo`. Run it again against the same broker and backend with\n"
               "#   scoring-gateway run --config " + str(path) + "\n")
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
-def _load_config(path: Path) -> Any:
+def _load_config(path: Path) -> Config:
     """The written file itself is what runs, so the file a user reads is the file that worked."""
     from gateway.config import ConfigError, load_config
 
@@ -80,7 +93,7 @@ def _load_config(path: Path) -> Any:
 class EmbeddedGateway:
     """``gateway.app.serve`` as a task of this event loop: started, stopped via its stop event, awaited."""
 
-    def __init__(self, config: Any, registry: CollectorRegistry) -> None:
+    def __init__(self, config: Config, registry: CollectorRegistry) -> None:
         self.config = config
         self.registry = registry
         self.admin_port = 0
@@ -91,11 +104,11 @@ class EmbeddedGateway:
     async def start(self) -> None:
         from gateway.app import serve
 
-        ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ready: asyncio.Future[AdminServer] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(serve(self.config, self._stop, registry=self.registry, ready=ready,
                                                handle_signals=False))
-        done, _ = await asyncio.wait({ready, self._task}, timeout=GATEWAY_START_S,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[AdminServer] | asyncio.Task[int]] = {ready, self._task}
+        done, _ = await asyncio.wait(either, timeout=GATEWAY_START_S, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
             self.admin_port = ready.result().port
             return

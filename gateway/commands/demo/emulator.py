@@ -86,8 +86,8 @@ async def running_emulator(options: DemoOptions, log_path: Path) -> AsyncIterato
         await emulator.stop()
 
 
-async def deployment_url(emulator_url: str, backend: str) -> str:
-    """The churn deployment's full endpoint URL, by the vendor-format id the emulator lists."""
+async def deployment_url(emulator_url: str, backend: str, name: str = DEPLOYMENT) -> str:
+    """A deployment's full endpoint URL (churn's by default), by the vendor-format id the emulator lists."""
     async def fetch() -> Any:
         timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session, \
@@ -96,9 +96,9 @@ async def deployment_url(emulator_url: str, backend: str) -> str:
             return await response.json()
 
     listing = await _bounded(fetch(), 10, "cannot list the emulator's deployments")
-    found = next((d for d in listing.get("deployments", []) if d.get("name") == DEPLOYMENT), None)
+    found = next((d for d in listing.get("deployments", []) if d.get("name") == name), None)
     if found is None:
-        raise DemoError(f"the emulator lists no {DEPLOYMENT!r} deployment")
+        raise DemoError(f"the emulator lists no {name!r} deployment")
     if backend == "qlik":
         return f"{emulator_url}/api/v1/ml/deployments/{found['qlik_id']}/realtime-predictions/actions/run"
     return f"{emulator_url}/predApi/v1.0/deployments/{found['datarobot_id']}/predictions"

@@ -6,13 +6,17 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import CommandError
+
 HOST = "127.0.0.1"
 PIPELINE = "churn"
 DEPLOYMENT = "churn"
 INPUT_TOPIC = "churn-features"
 PREDICTIONS_TOPIC = "churn-predictions"
 DEAD_LETTER_TOPIC = "churn-dead-letter"
-TOPICS = (INPUT_TOPIC, PREDICTIONS_TOPIC, DEAD_LETTER_TOPIC)
+COMPARISONS_TOPIC = "churn-comparisons"  # with --challenger
+CHALLENGER_DEPLOYMENT = "churn_challenger"
+TOPICS = (INPUT_TOPIC, PREDICTIONS_TOPIC, DEAD_LETTER_TOPIC, COMPARISONS_TOPIC)
 PARTITIONS = 4
 DEFAULT_RECORDS = 20_000
 # A group join takes about half the session timeout on tansu: keep it short so the demo starts fast.
@@ -45,11 +49,11 @@ EMULATOR_LOG_FILE = "emulator.log"
 CONFIG_FILE = "gateway.yaml"
 
 
-class DemoError(Exception):
+class DemoError(CommandError):
     """A cause that ends the demo; its text is the one line printed after ``demo: ``."""
 
 
-class Interrupted(Exception):
+class Interrupted(CommandError):
     """Ctrl-C or SIGTERM arrived before the summary; everything was stopped on the way out."""
 
 
@@ -63,6 +67,7 @@ class DemoOptions:
     latency_ms: float
     seed: int
     rate: float = 0.0  # records/s to produce at; 0 = as fast as the broker takes them
+    challenger: bool = False  # also score every record on the emulator's churn_challenger, for comparison
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoOptions:
@@ -76,7 +81,8 @@ class DemoOptions:
         if args.backend == "qlik" and args.explanations == "xemp":
             raise ValueError("--explanations xemp needs --backend datarobot (Qlik Predict explains with SHAP only)")
         return cls(args.backend, args.records, args.explanations, args.keep_running,
-                   Path(args.workdir) if args.workdir else None, args.latency_ms, args.seed, args.rate)
+                   Path(args.workdir) if args.workdir else None, args.latency_ms, args.seed, args.rate,
+                   args.challenger)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,3 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="produce at R records/s to see steady-state latency (default 0: all at once, "
                              "to see throughput)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the sample data (default 7)")
+    parser.add_argument("--challenger", action="store_true",
+                        help="also score every record on the emulator's churn_challenger deployment and show how "
+                             "often the two models agree (comparison records on churn-comparisons)")

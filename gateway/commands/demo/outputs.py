@@ -14,7 +14,6 @@ from gateway.commands.demo.options import (
     INPUT_TOPIC,
     PARTITIONS,
     PREDICTIONS_TOPIC,
-    TOPICS,
     TOPICS_S,
 )
 from gateway.commands.demo.waits import _bounded
@@ -69,7 +68,7 @@ async def read_outputs(bootstrap: str, expected: int, timeout_s: float) -> Outpu
                                 auto_offset_reset="earliest", client_id="scoring-gateway-demo-reader")
     try:
         await _bounded(consumer.start(), TOPICS_S, "cannot read the topics back")
-        partitions = [TopicPartition(t, p) for t in TOPICS for p in range(PARTITIONS)]
+        partitions = [TopicPartition(t, p) for t in route for p in range(PARTITIONS)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + timeout_s

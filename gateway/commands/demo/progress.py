@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from functools import partial
+from typing import Protocol
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -25,6 +24,7 @@ from rich.progress import (
 from gateway.commands.demo.embedded import EmbeddedGateway
 from gateway.commands.demo.options import PIPELINE, PLAIN_EVERY_S, RATE_WINDOW_S, TICK_S, DemoError
 from gateway.commands.demo.waits import describe
+from gateway.commands.progress import ProgressDisplay
 
 
 @dataclass(slots=True)
@@ -72,62 +72,40 @@ class ProgressView(Protocol):
     def show(self, produced: int, counts: Counts, rate: float) -> None: ...
 
 
-class LiveProgress:
-    """A rich progress bar, redrawn by the caller a few times per second (no drawing thread)."""
+class DemoProgress:
+    """Records published out of those to come, with the rate, the dead letters and what was produced."""
 
     def __init__(self, console: Console, total: int) -> None:
-        self._progress = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[dead]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console, auto_refresh=False)
-        self._task = self._progress.add_task("scoring", total=total, rate="", dead="")
-
-    def __enter__(self) -> LiveProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._progress.refresh()
-        self._progress.stop()
-
-    def show(self, produced: int, counts: Counts, rate: float) -> None:
-        self._progress.update(self._task, completed=counts.published,
-                              description=f"scored (produced {produced:,})",
-                              rate=f"{rate:,.0f} records/s", dead=f"{counts.dead_lettered:,} dead-lettered")
-        self._progress.refresh()
-
-
-class PlainProgress:
-    """One line per second for logs and CI, where a redrawn bar would be noise."""
-
-    def __init__(self, total: int, stream: IO[str]) -> None:
         self._total = total
-        self._stream = stream
-        self._last = 0.0
+        self._display = ProgressDisplay(
+            console, (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[dead]}"),
+                      TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()),
+            every_s=PLAIN_EVERY_S, total=total, description="scoring", rate="", dead="")
 
-    def __enter__(self) -> PlainProgress:
+    def __enter__(self) -> DemoProgress:
+        self._display.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        pass
+    def __exit__(self, *exc: object) -> None:
+        self._display.close()
 
     def show(self, produced: int, counts: Counts, rate: float) -> None:
-        now = time.monotonic()
-        done = counts.published >= self._total
-        if now - self._last < PLAIN_EVERY_S and not done:
-            return
-        self._last = now
+        self._display.show(partial(self._line, produced, counts, rate), last=counts.published >= self._total,
+                           completed=counts.published, description=f"scored (produced {produced:,})",
+                           rate=f"{rate:,.0f} records/s", dead=f"{counts.dead_lettered:,} dead-lettered")
+
+    def _line(self, produced: int, counts: Counts, rate: float) -> str:
         left = self._total - counts.published
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else ("0s" if left <= 0 else "?")
         share = 100.0 * counts.published / self._total
-        print(f"progress: {counts.published:,}/{self._total:,} published ({share:.0f}%), "
-              f"{counts.predicted:,} predicted, {counts.dead_lettered:,} dead-lettered, "
-              f"{produced:,} produced, {rate:,.0f} records/s, eta {eta}", file=self._stream, flush=True)
+        return (f"progress: {counts.published:,}/{self._total:,} published ({share:.0f}%), "
+                f"{counts.predicted:,} predicted, {counts.dead_lettered:,} dead-lettered, "
+                f"{produced:,} produced, {rate:,.0f} records/s, eta {eta}")
 
 
-def progress_view(console: Console, total: int) -> LiveProgress | PlainProgress:
-    return LiveProgress(console, total) if console.is_terminal else PlainProgress(total, sys.stdout)
+def progress_view(console: Console, total: int) -> DemoProgress:
+    return DemoProgress(console, total)
 
 
 class RateMeter:
@@ -147,7 +125,7 @@ class RateMeter:
 
 
 async def watch(gateway: EmbeddedGateway, registry: CollectorRegistry, total: int, deadline: float,
-                view: ProgressView, producing: asyncio.Task[Any], produced: list[int]) -> None:
+                view: ProgressView, producing: asyncio.Task[None], produced: list[int]) -> None:
     """Until the counters say every record is published; fails fast when the gateway or the producer
     fails, the gateway stops itself (an auth or routing failure), or the deadline passes."""
     meter = RateMeter()

@@ -7,14 +7,15 @@ import signal
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from gateway.commands.demo.embedded import EmbeddedGateway, _load_config, demo_config, write_config
 from gateway.commands.demo.emulator import deployment_url, running_emulator
 from gateway.commands.demo.options import (
+    CHALLENGER_DEPLOYMENT,
     CONFIG_FILE,
     DEAD_LETTER_TOPIC,
     EMULATOR_LOG_FILE,
@@ -53,7 +54,7 @@ class Demo:
         self._interrupted = False
         self._waiting_for_signal = False
         self._signalled = asyncio.Event()
-        self._task: asyncio.Task[Any] | None = None
+        self._task: asyncio.Task[object] | None = None
 
     async def run(self) -> Summary:
         """The whole run; raises DemoError with the cause, or Interrupted after a clean stop."""
@@ -91,8 +92,11 @@ class Demo:
             await _bounded(create_topics(self.broker.bootstrap, {t: PARTITIONS for t in TOPICS}),
                            TOPICS_S, "cannot create the topics")
             backend_url = await deployment_url(emulator.url, opts.backend)
+            challenger_url = await deployment_url(emulator.url, opts.backend, CHALLENGER_DEPLOYMENT) \
+                if opts.challenger else None
             config_path = self.workdir / CONFIG_FILE
-            write_config(config_path, demo_config(opts, self.broker.bootstrap, backend_url, free_port(HOST)))
+            write_config(config_path, demo_config(opts, self.broker.bootstrap, backend_url, free_port(HOST),
+                                                  challenger_url))
             registry = CollectorRegistry()
             gateway = EmbeddedGateway(_load_config(config_path), registry)
             stack.push_async_callback(gateway.stop)
@@ -104,6 +108,10 @@ class Demo:
                                          READ_BACK_BASE_S + opts.records / READ_BACK_RATE)
             summary = summarize(opts, outputs, malformed, read_counts(registry), config_path, self.workdir)
             print_summary(self.console, summary, outputs)
+            if opts.challenger:
+                await self._comparisons(registry, emulator.url, summary.metrics["predicted"])
+            if opts.backend == "datarobot":
+                await self._datarobot_options(emulator.url)
             if opts.keep_running:
                 self._print_addresses(emulator.url, gateway.admin_port, config_path)
                 self._waiting_for_signal = True
@@ -111,6 +119,23 @@ class Demo:
                 self.console.print("stopping...")
         summary.clean_shutdown = gateway.clean
         return summary
+
+    async def _comparisons(self, registry: CollectorRegistry, emulator_url: str, predicted: int) -> None:
+        """The champion/challenger agreement the gateway counted, beside the emulator's own count."""
+        from gateway.commands.demo.comparisons import agreement_line
+
+        line = await _bounded(agreement_line(registry, emulator_url, predicted), 15,
+                              "cannot read the emulator's challenger count")
+        self.console.print(line, markup=False)
+
+    async def _datarobot_options(self, emulator_url: str) -> None:
+        """Prediction warnings and multiclass explanations, shown with two requests of their own."""
+        from gateway.commands.demo.datarobot_options import lines, showcase
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            shown = await _bounded(showcase(emulator_url, session), 15, "cannot show the DataRobot query options")
+        for line in lines(shown):
+            self.console.print(line)
 
     def _introduce(self, emulator_url: str, emulator_pid: int | None, admin_port: int, config_path: Path) -> None:
         o = self.options

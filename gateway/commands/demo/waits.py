@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TypeVar
 
 from gateway.commands.demo.options import DemoError
 
+T = TypeVar("T")
 
-async def _bounded(awaitable: Any, timeout_s: float, what: str) -> Any:
+
+async def _bounded(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
     """``awaitable`` within its deadline; a failure or timeout becomes a DemoError naming ``what``."""
     try:
         return await asyncio.wait_for(awaitable, timeout_s)
@@ -31,7 +33,7 @@ def describe(exc: BaseException) -> str:
 
 
 @asynccontextmanager
-async def owned_task(coro: Any) -> AsyncIterator[asyncio.Task[Any]]:
+async def owned_task(coro: Coroutine[object, object, T]) -> AsyncIterator[asyncio.Task[T]]:
     """A task that never outlives the block: cancelled and awaited on the way out."""
     task = asyncio.create_task(coro)
     try:

@@ -9,10 +9,10 @@ its partition, so a run that is interrupted goes on where it stopped and a run a
 one re-publishes nothing. The modules, in the order a run uses them: ``options`` (the command line,
 fixed names), ``topics`` (the dead-letter topic's end offsets), ``selection`` (which records, and
 what is published for them), ``replayer`` (the fetch → publish → commit loop), ``progress`` (what
-the operator sees), ``run`` and ``command`` (the wiring).
+the operator sees), ``run`` (one replay, wired) and ``cli`` (the command line).
 """
 
-from gateway.commands.replay.command import main
+from gateway.commands.replay.cli import main
 from gateway.commands.replay.options import PROVENANCE_HEADER, ReplayOptions, add_arguments, parse_time, replay_group
 
 __all__ = ["PROVENANCE_HEADER", "ReplayOptions", "add_arguments", "main", "parse_time", "replay_group"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gateway.errors import CommandError
 from gateway.stream.records import STAGE_DECODE, STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE
 
 # Names users see: documented in the README ("Replaying dead letters").
@@ -27,7 +28,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DIGITS = re.compile(r"\d+")
 
 
-class UsageError(ValueError):
+class UsageError(CommandError, ValueError):
     """Options or config that cannot be used; its text is the line printed after ``replay: `` (exit 2)."""
 
 

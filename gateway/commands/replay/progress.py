@@ -2,81 +2,63 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
+from gateway.commands.progress import ProgressDisplay
 from gateway.commands.replay.options import PLAIN_EVERY_S, PROVENANCE_HEADER, WARN_LIMIT
 from gateway.commands.replay.replayer import Replayer, Tally
 
 
-class PlainProgress:
-    """One line a second for logs and CI, where a redrawn bar would be noise."""
+class ReplayProgress:
+    """Records read, re-published and skipped; before the group assigns partitions, how long it has waited."""
 
-    def __init__(self, stream: IO[str], group: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self._stream = stream
+    def __init__(self, console: Console, group: str, clock: Callable[[], float] = time.monotonic) -> None:
         self._group = group
         self._clock = clock
         self._began = clock()
-        self._last = -PLAIN_EVERY_S
+        self._display = ProgressDisplay(
+            console, (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[counts]}"), TimeElapsedColumn()),
+            every_s=PLAIN_EVERY_S, total=None, description="joining the consumer group", clock=clock, counts="")
 
-    def __enter__(self) -> PlainProgress:
+    def __enter__(self) -> ReplayProgress:
+        self._display.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        pass
+    def __exit__(self, *exc: object) -> None:
+        self._display.close()
 
     def show(self, replayer: Replayer) -> None:
-        now = self._clock()
-        if now - self._last < PLAIN_EVERY_S:
-            return
-        self._last = now
+        line = partial(self._line, replayer)
         if not replayer.joined:
-            line = (f"progress: waiting {now - self._began:.0f}s for consumer group {self._group} "
-                    "to assign partitions")
-        else:
-            t = replayer.tally
-            share = f" ({100.0 * t.read / t.to_read:.0f}%)" if t.to_read else ""
-            line = (f"progress: {t.read:,}/{t.to_read:,} read{share}, {t.republished:,} re-published, "
-                    f"{t.skipped_stage + t.skipped_time:,} skipped, {t.unreadable:,} unreadable, "
-                    f"{t.read / max(now - (replayer.joined_at or now), 1e-3):,.0f} records/s")
-        print(line, file=self._stream, flush=True)
+            self._display.show(line)
+            return
+        t = replayer.tally
+        self._display.show(line, description="read", completed=t.read, total=max(t.to_read, t.read),
+                           counts=f"{t.republished:,} re-published · {t.skipped_stage + t.skipped_time:,} "
+                                  f"skipped · {t.unreadable:,} unreadable")
+
+    def _line(self, replayer: Replayer) -> str:
+        now = self._clock()
+        if not replayer.joined:
+            return f"progress: waiting {now - self._began:.0f}s for consumer group {self._group} to assign partitions"
+        t = replayer.tally
+        share = f" ({100.0 * t.read / t.to_read:.0f}%)" if t.to_read else ""
+        return (f"progress: {t.read:,}/{t.to_read:,} read{share}, {t.republished:,} re-published, "
+                f"{t.skipped_stage + t.skipped_time:,} skipped, {t.unreadable:,} unreadable, "
+                f"{t.read / max(now - (replayer.joined_at or now), 1e-3):,.0f} records/s")
 
 
-class LiveProgress:
-    """A rich progress bar for a terminal, redrawn by the caller after every step."""
-
-    def __init__(self, console: Console) -> None:
-        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
-                                  console=console, auto_refresh=False)
-        self._task = self._progress.add_task("joining the consumer group", total=None, counts="")
-
-    def __enter__(self) -> LiveProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._progress.refresh()
-        self._progress.stop()
-
-    def show(self, replayer: Replayer) -> None:
-        if replayer.joined:
-            t = replayer.tally
-            self._progress.update(self._task, description="read", completed=t.read, total=max(t.to_read, t.read),
-                                  counts=f"{t.republished:,} re-published · {t.skipped_stage + t.skipped_time:,} "
-                                         f"skipped · {t.unreadable:,} unreadable")
-        self._progress.refresh()
-
-
-def progress_view(console: Console, group: str) -> LiveProgress | PlainProgress:
-    return LiveProgress(console) if console.is_terminal else PlainProgress(sys.stdout, group)
+def progress_view(console: Console, group: str) -> ReplayProgress:
+    return ReplayProgress(console, group)
 
 
 class UnreadableWarnings:
@@ -87,7 +69,7 @@ class UnreadableWarnings:
         self._limit = limit
         self.seen = 0
 
-    def __call__(self, record: Any, reason: str) -> None:
+    def __call__(self, record: Any, reason: str) -> None:  # record: aiokafka's ConsumerRecord, untyped
         self.seen += 1
         if self.seen <= self._limit:
             print(f"replay: unreadable dead-letter record {record.topic}/{record.partition}/{record.offset}: "
@@ -110,7 +92,7 @@ class Summary:
     tally: Tally
     duration_s: float
 
-    def machine(self) -> dict[str, Any]:
+    def machine(self) -> dict[str, object]:
         t = self.tally
         return {"pipeline": self.pipeline, "stage": self.stage, "dead_letter_topic": self.dead_letter_topic,
                 "input_topic": self.input_topic, "group": self.group, "dry_run": self.dry_run,

@@ -27,12 +27,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from gateway.commands.replay.options import FETCH_TIMEOUT_S
 from gateway.commands.replay.selection import Selection, Unreadable, Verdict, replay_message
 from gateway.commands.replay.topics import Layout, ReplayError
+from gateway.kafka.aiokafka_client import RebalanceListener
 from gateway.kafka.sink import KafkaSink, Message
 
 
@@ -109,8 +110,11 @@ class Replayer:
         """Partitions were assigned (an empty assignment counts: another replay holds them all)."""
         return self._joined.is_set()
 
-    def listener(self) -> ConsumerRebalanceListener:
-        return _Listener(self)
+    def listener(self) -> RebalanceListener:
+        return RebalanceListener(self.revoked, self._on_assigned)
+
+    async def _on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self.assigned(partitions)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:  # waits for the step under way: it commits before the partition goes
@@ -257,13 +261,3 @@ class Replayer:
                 await asyncio.wait_for(stop.wait(), due - now)
         return not stop.is_set()
 
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, replayer: Replayer) -> None:
-        self._replayer = replayer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._replayer.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._replayer.assigned(set(assigned))

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.commands.replay.options import BURSTS_PER_S, CONNECT_TIMEOUT_S, ReplayOptions, format_time, replay_group
 from gateway.commands.replay.progress import Summary
@@ -18,7 +18,8 @@ from gateway.commands.replay.replayer import Plan, ProgressSink, Replayer, Unrea
 from gateway.commands.replay.selection import Selection
 from gateway.commands.replay.topics import ReplayError, read_layout, require_topics
 from gateway.config import Config, KafkaConfig, PipelineConfig
-from gateway.kafka.connection import KafkaStartError, consumer_options, producer_options, start_client
+from gateway.kafka.aiokafka_client import AiokafkaClients
+from gateway.kafka.connection import KafkaStartError, consumer_options, start_client
 from gateway.kafka.sink import KafkaSink
 
 
@@ -114,7 +115,7 @@ async def _counting(consumer: AIOKafkaConsumer, plan: Plan, from_beginning: bool
 async def _republish(kafka: KafkaConfig, settings: dict[str, Any], plan: Plan, dead_letter: str,
                      from_beginning: bool, on_unreadable: UnreadableSink, show: ProgressSink,
                      stop: asyncio.Event) -> tuple[Replayer, bool]:
-    producer = AIOKafkaProducer(**producer_options(kafka))
+    producer = AiokafkaClients(kafka).producer()
     consumer = AIOKafkaConsumer(**settings)
     try:  # stop() also after a failed start(): each owns connections and tasks either way
         await _connect(producer.start, kafka)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.commands.replay.options import END_OFFSETS_TIMEOUT_S, FETCH_TIMEOUT_S
+from gateway.errors import CommandError
 from gateway.kafka.connection import topic_partitions
 
 
-class ReplayError(RuntimeError):
+class ReplayError(CommandError, RuntimeError):
     """A runtime failure that ends the replay; its text is the line printed after ``replay: `` (exit 1)."""
 
 

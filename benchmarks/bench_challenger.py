@@ -1,0 +1,197 @@
+"""The champion's cost of a challenger: throughput on a backlog and end-to-end latency under a paced
+load, with no challenger, a challenger at ``sample_rate`` 0.1 and one at 1.0, alternated in one run.
+
+The champion scores on the emulator's ``churn`` deployment, the challenger on ``churn_challenger``
+of the same emulator process (so the challenger's calls also load the machine, as they would a
+shared model server). Each repetition gets a fresh broker, topics and group.
+
+    python -m benchmarks.bench_challenger [--quick] [--broker kafka|tansu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from benchmarks import plots
+from benchmarks.figures import median
+from benchmarks.latency import _latencies
+from benchmarks.machine import describe
+from benchmarks.modes import FULL, QUICK, Sizes
+from benchmarks.scenarios import POLL_S, Bench, ScenarioFailed, gateway_document, qlik_backend, watch
+from benchmarks.workload import RunTopics, produce_backlog, produce_paced, read_topic
+from gateway.kafka.embedded import create_topics
+from testkit.brokers.choice import KINDS
+from testkit.measure import ProcessProbe, metric_sum
+from testkit.processes import EmulatorProcess, GatewayProcess
+
+VARIANTS: dict[str, float | None] = {"none": None, "0.1": 0.1, "1.0": 1.0}
+BACKLOG = {"full": 60_000, "quick": 20_000}
+PACED = {"full": (1000.0, 30.0), "quick": (500.0, 10.0)}  # records/s, seconds
+WARMUP = 500
+
+
+def sections(topics: RunTopics, comparisons: str, rate: float | None, url: str) -> dict[str, Any]:
+    found: dict[str, Any] = {"batching": {"linger_ms": 10}}
+    if rate is not None:
+        found["challenger"] = {"backend": {"type": "qlik", "url": url, "token": "benchmark"}, "sample_rate": rate}
+        found["outputs"] = {"predictions": topics.predictions, "dead_letter": topics.dead_letter,
+                            "comparisons": comparisons}
+    return found
+
+
+async def one(bench: Bench, label: str, rate: float | None, *, backlog: int, paced: tuple[float, float] | None
+              ) -> dict[str, Any]:
+    """One repetition: a backlog (throughput), or a warm-up then a paced load (latency)."""
+    with bench.broker(label) as broker:
+        bootstrap = broker.bootstrap
+        topics = RunTopics.fresh(label)
+        comparisons = f"cmp-{topics.group}"
+        await topics.create(bootstrap)
+        await create_topics(bootstrap, {comparisons: topics.partitions})
+        expected = backlog if paced is None else WARMUP + int(paced[0] * paced[1])
+        await produce_backlog(bootstrap, topics, backlog if paced is None else WARMUP, bench.pool)
+        doc = gateway_document(bootstrap, topics, qlik_backend(bench.emulator.qlik_url(), include_shap=False),
+                               sections=sections(topics, comparisons, rate,
+                                                 bench.emulator.qlik_url("churn_challenger")),
+                               idempotent=bench.idempotent, session_timeout_ms=bench.sizes.session_timeout_ms)
+        gateway = GatewayProcess.from_config(doc, bench.workdir, label, session=bench.session).start()
+        assert gateway.probe is not None and broker.pid is not None
+        probes = {"gateway": gateway.probe, "emulator": ProcessProbe(bench.emulator.pid)}
+        feeder = asyncio.create_task(_feed(bootstrap, topics, gateway, bench, paced)) if paced else None
+        try:
+            progress = await watch(gateway, probes, budget_s=bench.sizes.run_budget_s, expected=expected,
+                                   feeder=feeder)
+            metrics = await gateway.metrics()
+            start_ms = await feeder if feeder is not None else 0.0
+        finally:
+            if feeder is not None and not feeder.done():
+                feeder.cancel()
+                await asyncio.gather(feeder, return_exceptions=True)
+            await gateway.astop()
+        if not progress.samples:
+            raise ScenarioFailed(f"{label}: no output:\n{gateway.log_tail()}")
+        predictions = await read_topic(bootstrap, topics.predictions, topics.partitions, expected=progress.published,
+                                       timeout_s=60, keep_values=paced is not None)
+    result: dict[str, Any] = {
+        "label": label, "predictions": len(predictions),
+        "records_per_gateway_cpu_s": progress.records_per_cpu_s("gateway"),
+        "compared": metric_sum(metrics, "scoring_gateway_comparisons_total"),
+        "skipped": metric_sum(metrics, "scoring_gateway_challenger_skipped_total"),
+        "dead_letters": metric_sum(metrics, "scoring_gateway_records_published_total", outcome="dead_letter"),
+    }
+    if paced is None:
+        result["records_per_s"] = predictions.rate()
+    else:
+        end_to_end, _ = _latencies(predictions, start_ms)
+        ordered = sorted(end_to_end)
+        result["p50_ms"] = ordered[len(ordered) // 2] if ordered else None
+        result["p99_ms"] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else None
+    return result
+
+
+async def _feed(bootstrap: str, topics: RunTopics, gateway: GatewayProcess, bench: Bench,
+                paced: tuple[float, float]) -> float:
+    deadline = time.monotonic() + bench.sizes.run_budget_s
+    while ((await gateway.published()) or 0) < WARMUP:
+        if time.monotonic() > deadline:
+            raise ScenarioFailed("the warm-up records were not published")
+        await asyncio.sleep(POLL_S)
+    start_ms = time.time() * 1000.0
+    await produce_paced(bootstrap, topics, paced[0], paced[1], bench.pool, start=WARMUP)
+    return start_ms
+
+
+async def campaign(sizes: Sizes, mode: str, repetitions: int, workdir: Path, broker: str) -> dict[str, Any]:
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {"throughput": {}, "latency": {}}
+    async with aiohttp.ClientSession() as session:
+        emulator = await EmulatorProcess("--latency-ms", "20", log_path=workdir / "emulator.log").astart()
+        try:
+            bench = Bench(sizes, session, emulator, workdir, broker_kind=broker)
+            for rep in range(repetitions):
+                for name, rate in VARIANTS.items():  # alternated, so drift hits every variant alike
+                    print(f"[challenger] {name}, repetition {rep + 1}", flush=True)
+                    runs["throughput"].setdefault(name, []).append(
+                        await one(bench, f"cc-t-{name}-{rep}", rate, backlog=BACKLOG[mode], paced=None))
+                    runs["latency"].setdefault(name, []).append(
+                        await one(bench, f"cc-l-{name}-{rep}", rate, backlog=0, paced=PACED[mode]))
+        finally:
+            emulator.stop()
+    return runs
+
+
+def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    base = median([r["records_per_s"] for r in runs["throughput"]["none"]])
+    for name in VARIANTS:
+        rate = median([r["records_per_s"] for r in runs["throughput"][name]])
+        out[name] = {
+            "records_per_s": rate, "share_of_none": rate / base if rate and base else None,
+            "records_per_gateway_cpu_s": median([r["records_per_gateway_cpu_s"]
+                                                  for r in runs["throughput"][name]]),
+            "p50_ms": median([r["p50_ms"] for r in runs["latency"][name]]),
+            "p99_ms": median([r["p99_ms"] for r in runs["latency"][name]]),
+            "compared": sum(r["compared"] for group in runs.values() for r in group[name]),
+            "skipped": sum(r["skipped"] for group in runs.values() for r in group[name]),
+            "dead_letters": sum(r["dead_letters"] for group in runs.values() for r in group[name]),
+        }
+    return out
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    def num(v: float | None, digits: int = 0) -> str:
+        return "-" if v is None else f"{v:,.{digits}f}"
+
+    lines = ["| challenger sample_rate | champion rec/s | ÷ none | rec per gateway CPU-s | p50 ms | p99 ms | "
+             "compared | skipped | dead letters |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        lines.append(f"| {name} | {num(s['records_per_s'])} | {num(s['share_of_none'], 2)} | "
+                     f"{num(s['records_per_gateway_cpu_s'])} | {num(s['p50_ms'], 1)} | {num(s['p99_ms'], 1)} | "
+                     f"{num(s['compared'])} | {num(s['skipped'])} | {num(s['dead_letters'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_challenger",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one repetition, smaller loads")
+    parser.add_argument("--broker", choices=KINDS, default="kafka")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/challenger.json"))
+    parser.add_argument("--plots-dir", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    workdir = Path(tempfile.mkdtemp(prefix="scoring-gateway-challenger-"))
+    began = time.monotonic()
+    try:
+        import uvloop
+
+        runs = uvloop.run(campaign(QUICK if args.quick else FULL, mode, 1 if args.quick else 3, workdir,
+                                   args.broker))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary = summarise(runs)
+    plot = plots.series_chart(args.plots_dir / "bench-challenger.png",
+                              {"champion records/s": [(float(i), s["records_per_s"] or 0.0)
+                                                      for i, s in enumerate(summary.values())]},
+                              "records/s", f"Champion throughput, challenger none / 0.1 / 1.0 ({args.broker})")
+    doc = {"mode": mode, "broker": args.broker, "machine": describe(), "elapsed_s": time.monotonic() - began,
+           "summary": summary, "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print(f"\n## Champion with a challenger ({mode} run, {args.broker})\n\n{table(summary)}\n\nJSON: {args.out}\n"
+          f"plot: {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""``scoring-gateway compare``: a summary of a pipeline's champion/challenger comparison records."""
