@@ -86,13 +86,20 @@ async def one(bench: Bench, backend: Backend, limit: int | str, backlog: int,
     if backend.capacity:
         options["max_concurrent_requests"] = backend.capacity
     await bench.emulator.areset(**options)
+    before = await _statuses(bench)  # the emulator counts from its start: this run's are the difference
     sections = {"batching": {"max_rows": ROWS}, "concurrency": {"max_in_flight_requests": limit}}
     run = await run_gateway(bench, f"{backend.key}-{limit}-{rep}", qlik_backend(bench.emulator.qlik_url(),
                                                                                  include_shap=False),
                             backlog=backlog, expected=backlog, sections=sections,
                             feed=limit_sampler(backlog) if limit == "auto" else None)
-    statuses = (await bench.emulator.astats())["routes"]["qlik"]["statuses"]
-    return run, int(statuses.get("429", 0)), sum(int(n) for n in statuses.values())
+    after = await _statuses(bench)
+    answers = {status: n - before.get(status, 0) for status, n in after.items()}
+    return run, answers.get("429", 0), sum(answers.values())
+
+
+async def _statuses(bench: Bench) -> dict[str, int]:
+    found = (await bench.emulator.astats())["routes"]["qlik"]["statuses"]
+    return {str(status): int(n) for status, n in found.items()}
 
 
 async def campaign(sizes: Sizes, backlog: int, repetitions: int, workdir: Path, broker: str,
