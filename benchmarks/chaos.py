@@ -148,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     outages = outage_table(results)
     if outages:
         print("\n" + outages)
+    for result in results:  # the scale scenarios: latency around each join and leave
+        if "scale" in result.notes:
+            print(f"\n{result.key} ({result.notes['scale']['window']}):\n{result.notes['scale']['table']}")
     doc = report(results, args.quick, started, argv, args.broker)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))

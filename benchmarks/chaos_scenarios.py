@@ -30,6 +30,7 @@ from benchmarks.chaos_campaign import (
 )
 from benchmarks.chaos_hostile import KIND_HEADER, hostile_stream, judge_hostile
 from benchmarks.chaos_outages import api_429, api_503, api_down, api_hangs
+from benchmarks.chaos_scale import scale
 from gateway.commands.demo.sample_data import CHURN_FEATURES
 from testkit.ledger import end_offsets, read_inputs, read_outputs, tally
 from testkit.stage import Gateway, feed_churn, freeze, resume
@@ -369,6 +370,9 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "api-down": ("API process stopped, restarted on its port", api_down),
     "api-hangs": ("every request hangs, then healed", api_hangs),
     "api-429": ("429 storm, Retry-After 30 over a lower cap", api_429),
+    "scale": ("steady stream, replicas 1 → 2 → 3 → 2 → 1", scale),
+    "scale-exactly-once": ("steady stream, replicas 1 → 2 → 3 → 2 → 1, delivery exactly_once",
+                           lambda campaign, result: scale(campaign, result, "exactly_once")),
 }
 
 

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from gateway.config import Config, ConfigError, load_config
+from gateway.errors import GatewayError
+from gateway.kafka.connection import KafkaStartError
+from gateway.kafka.startup import wait_for_kafka
 from gateway.runtime.admin import AdminServer
 from gateway.runtime.comparison_metrics import ComparisonFamilies
 from gateway.runtime.health import Health
@@ -105,6 +108,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
     status = 0
     tracing = start_tracing(config)
     try:
+        if not await _broker_ready(config, health, stop):
+            return status  # stopped while waiting
         async with asyncio.TaskGroup() as group:
             for pipeline_config in config.pipelines:
                 pipeline_metrics = metrics.pipeline(pipeline_config.name)
@@ -115,14 +120,34 @@ async def serve(config: Config, stop: asyncio.Event | None = None,
                 group.create_task(pipeline.run(stop))
     except* Exception as failure:
         # A pipeline that cannot go on stops the process: nothing uncommitted is lost, and the
-        # orchestrator restarts it. Each cause is logged once, secrets masked.
+        # orchestrator restarts it. Each cause is logged once, secrets masked: an expected
+        # operational error as its one line, anything else with its traceback.
         for exc in failure.exceptions:
-            log.error("pipeline_failed", exc_info=exc, extra={"error": repr(exc)})
+            expected = isinstance(exc, (GatewayError, KafkaStartError))
+            log.error("pipeline_failed", exc_info=None if expected else exc,
+                      extra={"error": str(exc) if expected else repr(exc)})
         health.set_failed(str(failure.exceptions[0]))
         status = 1
     finally:
         await admin.stop()
         if tracing is not None:
             await stop_tracing(tracing)
-    log.info("gateway_stopped", extra={"status": status})
+        log.info("gateway_stopped", extra={"status": status})
     return status
+
+
+async def _broker_ready(config: Config, health: Health, stop: asyncio.Event) -> bool:
+    """Wait for the broker before any client starts (the admin server answers meanwhile: alive,
+    not ready, the reason on ``/readyz``). ``False`` when stopped while waiting; a broker that
+    refuses, or stays away past ``kafka.startup_timeout_s``, raises a ``KafkaError``, which
+    ``except*`` handles as it does a pipeline's failure: one line, exit status 1."""
+    topics = [topic for p in config.pipelines
+              for topic in (p.input_topic, p.outputs.predictions, p.outputs.explanations, p.outputs.dead_letter,
+                            p.outputs.comparisons)
+              if topic]
+
+    def waiting(cause: str | None) -> None:
+        for pipeline in config.pipelines:
+            health.set_broker_ok(pipeline.name, cause is None, f"waiting for kafka: {cause}")
+
+    return await wait_for_kafka(config.kafka, list(dict.fromkeys(topics)), stop, on_wait=waiting)

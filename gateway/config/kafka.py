@@ -10,7 +10,7 @@ from pydantic import Field
 from .errors import Problem
 from .secrets import SECRET
 from .section import NULL_OR_REFERENCE, REFERENCE, Keys, Rule, Section
-from .types import BootstrapServers, Flag, NonNegativeInt, PositiveInt, Text
+from .types import BootstrapServers, Flag, NonNegativeInt, NonNegativeNumber, PositiveInt, Text
 
 _SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password")
 _SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
@@ -65,9 +65,12 @@ class KafkaConfig(Section):
     client_id: Text = Field("scoring-gateway", description="client id sent to the broker")
     session_timeout_ms: PositiveInt = Field(
         10000, description="group membership timeout (a join takes about half of it on some brokers)")
-    heartbeat_interval_ms: PositiveInt | None = Field(None, description="null = `session_timeout_ms / 3`")
+    heartbeat_interval_ms: PositiveInt | None = Field(
+        None, description="null = `session_timeout_ms / 3`, at most 100 (how soon a member notices a rebalance)")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="where a new group starts: `earliest` (no backlog skipped) or `latest`")
+    startup_timeout_s: NonNegativeNumber = Field(
+        300, description="how long start-up waits for an unreachable broker or coordinator (0: no wait)")
     commit_interval_ms: PositiveInt = Field(1000, description="how often acknowledged offsets are committed")
     max_poll_records: PositiveInt = Field(2000, description="most records one fetch returns")
     producer_linger_ms: NonNegativeInt = Field(

@@ -117,6 +117,9 @@ class AiokafkaConsumer:
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self._consumer.resume(*map(_native, partitions))
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._consumer.seek(_native(tp), offset)
+
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:
             await self._consumer.commit({_native(tp): OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})

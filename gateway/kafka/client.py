@@ -81,6 +81,9 @@ class Consumer(Protocol):
     def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
     def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` from ``offset`` at the next fetch (an assigned partition)."""
+
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit the group's offsets (the next offset to read); raises :class:`BrokerRequestError`."""
 

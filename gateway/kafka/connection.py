@@ -26,6 +26,9 @@ from gateway.errors import KafkaError
 ClientOptions = dict[str, Any]
 
 DIAGNOSE_TIMEOUT_S = 10.0
+# Members learn of a rebalance at their next heartbeat: the default (session / 3, 3.3 s) was the
+# stall of a scale-in. A few heartbeats a second per member cost the coordinator next to nothing.
+HEARTBEAT_MAX_MS = 100
 # aiokafka's producer functions that send InitProducerId when an idempotent producer starts.
 _INIT_PRODUCER_ID = frozenset({"_maybe_wait_for_pid", "_do_init_pid"})
 
@@ -62,7 +65,7 @@ def client_options(kafka: KafkaConfig) -> ClientOptions:
 
 def consumer_options(kafka: KafkaConfig) -> ClientOptions:
     session = int(kafka.session_timeout_ms)
-    heartbeat = kafka.heartbeat_interval_ms or max(100, session // 3)
+    heartbeat = kafka.heartbeat_interval_ms or min(max(100, session // 3), HEARTBEAT_MAX_MS)
     return {
         **client_options(kafka),
         "group_id": kafka.group_id,

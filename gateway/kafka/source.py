@@ -99,6 +99,30 @@ class KafkaSource:
         if tp in self.assignment():
             self.consumer.pause((tp,))
 
+    def hold(self, tps: set[TopicPartition]) -> None:
+        """Fetch nothing from these partitions until :meth:`release`: their position is not settled."""
+        if tps:
+            self.consumer.pause(tps)
+
+    def release(self, tps: set[TopicPartition]) -> None:
+        """After :meth:`hold`: fetch again, unless the whole source is paused (backpressure)."""
+        if tps and not self._paused:
+            self.consumer.resume(tps)
+
+    async def seek_to_committed(self, tps: set[TopicPartition]) -> None:
+        """Start each partition at the group's committed offset as the broker gives it now.
+
+        The consumer asks for committed offsets the moment a partition is assigned. A previous
+        owner's last transaction may be committed but its markers not yet written then, and the
+        offset it committed not readable yet: reading from the older one would repeat outputs.
+        Once this member's transactional producer for the partition has started (which waits for
+        the previous owner's transaction to complete), the offset read here is the final one."""
+        partitions = sorted(tps)
+        found = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
+        for tp, offset in zip(partitions, found, strict=True):
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+
     def reapply_pause(self, assigned: set[TopicPartition]) -> None:
         """Newly assigned partitions start unpaused; keep them paused if the pipeline is."""
         if self._paused and assigned:

@@ -95,27 +95,20 @@ class Metrics:
             "Duration of scoring API requests, by explanation kind and HTTP status or transport failure.",
             ["pipeline", "backend", "explanations", "status"], buckets=SECONDS_BUCKETS, registry=registry)
         self.slow_explanation_requests = Counter(
-            p + "slow_explanation_requests_total",
-            "Explanation requests slower than explanations.slow_threshold_ms.",
+            p + "slow_explanation_requests_total", "Explanation requests slower than explanations.slow_threshold_ms.",
             ["pipeline", "kind"], registry=registry)
-        self.batch_rows = Histogram(
-            p + "batch_rows", "Rows per scoring request.",
-            ["pipeline"], buckets=BATCH_ROWS_BUCKETS, registry=registry)
-        self.inflight_requests = Gauge(
-            p + "inflight_requests", "Scoring requests awaiting a response.",
-            ["pipeline"], registry=registry)
-        self.inflight_records = Gauge(
-            p + "inflight_records", "Records consumed but not yet published.",
-            ["pipeline"], registry=registry)
-        self.consumer_paused = Gauge(
-            p + "consumer_paused", "1 while backpressure pauses fetching, else 0.",
-            ["pipeline"], registry=registry)
-        self.pipeline_ready = Gauge(
-            p + "pipeline_ready", "1 when the pipeline passes its readiness checks, else 0.",
-            ["pipeline"], registry=registry)
-        self.retries = Counter(
-            p + "retries_total", "Scoring request retries, by reason.",
-            ["pipeline", "reason"], registry=registry)
+        self.batch_rows = Histogram(p + "batch_rows", "Rows per scoring request.",
+                                    ["pipeline"], buckets=BATCH_ROWS_BUCKETS, registry=registry)
+        self.inflight_requests = Gauge(p + "inflight_requests", "Scoring requests awaiting a response.",
+                                       ["pipeline"], registry=registry)
+        self.inflight_records = Gauge(p + "inflight_records", "Records consumed but not yet published.",
+                                      ["pipeline"], registry=registry)
+        self.consumer_paused = Gauge(p + "consumer_paused", "1 while backpressure pauses fetching, else 0.",
+                                     ["pipeline"], registry=registry)
+        self.pipeline_ready = Gauge(p + "pipeline_ready", "1 when the pipeline passes its readiness checks, else 0.",
+                                    ["pipeline"], registry=registry)
+        self.retries = Counter(p + "retries_total", "Scoring request retries, by reason.",
+                               ["pipeline", "reason"], registry=registry)
         self.consumer_lag = Gauge(
             p + "consumer_lag", "Records between the consumer position and the partition's end.",
             ["pipeline", "topic", "partition"], registry=registry)
@@ -138,6 +131,9 @@ class Metrics:
         self.circuit_transitions = Counter(
             p + "circuit_transitions_total", "Circuit breaker state changes, by the state entered.",
             ["pipeline", "to"], registry=registry)
+        self.partitions_unowned = Histogram(
+            p + "partitions_unowned_seconds", "A rebalance's pause as this member sees it: from the revocation of "
+            "its partitions to its next assignment.", ["pipeline"], buckets=SECONDS_BUCKETS, registry=registry)
         self.end_to_end_latency = BatchHistogram(
             p + "end_to_end_latency_seconds",
             "Input record timestamp to output acknowledged by the broker.", SECONDS_BUCKETS)
@@ -176,6 +172,7 @@ class PipelineMetrics:
         self._ready = metrics.pipeline_ready.labels(name)
         self._end_to_end = metrics.end_to_end_latency.child(name)
         self._concurrency_limit = metrics.concurrency_limit.labels(name)
+        self._unowned = metrics.partitions_unowned.labels(name)
         self._transactions = {o: metrics.transactions.labels(name, o) for o in TRANSACTION_OUTCOMES}
         self._transaction_duration = metrics.transaction_duration.labels(name)
         self._transaction_held = metrics.transaction_held_records.labels(name)
@@ -289,6 +286,9 @@ class PipelineMetrics:
 
     def concurrency_limit(self, limit: int) -> None:
         self._concurrency_limit.set(limit)
+
+    def partitions_unowned(self, seconds: float) -> None:
+        self._unowned.observe(seconds)
 
     def circuit(self, state: str, changed: bool = True) -> None:
         """The breaker entered ``state`` (``closed``, ``half_open`` or ``open``)."""

@@ -91,6 +91,7 @@ class Flow:
         self._unsent: dict[asyncio.Task[None], Batch] = {}  # batch tasks, for the drain
         self._group: asyncio.TaskGroup | None = None  # while run() runs: None means nothing to drain
         self._failure: BaseException | None = None  # from a rebalance callback, raised by run()
+        self._revoked_at: float | None = None  # when this member last gave its partitions up
         self._halt = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -257,6 +258,8 @@ class Flow:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Before partitions go: finish (or abandon) in-flight work, commit, forget them."""
+        if revoked:
+            self._revoked_at = time.monotonic()
         if self._group is not None:
             await self._drain(self.shutdown_timeout_s)
         await self.delivery.revoked(revoked)
@@ -268,13 +271,25 @@ class Flow:
         self.health.set_assigned(self.name, False)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        # exactly_once: read nothing until the partitions' producers have fenced their last owner,
+        # then start from the offsets its last transaction committed (see KafkaSource.seek_to_committed).
+        settle = self.config.delivery == "exactly_once"
+        if settle:
+            self.source.hold(assigned)
         try:
             await self.delivery.assigned(assigned)
+            if settle:
+                await self.source.seek_to_committed(assigned)
         except Exception as exc:  # the consumer would only log it: stop the pipeline instead
             self._failure = exc
             self._halt.set()
             return
+        if settle:
+            self.source.release(assigned)
         self.source.reapply_pause(assigned)
+        if self._revoked_at is not None:
+            self.metrics.partitions_unowned(time.monotonic() - self._revoked_at)
+            self._revoked_at = None
         self._share_the_rate(len(assigned))
         self.health.set_assigned(self.name, True, partitions=len(assigned))
         log.info("partitions_assigned", extra={"pipeline": self.name,

@@ -185,10 +185,17 @@ class KafkaCluster:
 
     # ---- lifecycle ----------------------------------------------------------------------
 
+    def plan(self) -> KafkaCluster:
+        """Choose the nodes' ports without starting them: ``bootstrap`` is known before the
+        cluster runs (a client started before its broker). ``start()`` then uses these ports."""
+        if not self.nodes:
+            self.nodes = [self._plan(node_id) for node_id in range(1, self.size + 1)]
+        return self
+
     def start(self, timeout_s: float = 120.0) -> KafkaCluster:
         self._java = java_binary()
         self._classpath = classpath()
-        self.nodes = [self._plan(node_id) for node_id in range(1, self.size + 1)]
+        self.plan()
         for node in self.nodes:
             for port in (*node.ports.values(), node.controller_port):
                 if _port_in_use(port):

@@ -78,6 +78,7 @@ class FakeConsumer:
         self.assigned: set[TopicPartition] = set()
         self.paused: set[TopicPartition] = set()
         self.commits: dict[TopicPartition, int] = {}
+        self.seeks: dict[TopicPartition, int] = {}  # the last seek per partition
         self.commits_at_revoke: dict[TopicPartition, int] | None = None
         self.revoking = asyncio.Event()
         self.rebalanced = asyncio.Event()
@@ -147,6 +148,9 @@ class FakeConsumer:
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self.paused.difference_update(partitions)
         self._arrived.set()
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = offset
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.commits.update(offsets)

@@ -55,6 +55,7 @@ def touch_everything(m: PipelineMetrics) -> None:
     m.circuit("open")
     m.transaction("committed", 0.01)
     m.transaction_held(3)
+    m.partitions_unowned(0.2)
 
 
 def test_every_product_metric_has_its_contract_type_and_labels(
@@ -82,6 +83,7 @@ def test_every_product_metric_has_its_contract_type_and_labels(
         P + "transaction_duration_seconds": ("histogram", {"pipeline"}),
         P + "transaction_held_records": ("gauge", {"pipeline"}),
         P + "circuit_transitions": ("counter", {"pipeline", "to"}),
+        P + "partitions_unowned_seconds": ("histogram", {"pipeline"}),
     }
     assert families(registry) == expected
 

@@ -57,7 +57,9 @@ def test_it_starts_fast_until_the_first_refusal() -> None:
     _, _, trace = rounds_against(limit, 32, 60)
     assert next(i for i, value in enumerate(trace) if value >= 30) < 20
     _, refused, trace = rounds_against(limit, 32, 200)
-    assert min(trace[50:]) >= 28 and max(trace) <= 33 and refused <= 0.02 * 32 * 200
+    settled = sorted(trace[50:])
+    # at the capacity but for the epoch at half the limit that measures the unloaded latency again
+    assert settled[len(settled) // 20] >= 28 and max(trace) <= 33 and refused <= 0.02 * 32 * 200
 
 
 def test_an_idle_pipeline_does_not_inflate_it() -> None:
