@@ -1,9 +1,12 @@
 """The champion's cost of a challenger: throughput on a backlog and end-to-end latency under a paced
-load, with no challenger, a challenger at ``sample_rate`` 0.1 and one at 1.0, alternated in one run.
+load, with no challenger, a healthy challenger at ``sample_rate`` 0.1 and 1.0, and a troubled one at
+1.0 (down: nothing listens; slow: 10x the champion's latency; refusing: 429 to every request),
+alternated in one run.
 
-The champion scores on the emulator's ``churn`` deployment, the challenger on ``churn_challenger``
-of the same emulator process (so the challenger's calls also load the machine, as they would a
-shared model server). Each repetition gets a fresh broker, topics and group.
+The champion scores on the emulator's ``churn`` deployment (20 ms per request). A healthy challenger
+is ``churn_challenger`` of the same emulator process (so its calls also load the machine, as they
+would a shared model server); the slow and refusing ones are a second emulator process. Each
+repetition gets a fresh broker, topics and group.
 
     python -m benchmarks.bench_challenger [--quick] [--broker kafka|tansu]
 """
@@ -35,23 +38,28 @@ from testkit.brokers.choice import KINDS
 from testkit.measure import ProcessProbe, metric_sum
 from testkit.processes import EmulatorProcess, GatewayProcess
 
-VARIANTS: dict[str, float | None] = {"none": None, "0.1": 0.1, "1.0": 1.0}
+# name -> (sample_rate, trouble); trouble None = a healthy challenger on the champion's emulator
+VARIANTS: dict[str, tuple[float, str | None] | None] = {
+    "none": None, "0.1": (0.1, None), "1.0": (1.0, None),
+    "down 1.0": (1.0, "down"), "slow 1.0": (1.0, "slow"), "refusing 1.0": (1.0, "refusing")}
+TROUBLED = {"slow": ("--latency-ms", "200"), "refusing": ("--latency-ms", "20", "--error-rate", "429=1.0")}
+DOWN_URL = "http://127.0.0.1:9/api/v1/ml/deployments/churn_challenger/realtime-predictions/actions/run"
 BACKLOG = {"full": 60_000, "quick": 20_000}
 PACED = {"full": (1000.0, 30.0), "quick": (500.0, 10.0)}  # records/s, seconds
 WARMUP = 500
 
 
-def sections(topics: RunTopics, comparisons: str, rate: float | None, url: str) -> dict[str, Any]:
+def sections(topics: RunTopics, comparisons: str, rate: float | None, url: str | None) -> dict[str, Any]:
     found: dict[str, Any] = {"batching": {"linger_ms": 10}}
-    if rate is not None:
+    if rate is not None and url is not None:
         found["challenger"] = {"backend": {"type": "qlik", "url": url, "token": "benchmark"}, "sample_rate": rate}
         found["outputs"] = {"predictions": topics.predictions, "dead_letter": topics.dead_letter,
                             "comparisons": comparisons}
     return found
 
 
-async def one(bench: Bench, label: str, rate: float | None, *, backlog: int, paced: tuple[float, float] | None
-              ) -> dict[str, Any]:
+async def one(bench: Bench, label: str, rate: float | None, url: str | None, *, backlog: int,
+              paced: tuple[float, float] | None) -> dict[str, Any]:
     """One repetition: a backlog (throughput), or a warm-up then a paced load (latency)."""
     with bench.broker(label) as broker:
         bootstrap = broker.bootstrap
@@ -62,8 +70,7 @@ async def one(bench: Bench, label: str, rate: float | None, *, backlog: int, pac
         expected = backlog if paced is None else WARMUP + int(paced[0] * paced[1])
         await produce_backlog(bootstrap, topics, backlog if paced is None else WARMUP, bench.pool)
         doc = gateway_document(bootstrap, topics, qlik_backend(bench.emulator.qlik_url(), include_shap=False),
-                               sections=sections(topics, comparisons, rate,
-                                                 bench.emulator.qlik_url("churn_challenger")),
+                               sections=sections(topics, comparisons, rate, url),
                                idempotent=bench.idempotent, session_timeout_ms=bench.sizes.session_timeout_ms)
         gateway = GatewayProcess.from_config(doc, bench.workdir, label, session=bench.session).start()
         assert gateway.probe is not None and broker.pid is not None
@@ -116,17 +123,27 @@ async def campaign(sizes: Sizes, mode: str, repetitions: int, workdir: Path, bro
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {"throughput": {}, "latency": {}}
     async with aiohttp.ClientSession() as session:
         emulator = await EmulatorProcess("--latency-ms", "20", log_path=workdir / "emulator.log").astart()
+        others = {trouble: await EmulatorProcess(*flags, log_path=workdir / f"emulator-{trouble}.log").astart()
+                  for trouble, flags in TROUBLED.items()}
         try:
             bench = Bench(sizes, session, emulator, workdir, broker_kind=broker)
             for rep in range(repetitions):
-                for name, rate in VARIANTS.items():  # alternated, so drift hits every variant alike
+                for name, variant in VARIANTS.items():  # alternated, so drift hits every variant alike
+                    rate, url = None, None
+                    if variant is not None:
+                        rate, trouble = variant
+                        url = (bench.emulator.qlik_url("churn_challenger") if trouble is None else
+                               DOWN_URL if trouble == "down" else others[trouble].qlik_url("churn_challenger"))
                     print(f"[challenger] {name}, repetition {rep + 1}", flush=True)
+                    tag = name.replace(" ", "-")
                     runs["throughput"].setdefault(name, []).append(
-                        await one(bench, f"cc-t-{name}-{rep}", rate, backlog=BACKLOG[mode], paced=None))
+                        await one(bench, f"cc-t-{tag}-{rep}", rate, url, backlog=BACKLOG[mode], paced=None))
                     runs["latency"].setdefault(name, []).append(
-                        await one(bench, f"cc-l-{name}-{rep}", rate, backlog=0, paced=PACED[mode]))
+                        await one(bench, f"cc-l-{tag}-{rep}", rate, url, backlog=0, paced=PACED[mode]))
         finally:
             emulator.stop()
+            for other in others.values():
+                other.stop()
     return runs
 
 

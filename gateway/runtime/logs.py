@@ -23,8 +23,7 @@ from typing import IO
 
 import orjson
 
-from gateway.runtime.redaction import MASK, is_secret_name
-from gateway.runtime.redaction import Redactor as Redactor  # also imported from here by older callers
+from gateway.runtime.redaction import MASK, Redactor, is_secret_name
 
 FIELDS_ATTR = "event_fields"
 

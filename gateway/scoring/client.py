@@ -20,8 +20,8 @@ import aiohttp
 
 from gateway.backends.codec import Codec, ScoredRow, ScoringRequest
 from gateway.backends.errors import ResponseDecodeError, RetryableError, ScoringError, from_exception, from_status
-from gateway.runtime.logs import Redactor
 from gateway.runtime.metrics import ScoringMetrics
+from gateway.runtime.redaction import Redactor
 from gateway.scoring.concurrency import AdaptiveLimit, RequestSlots
 
 if TYPE_CHECKING:
@@ -142,5 +142,5 @@ class BackendClient:
 
 def _credentials_redactor(codec: Codec, secrets: Sequence[str | None]) -> Redactor:
     """Masks the configured secrets and the credential headers the codec sends."""
-    headers: dict[str, str] = getattr(codec, "headers", None) or {}
+    headers = codec.headers
     return Redactor([s for s in (*secrets, headers.get("Authorization"), headers.get("DataRobot-Key")) if s])
