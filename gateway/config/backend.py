@@ -14,6 +14,7 @@ from typing import Annotated, Literal, get_args
 from annotated_types import Ge, Le
 from pydantic import Field, Strict, ValidationInfo, ValidatorFunctionWrapHandler
 
+from ..json_types import JsonObject
 from .errors import Problem
 from .secrets import SECRET
 from .section import NULL_OR_REFERENCE, Keys, Rule, Section
@@ -103,7 +104,7 @@ def _all_explanations_need_shap(keys: Keys) -> Iterator[Problem]:
 def _thresholds_in_order(keys: Keys) -> Iterator[Problem]:
     if keys.ok("threshold_low", "threshold_high"):
         low, high = keys["threshold_low"], keys["threshold_high"]
-        if low is not None and high is not None and low > high:
+        if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
             yield ("threshold_low",), f"must be <= threshold_high ({high})"
 
 
@@ -115,7 +116,7 @@ def _one_class_selector(keys: Keys) -> Iterator[Problem]:
                "mutually exclusive with explanation_num_top_classes (give one of the two)")
 
 
-_NOT_NULL = {"not": {"type": "null"}}
+_NOT_NULL: JsonObject = {"not": {"type": "null"}}
 # The number of top classes a multiclass explanation covers: the server's range.
 TopClasses = Annotated[int, Strict(), Ge(1), Le(10)]
 ClassNames = Annotated[tuple[Text, ...], Unique()]

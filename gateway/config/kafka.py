@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import Annotated, Literal
 
 from pydantic import Field
 
+from ..json_types import JsonObject
 from .errors import Problem
 from .secrets import SECRET
 from .section import NULL_OR_REFERENCE, REFERENCE, Keys, Rule, Section
@@ -16,22 +17,22 @@ _SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password")
 _SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 
-def _literal(value: Mapping[str, Any]) -> dict[str, Any]:
+def _literal(value: JsonObject) -> JsonObject:
     """``value``'s schema, but not for a ``${...}`` reference (whose value is known only at load time)."""
     return {"allOf": [value, {"not": REFERENCE}]}
 
 
 def _heartbeat_within_session(keys: Keys) -> Iterator[Problem]:
     if keys.ok("heartbeat_interval_ms", "session_timeout_ms"):
-        heartbeat, session = keys["heartbeat_interval_ms"], keys["session_timeout_ms"]
-        if heartbeat is not None and heartbeat >= session:
+        heartbeat, session = keys["heartbeat_interval_ms"], keys.of("session_timeout_ms", int)
+        if isinstance(heartbeat, int) and heartbeat >= session:
             yield ("heartbeat_interval_ms",), f"must be < session_timeout_ms ({session})"
 
 
 def _sasl_with_sasl_protocols(keys: Keys) -> Iterator[Problem]:
     if not keys.ok("security_protocol"):
         return
-    protocol = keys["security_protocol"]
+    protocol = keys.of("security_protocol", str)
     for key in filter(keys.ok, _SASL_KEYS):
         if protocol.startswith("SASL_") and keys[key] is None:
             yield (key,), f"required with security_protocol {protocol}"
@@ -51,8 +52,8 @@ def _client_key_needs_certificate(keys: Keys) -> Iterator[Problem]:
         yield ("ssl_keyfile",), "needs ssl_certfile (the client certificate)"
 
 
-def _when_protocol(protocols: list[str], then: Mapping[str, Any]) -> dict[str, Any]:
-    condition: dict[str, Any] = {"properties": {"security_protocol": {"enum": protocols}}}
+def _when_protocol(protocols: list[str], then: JsonObject) -> JsonObject:
+    condition: JsonObject = {"properties": {"security_protocol": {"enum": [*protocols]}}}
     if "PLAINTEXT" not in protocols:  # the default: a left-out key matches only a list holding it
         condition["required"] = ["security_protocol"]
     return {"if": condition, "then": then}

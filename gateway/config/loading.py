@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -18,7 +17,7 @@ from .substitution import Resolver
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys, which YAML would otherwise silently resolve to the last."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, object]:
         seen: set[str] = set()
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
@@ -29,7 +28,7 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_yaml(text: str, source: str) -> Any:
+def read_yaml(text: str, source: str) -> object:
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -43,7 +42,7 @@ def read_yaml(text: str, source: str) -> Any:
         raise ConfigError([f"{source}: invalid YAML: {type(exc).__name__}"]) from None
 
 
-def parse_config(text_or_mapping: str | Mapping[str, Any], environ: Mapping[str, str], *,
+def parse_config(text_or_mapping: str | Mapping[str, object], environ: Mapping[str, str], *,
                  base_dir: Path | None = None, source: str = "<config>") -> Config:
     """Validate a YAML document (or already-loaded mapping) into a :class:`Config`.
 

@@ -8,12 +8,13 @@ without a mapping table. Each field's description is the README reference table'
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from annotated_types import MinLen
 from pydantic import Field, WrapValidator
 
-from .backend import DATAROBOT, QLIK, BackendConfig, choose_backend
+from ..json_types import JsonObject
+from .backend import DATAROBOT, QLIK, BackendConfig, DataRobotBackend, QlikBackend, choose_backend
 from .errors import Problem, UnknownPipeline
 from .kafka import KafkaConfig
 from .secrets import redacted, secret_values
@@ -66,7 +67,8 @@ class ConcurrencyConfig(Section):
 
 
 def _backoff_in_order(keys: Keys) -> Iterator[Problem]:
-    if keys.ok("initial_backoff_ms", "max_backoff_ms") and keys["initial_backoff_ms"] > keys["max_backoff_ms"]:
+    if keys.ok("initial_backoff_ms", "max_backoff_ms") \
+            and keys.of("initial_backoff_ms", int) > keys.of("max_backoff_ms", int):
         yield ("initial_backoff_ms",), f"must be <= max_backoff_ms ({keys['max_backoff_ms']})"
 
 
@@ -95,7 +97,8 @@ class CircuitBreakerConfig(Section):
 
 
 def _sampling_needs_deferred(keys: Keys) -> Iterator[Problem]:
-    if keys.ok("mode", "sample_rate") and keys["sample_rate"] < 1 and keys["mode"] != "deferred":
+    rate = keys.values.get("sample_rate")
+    if keys.ok("mode") and isinstance(rate, int | float) and rate < 1 and keys["mode"] != "deferred":
         yield ("sample_rate",), "needs mode deferred (inline explanations come with every prediction)"
 
 
@@ -123,7 +126,7 @@ def _outputs_differ(keys: Keys) -> Iterator[Problem]:
     seen: dict[str, str] = {}
     for key in _OUTPUTS:
         topic = keys.values.get(key)
-        if topic is None:
+        if not isinstance(topic, str):
             continue
         if topic in seen:
             yield (key,), f"must differ from outputs.{seen[topic]} (both are {topic!r})"
@@ -159,25 +162,33 @@ class ChallengerConfig(Section):
     tolerance: NonNegativeNumber = Field(0.0, description="regression: predictions this close agree")
 
 
+def _backend(keys: Keys) -> BackendConfig:
+    backend = keys["backend"]
+    if not isinstance(backend, QlikBackend | DataRobotBackend):
+        raise TypeError(f"backend is {type(backend).__name__}")
+    return backend
+
+
 def _backend_type(keys: Keys) -> object:
     """The backend's type, read as written when the backend section has other errors."""
     if keys.ok("backend"):
-        return keys["backend"].type
+        return _backend(keys).type
     written = keys.written.get("backend")
     return written.get("type") if isinstance(written, Mapping) else None
 
 
 def _body_cap_for_datarobot(keys: Keys) -> Iterator[Problem]:
     batching = keys.values.get("batching")
-    if batching is not None and _backend_type(keys) == DATAROBOT and batching.max_bytes > DATAROBOT_MAX_BODY_BYTES:
+    if isinstance(batching, BatchingConfig) and _backend_type(keys) == DATAROBOT \
+            and batching.max_bytes > DATAROBOT_MAX_BODY_BYTES:
         yield ("batching", "max_bytes"), (f"must be <= {DATAROBOT_MAX_BODY_BYTES} for a datarobot backend "
                                           "(DataRobot rejects bodies over 50 MB)")
 
 
 def _full_batch_fits_in_flight(keys: Keys) -> Iterator[Problem]:
     if keys.ok("batching", "concurrency"):
-        rows = keys["batching"].max_rows
-        if keys["concurrency"].max_in_flight_records < rows:
+        rows = keys.of("batching", BatchingConfig).max_rows
+        if keys.of("concurrency", ConcurrencyConfig).max_in_flight_records < rows:
             yield (("concurrency", "max_in_flight_records"),
                    f"must be >= batching.max_rows ({rows}): a full batch must fit in flight")
 
@@ -194,10 +205,11 @@ def _columns_fit_the_backend(keys: Keys) -> Iterator[Problem]:
     (Qlik's index column needs no such rule: the codec sends it whatever the feature list.)"""
     if not keys.ok("backend", "features") or keys["features"] is None:
         return
-    backend, features = keys["backend"], keys["features"]
+    backend, features = _backend(keys), keys.of("features", tuple)
     if backend.type == QLIK and len(features) > QLIK_MAX_COLUMNS:
         yield ("features",), f"has {len(features)} names; Qlik accepts at most {QLIK_MAX_COLUMNS} columns"
-    if backend.type == DATAROBOT and isinstance(backend.passthrough_columns, tuple):
+    if backend.type == DATAROBOT and isinstance(backend, DataRobotBackend) \
+            and isinstance(backend.passthrough_columns, tuple):
         for i, name in enumerate(backend.passthrough_columns):
             if name not in features:
                 yield ("backend", "passthrough_columns", i), f"{name!r} is not one of features"
@@ -208,31 +220,33 @@ def _explains(backend: BackendConfig) -> bool:
 
 
 def _deferred_explanations_have_a_topic(keys: Keys) -> Iterator[Problem]:
-    if not keys.ok("explanations", "outputs", "backend") or keys["explanations"].mode != "deferred":
+    if not keys.ok("explanations", "outputs", "backend") \
+            or keys.of("explanations", ExplanationsConfig).mode != "deferred":
         return
-    if keys["outputs"].explanations is None:
+    if keys.of("outputs", OutputsConfig).explanations is None:
         yield ("outputs", "explanations"), "required with explanations.mode deferred (the explanation records' topic)"
-    if not _explains(keys["backend"]):
-        what = "include_shap" if keys["backend"].type == QLIK else "max_explanations"
+    if not _explains(_backend(keys)):
+        what = "include_shap" if _backend(keys).type == QLIK else "max_explanations"
         yield ("explanations", "mode"), f"deferred needs explanations turned on (backend.{what})"
 
 
 def _exactly_once_explains_inline(keys: Keys) -> Iterator[Problem]:
     if keys.ok("delivery", "explanations") and keys["delivery"] == "exactly_once" \
-            and keys["explanations"].mode == "deferred":
+            and keys.of("explanations", ExplanationsConfig).mode == "deferred":
         yield ("explanations", "mode"), ("deferred publishes predictions before their offsets are committed, which "
                                          "delivery exactly_once forbids: use inline")
 
 
 def _group_scope_needs_a_rate(keys: Keys) -> Iterator[Problem]:
     if keys.ok("backend"):
-        backend = keys["backend"]
+        backend = _backend(keys)
         if backend.rate_limit_scope == "group" and backend.rate_limit_per_minute is None:
             yield ("backend", "rate_limit_scope"), "group needs rate_limit_per_minute (the group's budget)"
 
 
 def _challenger_has_a_topic(keys: Keys) -> Iterator[Problem]:
-    if keys.ok("challenger", "outputs") and keys["challenger"] is not None and keys["outputs"].comparisons is None:
+    if keys.ok("challenger", "outputs") and keys["challenger"] is not None \
+            and keys.of("outputs", OutputsConfig).comparisons is None:
         yield ("outputs", "comparisons"), "required with a challenger (the comparison records' topic)"
 
 
@@ -242,8 +256,8 @@ def _challenger_outside_transactions(keys: Keys) -> Iterator[Problem]:
                                 "as challenger answers arrive, outside the champion's transactions")
 
 
-def _when_backend(kind: str, then: Mapping[str, Any]) -> dict[str, Any]:
-    backend = {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}
+def _when_backend(kind: str, then: JsonObject) -> JsonObject:
+    backend: JsonObject = {"backend": {"required": ["type"], "properties": {"type": {"const": kind}}}}
     return {"if": {"required": ["backend"], "properties": backend}, "then": then}
 
 

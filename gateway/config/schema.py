@@ -11,11 +11,11 @@ resolved, a rule that compares two values), but never refuses one that ``check``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 from pydantic.json_schema import GenerateJsonSchema
 
+from ..json_types import JsonObject, JsonValue
 from .models import Config
 from .section import REFERENCE, REFERENCE_NAME, REFERENCE_SCHEMA, Section, keys_of
 
@@ -27,14 +27,16 @@ class _Generator(GenerateJsonSchema):
     schema_dialect = DIALECT
 
 
-def json_schema() -> dict[str, Any]:
-    schema = Config.model_json_schema(mode="validation", schema_generator=_Generator)
+def json_schema() -> JsonObject:
+    schema: JsonObject = Config.model_json_schema(mode="validation", schema_generator=_Generator)
     definitions = schema.setdefault("$defs", {})
-    for cls in _sections(Section):
-        if cls.__name__ in definitions:
-            _complete(definitions[cls.__name__], cls)
+    if isinstance(definitions, dict):
+        for cls in _sections(Section):
+            definition = definitions.get(cls.__name__)
+            if isinstance(definition, dict):
+                _complete(definition, cls)
+        definitions[REFERENCE_NAME] = dict(REFERENCE_SCHEMA)
     _complete(schema, Config)
-    definitions[REFERENCE_NAME] = dict(REFERENCE_SCHEMA)
     schema.pop("title", None)
     return {
         "$schema": DIALECT,
@@ -52,35 +54,44 @@ def _sections(cls: type[Section]) -> Iterator[type[Section]]:
         yield from _sections(sub)
 
 
-def _complete(schema: dict[str, Any], cls: type[Section]) -> None:
+def _objects(value: JsonValue) -> Iterator[JsonObject]:
+    """The objects among the items of a JSON array (pydantic writes nothing else where it is read)."""
+    if isinstance(value, list):
+        yield from (item for item in value if isinstance(item, dict))
+
+
+def _complete(schema: JsonObject, cls: type[Section]) -> None:
     """Completes pydantic's schema of a section: no per-key titles (the key is its own title), a
     ``${...}`` string accepted wherever the key's own type would refuse one, null accepted for a
     section that has defaults, and the rules that JSON Schema can say."""
     keys = keys_of(cls)
-    for name, prop in schema.get("properties", {}).items():
+    properties = schema.get("properties", {})
+    for name, prop in properties.items() if isinstance(properties, dict) else ():
+        if not isinstance(prop, dict):
+            continue
         prop.pop("title", None)
         key = keys[name]
         if key.sections and key.has_default and not key.nullable:
             _widen(prop, {"type": "null"})
         elif not key.sections and not _takes_reference(prop):
             _widen(prop, REFERENCE)
-    rules = [dict(rule.schema) for rule in cls.rules if rule.schema is not None]
+    rules: list[JsonValue] = [dict(rule.schema) for rule in cls.rules if rule.schema is not None]
     if rules:
         schema["allOf"] = rules
 
 
-def _widen(prop: dict[str, Any], alternative: Mapping[str, Any]) -> None:
+def _widen(prop: JsonObject, alternative: JsonObject) -> None:
     """``prop`` also accepting ``alternative``; its annotations (description, default) stay on top."""
     kept = {key: prop.pop(key) for key in list(prop) if key in _ANNOTATIONS}
-    branches = prop.pop("anyOf") if list(prop) == ["anyOf"] else [dict(prop)]
+    branches = list(_objects(prop["anyOf"])) if list(prop) == ["anyOf"] else [dict(prop)]
     prop.clear()
     prop.update(kept, anyOf=[*branches, dict(alternative)])
 
 
-def _takes_reference(schema: Mapping[str, Any]) -> bool:
+def _takes_reference(schema: JsonObject) -> bool:
     """Whether ``schema`` already accepts a string like ``${VAR}``."""
     if "anyOf" in schema:
-        return any(_takes_reference(branch) for branch in schema["anyOf"])
+        return any(_takes_reference(branch) for branch in _objects(schema["anyOf"]))
     pattern = schema.get("pattern")
     return (schema.get("type") == "string" and not {"enum", "const", "format"} & schema.keys()
-            and (pattern is None or re.search(pattern, "${VAR}") is not None))
+            and (not isinstance(pattern, str) or re.search(pattern, "${VAR}") is not None))

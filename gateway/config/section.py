@@ -21,7 +21,7 @@ import functools
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Self, Union, get_args, get_origin
+from typing import Annotated, ClassVar, Literal, Self, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -33,20 +33,23 @@ from pydantic import (
     model_validator,
 )
 
+from ..json_types import JsonObject, JsonValue
 from .errors import PROBLEM, Loc, Problem, describe, message, problem, problems
 from .secrets import Secret, declared_secret
 from .substitution import Resolver, Unresolved, typed
 
+_T = TypeVar("_T")
+
 # What the JSON Schema accepts, besides a key's own type, wherever a ${...} string would be refused
 # (``schema.json_schema`` defines it once, under this name); rules' schemas use it too.
 REFERENCE_NAME = "Reference"
-REFERENCE: dict[str, Any] = {"$ref": f"#/$defs/{REFERENCE_NAME}"}
-REFERENCE_SCHEMA: dict[str, Any] = {
+REFERENCE: JsonObject = {"$ref": f"#/$defs/{REFERENCE_NAME}"}
+REFERENCE_SCHEMA: JsonObject = {
     "type": "string", "pattern": r"\$\{",
     "description": "a ${VAR}, ${VAR:-default} or ${file:PATH} reference, converted to the key's type when "
                    "the config is loaded",
 }
-NULL_OR_REFERENCE: dict[str, Any] = {"anyOf": [{"type": "null"}, REFERENCE]}
+NULL_OR_REFERENCE: JsonObject = {"anyOf": [{"type": "null"}, REFERENCE]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +57,22 @@ class Keys:
     """A section's keys as a cross-key rule sees them: the values of the valid ones, and the section
     as written (for rules that must work even while a key they read is invalid)."""
 
-    values: Mapping[str, Any]
-    written: Mapping[str, Any]
+    values: Mapping[str, object]
+    written: Mapping[object, object]
 
     def ok(self, *names: str) -> bool:
         return all(name in self.values for name in names)
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> object:
         return self.values[name]
+
+    def of(self, name: str, kind: type[_T]) -> _T:
+        """The valid value of ``name``, which its declaration makes a ``kind`` (a rule that reads an
+        attribute or compares by order needs the type, not just the object)."""
+        value = self.values[name]
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} is {type(value).__name__}, not {kind.__name__}")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +81,7 @@ class Rule:
     can say it (it is added to the section's ``allOf``), None when only ``check`` can."""
 
     check: Callable[[Keys], Iterable[Problem]]
-    schema: Mapping[str, Any] | None = None
+    schema: Mapping[str, JsonValue] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +102,7 @@ class _Choice:
     value: str
 
 
-def _parts(annotation: Any) -> Iterator[Any]:
+def _parts(annotation: object) -> Iterator[object]:
     """The types, literal values and markers an annotation is made of, outside any container."""
     origin = get_origin(annotation)
     if origin is Annotated:
@@ -127,7 +138,7 @@ def keys_of(cls: type[Section]) -> Mapping[str, Key]:
 
 
 @functools.cache
-def _adapter(cls: type[Section], name: str) -> TypeAdapter[Any]:
+def _adapter(cls: type[Section], name: str) -> TypeAdapter[object]:
     return TypeAdapter(cls.model_fields[name].rebuild_annotation())
 
 
@@ -169,7 +180,7 @@ class Section(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _validate_section(cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
+    def _validate_section(cls, data: object, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
         if isinstance(data, cls):
             return handler(data)
         written = {} if data is None else data
@@ -193,15 +204,15 @@ class Section(BaseModel):
         return section
 
     @classmethod
-    def _prepare(cls, written: Mapping[Any, Any], resolver: Resolver | None,
-                 findings: _Findings) -> tuple[dict[str, Any], set[str]]:
+    def _prepare(cls, written: Mapping[object, object], resolver: Resolver | None,
+                 findings: _Findings) -> tuple[dict[str, object], set[str]]:
         """The section's known keys with references resolved and converted; the keys that failed."""
         keys = keys_of(cls)
-        prepared: dict[str, Any] = {}
+        prepared: dict[str, object] = {}
         failed: set[str] = set()
         for position, (name, value) in enumerate(written.items()):
             key = keys.get(name) if isinstance(name, str) else None
-            if key is None:
+            if key is None or not isinstance(name, str):
                 findings.add(0, position, (str(name),), cls.misplaced(str(name)) or _unknown_key(str(name), keys))
             elif key.sections or resolver is None:
                 prepared[name] = value
@@ -241,9 +252,9 @@ class Section(BaseModel):
         return about
 
     @classmethod
-    def _valid_values(cls, prepared: Mapping[str, Any], failed: set[str], context: Any) -> dict[str, Any]:
+    def _valid_values(cls, prepared: Mapping[str, object], failed: set[str], context: object) -> dict[str, object]:
         """The values of the keys that passed, for the rules, when others did not."""
-        values: dict[str, Any] = {}
+        values: dict[str, object] = {}
         for name, info in cls.model_fields.items():
             if name in failed:
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from annotated_types import Ge, Gt, Le, MinLen
@@ -34,7 +34,7 @@ NonNegativeInt = Annotated[int, Strict(), Ge(0)]
 Port = Annotated[int, Strict(), Ge(0), Le(65535)]
 
 
-def _as_written(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+def _as_written(value: object, handler: ValidatorFunctionWrapHandler) -> object:
     """A number key keeps an integer as the integer it was written as (``check`` shows ``60``, not
     ``60.0``); either is a ``float`` to the code that reads it."""
     number = handler(value)
@@ -48,7 +48,7 @@ Fraction = Annotated[float, Strict(), AllowInfNan(False), Ge(0), Le(1), _WRITTEN
 Flag = Annotated[bool, Strict()]
 
 
-def _after(check: Any, handler: GetCoreSchemaHandler, source: Any) -> CoreSchema:
+def _after(check: core_schema.NoInfoValidatorFunction, handler: GetCoreSchemaHandler, source: object) -> CoreSchema:
     return core_schema.no_info_after_validator_function(check, handler(source))
 
 
@@ -56,7 +56,7 @@ def _after(check: Any, handler: GetCoreSchemaHandler, source: Any) -> CoreSchema
 class NonBlank:
     """A string with something in it besides spaces."""
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+    def __get_pydantic_core_schema__(self, source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
         return _after(_non_blank, handler, source)
 
     def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
@@ -76,7 +76,7 @@ class Matching:
     pattern: str
     help: str
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+    def __get_pydantic_core_schema__(self, source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
         regex = re.compile(self.pattern)
 
         def check(value: str) -> str:
@@ -94,7 +94,7 @@ class Matching:
 class Unique:
     """A list whose items are all different (feature and column names)."""
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+    def __get_pydantic_core_schema__(self, source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
         return _after(_unique, handler, source)
 
     def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
@@ -143,7 +143,7 @@ class HttpUrl:
     def pattern(self) -> str:
         return f"^{_ORIGIN}{self.path}$"
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+    def __get_pydantic_core_schema__(self, source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
         return _after(self._check, handler, source)
 
     def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
@@ -185,7 +185,7 @@ _ENTRIES = rf"^\s*{_ENTRY}\s*(?:,\s*{_ENTRY}\s*)*$"
 class HostPorts:
     """``host:port`` entries, comma-separated or as a list; the value is the comma-joined string."""
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+    def __get_pydantic_core_schema__(self, source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_plain_validator_function(_host_ports)
 
     def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
@@ -193,7 +193,7 @@ class HostPorts:
         return {"anyOf": [text, {"type": "array", "minItems": 1, "items": text}]}
 
 
-def _host_ports(value: Any) -> str:
+def _host_ports(value: object) -> str:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         value = ",".join(value)
     if not isinstance(value, str):
@@ -216,7 +216,7 @@ _COUNT: TypeAdapter[int] = TypeAdapter(NonNegativeInt)
 _NAMES: TypeAdapter[tuple[str, ...]] = TypeAdapter(Annotated[tuple[Text, ...], Unique()])
 
 
-def _count_or_all(value: Any, handler: Any) -> int | str:
+def _count_or_all(value: object, handler: ValidatorFunctionWrapHandler) -> int | str:
     if value == "all":
         return "all"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -224,7 +224,7 @@ def _count_or_all(value: Any, handler: Any) -> int | str:
     raise problem(f'expected an integer >= 0 or "all", got {describe(value)}')
 
 
-def _names_or_all(value: Any, handler: Any) -> tuple[str, ...] | str:
+def _names_or_all(value: object, handler: ValidatorFunctionWrapHandler) -> tuple[str, ...] | str:
     if value == "all":
         return "all"
     if isinstance(value, (list, tuple)):
@@ -235,7 +235,7 @@ def _names_or_all(value: Any, handler: Any) -> tuple[str, ...] | str:
 _POSITIVE: TypeAdapter[int] = TypeAdapter(PositiveInt)
 
 
-def _count_or_auto(value: Any, handler: Any) -> int | str:
+def _count_or_auto(value: object, handler: ValidatorFunctionWrapHandler) -> int | str:
     if value == "auto":
         return "auto"
     if isinstance(value, int) and not isinstance(value, bool):

@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
 
 import aiohttp
 
 from gateway.backends.factory import make_codec
 from gateway.config import PipelineConfig
 from gateway.config.models import ChallengerConfig
+from gateway.json_types import Row
 from gateway.kafka.sink import Message
 from gateway.runtime.comparison_metrics import ComparisonFamilies, ComparisonMetrics
 from gateway.scoring.breaker import State, Transition
@@ -120,7 +120,7 @@ class Challenger:
                 for task in list(self._tasks):
                     task.cancel()
 
-    def offer(self, records: Sequence[InputRecord], rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome],
+    def offer(self, records: Sequence[InputRecord], rows: Sequence[Row], outcomes: Sequence[Outcome],
               latency_ms: float) -> None:
         """A champion batch was scored: compare its sampled records, if the challenger can take them now."""
         rate = self.config.sample_rate
@@ -142,7 +142,7 @@ class Challenger:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _compare(self, records: list[InputRecord], rows: list[dict[str, Any]], champion: list[Outcome],
+    async def _compare(self, records: list[InputRecord], rows: Sequence[Row], champion: list[Outcome],
                        champion_ms: float) -> None:
         try:
             theirs, latency_ms = await self.dispatcher.score(rows)

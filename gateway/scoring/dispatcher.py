@@ -32,11 +32,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gateway.backends.codec import BodyTooLarge, Codec, ScoredRow, ScoringRequest
 from gateway.backends.errors import DataError, FatalError, RetryableError, ScoringError
+from gateway.json_types import Row
 from gateway.runtime.metrics import ScoringMetrics
 from gateway.scoring.breaker import CircuitBreaker, Permit, State, Transition
 from gateway.scoring.client import BackendClient
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Outcome = ScoredRow | Rejected
-Row = Mapping[str, Any]
 
 
 class RetriesExhausted(Exception):
@@ -102,7 +102,7 @@ class Dispatcher:
         """Whether the breaker holds requests back (consumption should pause meanwhile)."""
         return self.breaker.holding()
 
-    async def score(self, rows: list[dict[str, Any]], sending: Callable[[], None] | None = None,
+    async def score(self, rows: Sequence[Row], sending: Callable[[], None] | None = None,
                     trace: BatchTrace | None = None) -> tuple[list[Outcome], float]:
         """Score rows; returns one outcome per row in input order and the wall time in ms.
         ``sending`` is called before every request goes out (a batch not yet sent may be abandoned
@@ -113,7 +113,7 @@ class Dispatcher:
         await self._score_range(rows, 0, len(rows), outcomes, sending, trace)
         return outcomes, (time.monotonic() - started) * 1000.0  # type: ignore[return-value]
 
-    async def _score_range(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None],
+    async def _score_range(self, rows: Sequence[Row], lo: int, hi: int, out: list[Outcome | None],
                            sending: Callable[[], None] | None, trace: BatchTrace | None = None) -> None:
         chunk = rows if (lo == 0 and hi == len(rows)) else rows[lo:hi]
         try:
@@ -148,7 +148,7 @@ class Dispatcher:
             out[i] = row if row.not_predicted_reason is None else Rejected(
                 STAGE_NOT_PREDICTED, row.not_predicted_reason, 200, attempts)
 
-    async def _split(self, rows: list[dict[str, Any]], lo: int, hi: int, out: list[Outcome | None],
+    async def _split(self, rows: Sequence[Row], lo: int, hi: int, out: list[Outcome | None],
                      sending: Callable[[], None] | None, trace: BatchTrace | None = None) -> None:
         mid = (lo + hi) // 2
         async with asyncio.TaskGroup() as group:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Sequence
-from typing import Any
 
+from gateway.json_types import Row
 from gateway.scoring.dispatcher import Dispatcher, Outcome
 from gateway.stream.records import InputRecord, record_id
 
@@ -36,7 +36,7 @@ class ExplanationLane:
             return True
         return zlib.crc32(record_id(record).encode()) / _SCALE < rate
 
-    async def explain(self, rows: Sequence[dict[str, Any]]) -> list[Outcome]:
+    async def explain(self, rows: Sequence[Row]) -> list[Outcome]:
         """One outcome per row, in order; requests of at most ``max_rows`` go out concurrently."""
         size = self.max_rows
         chunks = [list(rows[i:i + size]) for i in range(0, len(rows), size)]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gateway.json_types import JsonObject
 from gateway.stream.records import InputRecord
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 class Batch:
     seq: int
     records: list[InputRecord]
-    rows: list[dict[str, object]]
+    rows: list[JsonObject]
     # Set when every output of this batch is acknowledged by the broker (or the batch is abandoned):
     # later batches that share a record key wait on it before they publish.
     published: asyncio.Future[None] | None = None
@@ -45,14 +46,14 @@ class Batcher:
         self._clock = clock
         self._seq = 0
         self._records: list[InputRecord] = []
-        self._rows: list[dict[str, object]] = []
+        self._rows: list[JsonObject] = []
         self._bytes = 0
         self._started = 0.0
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def add(self, record: InputRecord, row: dict[str, object]) -> Batch | None:
+    def add(self, record: InputRecord, row: JsonObject) -> Batch | None:
         """Add one record; returns a batch when this record filled it."""
         if not self._records:
             self._started = self._clock()

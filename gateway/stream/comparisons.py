@@ -23,7 +23,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.backends.codec import ScoredRow
 from gateway.kafka.sink import Message
@@ -55,7 +54,7 @@ class Side:
     latency_ms: float
 
 
-def side_document(side: Side, outcome: Outcome) -> dict[str, Any]:
+def side_document(side: Side, outcome: Outcome) -> dict[str, object]:
     if isinstance(outcome, Rejected):
         return {"backend": side.backend, "deployment": side.deployment, "prediction": None,
                 "probabilities": None, "latency_ms": side.latency_ms,
@@ -64,14 +63,17 @@ def side_document(side: Side, outcome: Outcome) -> dict[str, Any]:
             "probabilities": outcome.probabilities, "latency_ms": side.latency_ms, "refused": None}
 
 
-def _number(value: Any) -> float | None:
+def _number(value: object) -> float | None:
+    """A prediction as a number: a JSON number, or a string that reads as one (a label like ``"1"``)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value)
+    if not isinstance(value, str):  # null, a list or an object: float() would refuse it too
+        return None
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
 
 

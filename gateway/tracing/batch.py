@@ -18,7 +18,7 @@ import random
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -141,7 +141,7 @@ class BatchTrace:
 
     # ---- outputs ------------------------------------------------------------------------------
 
-    def stamp(self, messages: list[Message], owners: Sequence[int], outcomes: Sequence[Any] | None = None) -> None:
+    def stamp(self, messages: list[Message], owners: Sequence[int], outcomes: Sequence[object] | None = None) -> None:
         """Gives each output message its record's ``traceparent`` (``owners``: the batch index of each
         message's record, in ascending order); marks the spans of records that became dead letters."""
         carriers, count = self.carriers, len(owners)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -62,7 +61,7 @@ def parse_traceparent(value: object) -> tuple[int, int, int] | None:
     return trace_id, span_id, int(flags, 16)
 
 
-def find(headers: Iterable[tuple[str, Any]]) -> bytes | None:
+def find(headers: Iterable[tuple[str, object]]) -> bytes | None:
     """The record's ``traceparent`` value when it has exactly one and it is well-formed, else None:
     what the pipeline reads of every record, so the usual form (bytes, version 00) is checked by one
     regular expression and no id is converted; another version comes back as its version-00 part."""
@@ -95,7 +94,7 @@ def child(value: bytes, span_hex: bytes) -> bytes:
     return value[:36] + span_hex + value[52:]
 
 
-def extract(headers: Iterable[tuple[str, Any]] | None) -> Parent | None:
+def extract(headers: Iterable[tuple[str, object]] | None) -> Parent | None:
     """The trace context in a record's headers, None when there is none or it is not well-formed."""
     traceparent = tracestate = None
     seen = 0

@@ -14,12 +14,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
 
 from gateway import __version__
 
@@ -38,7 +38,7 @@ class Spans:
         self._bits = (rng or random.Random()).getrandbits
 
     def start(self, name: str, *, parent: SpanContext | None = None, kind: SpanKind = SpanKind.INTERNAL,
-              start: int | None = None, attributes: dict[str, Any] | None = None,
+              start: int | None = None, attributes: dict[str, AttributeValue] | None = None,
               links: Sequence[Link] = ()) -> Pending:
         """A span from ``start`` (ns since the epoch, now by default), the child of ``parent`` or the
         root of a new trace."""
@@ -70,7 +70,7 @@ class Pending:
     __slots__ = ("_spans", "attributes", "context", "events", "kind", "links", "name", "parent", "start", "status")
 
     def __init__(self, spans: Spans, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
-                 start: int, attributes: dict[str, Any] | None, links: Sequence[Link]) -> None:
+                 start: int, attributes: dict[str, AttributeValue] | None, links: Sequence[Link]) -> None:
         self._spans = spans
         self.name = name
         self.context = context
@@ -85,13 +85,13 @@ class Pending:
     def get_span_context(self) -> SpanContext:
         return self.context
 
-    def set_attribute(self, key: str, value: Any) -> None:
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
         self.attributes[key] = value
 
     def set_status(self, status: Status) -> None:
         self.status = status
 
-    def add_event(self, name: str, attributes: Mapping[str, Any]) -> None:
+    def add_event(self, name: str, attributes: Mapping[str, AttributeValue]) -> None:
         self.events.append(Event(name, attributes))
 
     def end(self, end_time: int | None = None) -> None:
