@@ -33,7 +33,13 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from gateway.config import KafkaConfig
 from gateway.errors import KafkaError
-from gateway.kafka.connection import broker_addresses, client_options, connect, connection_failure
+from gateway.kafka.connection import (
+    ClientOptions,
+    broker_addresses,
+    client_options,
+    connect,
+    connection_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +129,8 @@ async def probe(kafka: KafkaConfig, topics: Sequence[str], timeout_s: float) -> 
     raise _Passing("; ".join(passing), closed)
 
 
-async def _check(conn: Any, kafka: KafkaConfig, options: dict[str, Any], topics: Sequence[str],
-                 timeout_s: float) -> None:
+async def _check(conn: Any, kafka: KafkaConfig, options: ClientOptions, topics: Sequence[str],  # Any: an
+                 timeout_s: float) -> None:  # aiokafka AIOKafkaConnection (untyped library)
     """Topics and coordinator, on a connection that completed its handshakes."""
     try:
         metadata = await asyncio.wait_for(conn.send(MetadataRequest(list(topics), True)), timeout_s)
