@@ -145,9 +145,10 @@ async def probe_kafka(kafka: KafkaConfig, topics: Sequence[tuple[str, str]],
     return [ProbeResult(target, False, "; ".join(failures))]
 
 
-async def _describe_topics(conn: Any, target: str, via: str, topics: Sequence[tuple[str, str]],
+async def _describe_topics(conn: Any,  # untyped library: aiokafka's connection
+                           target: str, via: str, topics: Sequence[tuple[str, str]],
                            timeout_s: float) -> list[ProbeResult]:
-    """The broker line and a line per input topic; ``conn`` is aiokafka's untyped connection (hence Any)."""
+    """The broker line and a line per input topic."""
     names = list(dict.fromkeys(topic for _, topic in topics))
     request = MetadataRequest(names, allow_auto_topic_creation=False)  # a probe must not create topics
     response = await asyncio.wait_for(conn.send(request), timeout_s)

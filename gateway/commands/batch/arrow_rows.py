@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -26,7 +25,7 @@ import pyarrow.compute as pc
 MAX_DISPLAY_COLUMNS = 200
 
 
-def rows_of(table: pa.Table, names: Sequence[str]) -> list[dict[str, Any]]:
+def rows_of(table: pa.Table, names: Sequence[str]) -> list[dict[str, object]]:
     """One dict per row of ``table``, holding ``names`` in that order."""
     columns = [_python_values(table.column(name)) for name in names]
     if not columns:
@@ -34,7 +33,7 @@ def rows_of(table: pa.Table, names: Sequence[str]) -> list[dict[str, Any]]:
     return list(map(_row_maker(tuple(names)), *columns))
 
 
-def _row_maker(names: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
+def _row_maker(names: tuple[str, ...]) -> Callable[..., dict[str, object]]:
     """A function of one value per column returning the row's dict. Built as a dict display
     (``{'a': a0, 'b': a1}``): half the cost of ``dict(zip(names, values))``, and it runs once per
     input row. The names enter the source only as string literals (``repr``)."""
@@ -42,7 +41,7 @@ def _row_maker(names: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
         return lambda *values: dict(zip(names, values, strict=True))
     parameters = ", ".join(f"a{i}" for i in range(len(names)))
     entries = ", ".join(f"{name!r}: a{i}" for i, name in enumerate(names))
-    maker: Callable[..., dict[str, Any]] = eval(f"lambda {parameters}: {{{entries}}}", {"__builtins__": {}})
+    maker: Callable[..., dict[str, object]] = eval(f"lambda {parameters}: {{{entries}}}", {"__builtins__": {}})
     return maker
 
 
@@ -69,7 +68,7 @@ def row_problems(table: pa.Table, names: Sequence[str]) -> dict[int, str]:
     return problems
 
 
-def _python_values(chunked: pa.ChunkedArray) -> list[Any]:
+def _python_values(chunked: pa.ChunkedArray) -> list[object]:
     kind = chunked.type
     if pa.types.is_dictionary(kind):
         chunked = chunked.cast(kind.value_type)
@@ -82,7 +81,7 @@ def _python_values(chunked: pa.ChunkedArray) -> list[Any]:
     return values  # type: ignore[no-any-return]
 
 
-def _iso(value: Any) -> Any:
+def _iso(value: object) -> object:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -90,7 +89,7 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def column(values: Sequence[Any]) -> pa.Array:
+def column(values: Sequence[object]) -> pa.Array:
     """An Arrow column of ``values``: their own type when they share one, else their text."""
     try:
         return pa.array(values)
@@ -98,7 +97,7 @@ def column(values: Sequence[Any]) -> pa.Array:
         return pa.array([_text(v) for v in values], pa.string())
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):

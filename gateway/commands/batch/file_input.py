@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -111,8 +110,8 @@ class FileInput:
                 continue
             index = (table.column(self.index_column).combine_chunks() if self.index_column is not None
                      else generated_index(first, table.num_rows))
-            rows: list[Any] = rows_of(table, self._send)
-            return Segment(number, first, table, rows, index, problems=row_problems(table, self._send))
+            return Segment(number, first, table, rows_of(table, self._send), index,
+                           problems=row_problems(table, self._send))
         return None
 
     def _csv_tables(self) -> Iterator[pa.Table]:

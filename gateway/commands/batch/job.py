@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from gateway.commands.batch.layout import Layout, ModelFacts
 from gateway.commands.batch.options import NOT_PREDICTED, PREDICTIONS, BatchInputError
@@ -33,13 +33,13 @@ class JobSpec:
     backend: str
     index_name: str
     index_given: bool
-    identity: dict[str, Any]
+    identity: dict[str, object]
     max_rows: int
     segment_rows: int
     in_flight_segments: int = 2
     overwrite: bool = False
     target: str | None = None
-    input_fingerprint: dict[str, Any] = field(default_factory=dict)  # a file's size and mtime
+    input_fingerprint: dict[str, object] = field(default_factory=dict)  # a file's size and mtime
 
 
 def open_state(spec: JobSpec) -> RunState:
@@ -66,7 +66,7 @@ def open_state(spec: JobSpec) -> RunState:
 
 
 async def run_job(spec: JobSpec, source: BatchInput, scorer: Scorer,
-                  check_row: Callable[[Mapping[str, Any]], str | None], facts: ModelFacts,
+                  check_row: Callable[[Mapping[str, object]], str | None], facts: ModelFacts,
                   stop: StopRequest, *, counters: Counters | None = None, stream: IO[str] | None = None,
                   terminal: bool | None = None, feature_order: list[str] | None = None) -> Summary:
     """Run the job to its end; raises BatchInputError (nothing sent) or BatchStopped (resumable)."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
-from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -114,8 +113,8 @@ class Layout:
         rest = [name for name in segment.source.column_names if name not in keys.column_names]
         return _join(keys, segment.source.select(rest))
 
-    def _refusals(self, outcomes: Sequence[Any], positions: list[int]) -> dict[str, pa.Array]:
-        refused: list[Rejected] = [outcomes[i] for i in positions]
+    def _refusals(self, outcomes: Sequence[ScoredRow | Rejected], positions: list[int]) -> dict[str, pa.Array]:
+        refused = [o for i in positions if isinstance(o := outcomes[i], Rejected)]  # every one is
         columns = {"not_predicted_reason": pa.array([r.reason for r in refused], pa.string())}
         if self.backend == "datarobot":
             columns["stage"] = pa.array([r.stage for r in refused], pa.string())

@@ -18,7 +18,7 @@ names it (Qlik's ``<target>_predicted`` column, a DataRobot regression's label o
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
@@ -36,7 +36,7 @@ Outcome = ScoredRow | Rejected
 class Scorer(Protocol):
     """Scores rows: one outcome per row, in input order, and the time it took in ms."""
 
-    async def score(self, rows: list[dict[str, Any]]) -> tuple[list[Outcome], float]: ...
+    async def score(self, rows: list[dict[str, object]]) -> tuple[list[Outcome], float]: ...
 
 
 def is_transient(outcome: Outcome) -> bool:
@@ -64,13 +64,13 @@ class TargetCapture:
         self.headers: Mapping[str, str] = codec.headers
         self._decided = facts.target is not None
 
-    def check_row(self, row: Mapping[str, Any]) -> str | None:
+    def check_row(self, row: Mapping[str, object]) -> str | None:
         return self._codec.check_row(row)
 
-    def check_json_row(self, row: dict[str, Any]) -> str | None:
+    def check_json_row(self, row: dict[str, object]) -> str | None:
         return self._codec.check_json_row(row)
 
-    def encode(self, features: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:
+    def encode(self, features: Sequence[str] | None, rows: Sequence[Mapping[str, object]]) -> ScoringRequest:
         return self._codec.encode(features, rows)
 
     def decode(self, request: ScoringRequest, status: int, content_type: str, body: bytes) -> list[ScoredRow]:

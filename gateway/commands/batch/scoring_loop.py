@@ -22,7 +22,6 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from gateway.commands.batch.layout import Layout
 from gateway.commands.batch.progress import Progress
@@ -65,7 +64,7 @@ class ScoringLoop:
     source: BatchInput
     info: InputInfo
     scorer: Scorer
-    check_row: Callable[[Mapping[str, Any]], str | None]
+    check_row: Callable[[Mapping[str, object]], str | None]
     layout: Layout
     state: RunState
     writeback: Path
@@ -107,16 +106,14 @@ class ScoringLoop:
 
     async def _segment(self, segment: Segment) -> None:
         outcomes = self._unsendable(segment)
-        rows: list[Any] = segment.rows
         step = self.max_rows
         chunks: list[Sequence[int]]
-        if len(outcomes) == 0:  # every row can be sent: batches are plain slices
+        if len(outcomes) == 0:  # every row can be sent: batches are consecutive ranges
             chunks = [range(at, min(at + step, segment.size)) for at in range(0, segment.size, step)]
-            batches = [rows[chunk[0]:chunk[-1] + 1] for chunk in chunks]
         else:
             sendable = [p for p in range(segment.size) if p not in outcomes]
             chunks = [sendable[at:at + step] for at in range(0, len(sendable), step)]
-            batches = [[rows[i] for i in chunk] for chunk in chunks]
+        batches = [_sendable(segment.rows, chunk) for chunk in chunks]
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self.scorer.score(batch)) for batch in batches]
         done: list[Outcome] = [None] * segment.size  # type: ignore[list-item]  # every position is filled below
@@ -182,3 +179,9 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield from _leaves(error)
         else:
             yield error
+
+
+def _sendable(rows: Sequence[dict[str, object] | Rejected], positions: Sequence[int]) -> list[dict[str, object]]:
+    """The rows at ``positions``, none of which is a :class:`Rejected` (those are answered without
+    sending): the ``isinstance`` test only narrows the type."""
+    return [row for i in positions if not isinstance(row := rows[i], Rejected)]

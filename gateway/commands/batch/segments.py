@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -21,7 +21,7 @@ class Segment:
     number: int
     first_row: int  # the input position of its first row (0-based)
     source: pa.Table  # the input columns as read (plus, for a topic, where each record came from)
-    rows: list[dict[str, Any] | Rejected]  # what is sent per row, or why a row cannot be read
+    rows: Sequence[dict[str, object] | Rejected]  # what is sent per row, or why a row cannot be read
     index: pa.Array  # the index column's values, one per row
     # Rows whose values cannot be sent, and why, when the reader could tell from typed columns
     # (files); None: the codec checks each row (records of a topic).
@@ -41,7 +41,7 @@ class InputInfo:
     send: list[str] | None  # the columns sent for each row; None: every key of the row
     index_type: pa.DataType
     description: str  # for the summary
-    extra: dict[str, Any] = field(default_factory=dict)  # what a resumed run must reuse (topic offsets)
+    extra: dict[str, object] = field(default_factory=dict)  # what a resumed run must reuse (topic offsets)
 
 
 class BatchInput(Protocol):
@@ -82,9 +82,9 @@ def generated_index(first_row: int, count: int) -> pa.Array:
     return pa.array(range(first_row, first_row + count), pa.int64())
 
 
-def first_duplicate(values: Sequence[Any]) -> tuple[Any, int, int] | None:
+def first_duplicate(values: Sequence[object]) -> tuple[object, int, int] | None:
     """(value, first position, second position) of the first repeated value, or None."""
-    seen: dict[Any, int] = {}
+    seen: dict[object, int] = {}
     for position, value in enumerate(values):
         earlier = seen.setdefault(value, position)
         if earlier != position:

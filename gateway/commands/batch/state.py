@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -37,16 +37,16 @@ VERSION = 1
 class RunState:
     path: Path
     parts: Path
-    identity: dict[str, Any]
+    identity: dict[str, object]
     segment_rows: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
     target: str | None = None
     done: dict[int, dict[str, int]] = field(default_factory=dict)  # segment -> counts
     complete: bool = False
     files: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, writeback: Path, predictions_name: str, identity: dict[str, Any],
+    def open(cls, writeback: Path, predictions_name: str, identity: dict[str, object],
              segment_rows: int) -> RunState:
         """The state of this run: resumed when the folder holds one of the same run, else new."""
         path = writeback / f".{predictions_name}.batch.json"
@@ -117,13 +117,13 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def _difference(stored: dict[str, Any], current: dict[str, Any]) -> str:
+def _difference(stored: Mapping[str, object], current: Mapping[str, object]) -> str:
     for key in sorted(set(stored) | set(current)):
         if stored.get(key) != current.get(key):
             return f"its {key} was {_show(stored.get(key))}, now {_show(current.get(key))}"
     return ""
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -17,8 +17,7 @@ them. The source file carries ``kafka_partition``, ``kafka_offset`` and ``kafka_
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,6 +25,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from gateway.commands.batch.arrow_rows import column
 from gateway.commands.batch.options import BatchInputError, TopicRange
 from gateway.commands.batch.segments import InputInfo, Segment, first_duplicate, generated_index
+from gateway.config import KafkaConfig
+from gateway.kafka.client import InputRecord
 from gateway.kafka.connection import client_options, topic_partitions
 from gateway.kafka.source import decode_value
 from gateway.stream.records import Rejected
@@ -61,16 +62,31 @@ def parse_bound(text: str, partitions: list[int]) -> dict[int, int | str | dt.da
     return dict.fromkeys(partitions, when)
 
 
+def _stored_ranges(resolved: Mapping[str, object]) -> dict[int, tuple[int, int]]:
+    """The ``[start, end)`` offsets per partition a resumed run kept in its state."""
+    partitions = resolved.get("partitions", {})
+    if not isinstance(partitions, dict):
+        raise BatchInputError(f"the run state's topic offsets are unreadable ({partitions!r}): use --overwrite")
+    ranges: dict[int, tuple[int, int]] = {}
+    for partition, bounds in partitions.items():
+        match bounds:
+            case [int() as start, int() as end]:
+                ranges[int(partition)] = (start, end)
+            case _:
+                raise BatchInputError(f"the run state's offsets of partition {partition} are unreadable "
+                                      f"({bounds!r}): use --overwrite")
+    return ranges
+
+
 class TopicInput:
-    def __init__(self, kafka: Any, topic: str, bounds: TopicRange, *, index_column: str | None,
-                 features: list[str] | None, resolved: dict[str, Any] | None = None) -> None:
+    def __init__(self, kafka: KafkaConfig, topic: str, bounds: TopicRange, *, index_column: str | None,
+                 features: list[str] | None, resolved: Mapping[str, object] | None = None) -> None:
         self.kafka = kafka
         self.topic = topic
         self.bounds = bounds
         self.index_column = index_column
         self.features = features
-        self.ranges: dict[int, tuple[int, int]] = {int(p): (int(s), int(e)) for p, (s, e) in
-                                                   (resolved or {}).get("partitions", {}).items()}
+        self.ranges = _stored_ranges(resolved or {})
         self._consumer: AIOKafkaConsumer | None = None
         self._columns: list[str] = []
 
@@ -92,7 +108,7 @@ class TopicInput:
         if not self.ranges:
             await self._resolve(consumer)
         keys: dict[str, None] = {}
-        index: list[Any] = []
+        index: list[object] = []
         rows = 0
         async for tp, records in self._records(consumer):
             for record in records:
@@ -169,18 +185,19 @@ class TopicInput:
                     return int(record.offset)
         return end
 
-    async def _record_at(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, end: int) -> Any:
+    async def _record_at(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int,
+                         end: int) -> InputRecord | None:
         async for _, records in self._read(consumer, tp, offset, min(end, offset + 1)):
             return records[0] if records else None
         return None
 
-    async def _records(self, consumer: AIOKafkaConsumer) -> AsyncIterator[tuple[TopicPartition, list[Any]]]:
+    async def _records(self, consumer: AIOKafkaConsumer) -> AsyncIterator[tuple[TopicPartition, list[InputRecord]]]:
         for partition, (start, end) in sorted(self.ranges.items()):
             async for item in self._read(consumer, TopicPartition(self.topic, partition), start, end):
                 yield item
 
     async def _read(self, consumer: AIOKafkaConsumer, tp: TopicPartition, start: int,
-                    end: int) -> AsyncIterator[tuple[TopicPartition, list[Any]]]:
+                    end: int) -> AsyncIterator[tuple[TopicPartition, list[InputRecord]]]:
         if start >= end:
             return
         consumer.assign([tp])
@@ -207,7 +224,7 @@ class TopicInput:
 
     async def segments(self, segment_rows: int, skip: set[int]) -> AsyncIterator[Segment]:
         consumer = await self._open()
-        pending: list[tuple[int, Any]] = []
+        pending: list[tuple[int, InputRecord]] = []
         number = first = 0
         async for tp, records in self._records(consumer):
             pending.extend((tp.partition, record) for record in records)
@@ -219,9 +236,9 @@ class TopicInput:
         if pending and number not in skip:
             yield self._segment(number, first, pending)
 
-    def _segment(self, number: int, first: int, chunk: list[tuple[int, Any]]) -> Segment:
+    def _segment(self, number: int, first: int, chunk: list[tuple[int, InputRecord]]) -> Segment:
         docs = [decode_value(record.value) for _, record in chunk]
-        rows: list[Any] = docs
+        rows: Sequence[dict[str, object] | Rejected] = docs
         plain = [d if isinstance(d, dict) else {} for d in docs]
         if self.index_column is not None and self.features is None:
             name = self.index_column

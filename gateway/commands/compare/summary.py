@@ -13,9 +13,10 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
+
+from gateway.json_types import JsonObject, JsonValue
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile
 PERCENTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -70,10 +71,10 @@ class Summary:
             else:
                 self.add(doc)
 
-    def add(self, doc: Mapping[str, Any]) -> None:
+    def add(self, doc: Mapping[str, JsonValue]) -> None:
         """One comparison record (already known to have both sides)."""
         self.records += 1
-        champion, challenger = doc["champion"], doc["challenger"]
+        champion, challenger = _side(doc["champion"]), _side(doc["challenger"])
         self.pairs[(str(champion.get("deployment")), str(challenger.get("deployment")))] += 1
         for side, part in (("champion", champion), ("challenger", challenger)):
             latency = part.get("latency_ms")
@@ -142,7 +143,12 @@ class Summary:
         return out
 
 
-def _label(value: Any) -> str:
+def _side(value: JsonValue) -> JsonObject:
+    """One side of a comparison record (the caller made sure both are objects)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _label(value: object) -> str:
     return "null" if value is None else str(value)
 
 

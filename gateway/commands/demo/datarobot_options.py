@@ -11,23 +11,24 @@ the gateway's own codec and the emulator over HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
 from gateway.backends.datarobot.codec import DataRobotCodec
 from gateway.backends.errors import vendor_message
+from gateway.json_types import Row
 
 TOKEN = "demo-token"
-CUSTOMERS = [  # tenures of 1, 3 and 12 years: the last customer's value is outside 0–4000
+CUSTOMERS: list[Row] = [  # tenures of 1, 3 and 12 years: the last customer's value is outside 0–4000
     {"PlanType": "Basic", "TenureMonths": 12, "BaseFee": 45.0, "AdditionalFeatureSpend": 5.0, "ServiceRating": 3.9,
      "HasRenewed": False},
     {"PlanType": "Premium", "TenureMonths": 36, "BaseFee": 80.0, "AdditionalFeatureSpend": 25.0,
      "ServiceRating": 4.4, "HasRenewed": True},
     {"PlanType": "Enterprise", "TenureMonths": 144, "BaseFee": 90.0, "AdditionalFeatureSpend": 40.0,
      "ServiceRating": 4.9, "HasRenewed": True}]
-TICKET = {"Channel": "phone", "OpenTickets": 3, "WaitMinutes": 25.0, "ServiceRating": 3.1, "PlanType": "Premium",
+TICKET: Row = {"Channel": "phone", "OpenTickets": 3, "WaitMinutes": 25.0, "ServiceRating": 3.1, "PlanType": "Premium",
           "IsOutage": True}
 
 
@@ -57,7 +58,7 @@ async def showcase(emulator_url: str, session: aiohttp.ClientSession) -> Showcas
 
 
 async def _send(session: aiohttp.ClientSession, codec: DataRobotCodec,
-                rows: list[dict[str, Any]]) -> tuple[int, str, bytes]:
+                rows: Sequence[Row]) -> tuple[int, str, bytes]:
     request = codec.encode(None, rows)
     async with session.post(request.url, data=request.body, headers=request.headers) as response:
         return response.status, response.headers.get("Content-Type", ""), await response.read()

@@ -8,12 +8,12 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from gateway.commands.demo.options import DEPLOYMENT, EMULATOR_START_S, HOST, DemoError, DemoOptions
 from gateway.commands.demo.waits import _bounded
+from gateway.json_types import JsonValue
 
 
 class EmulatorProcess:
@@ -88,15 +88,18 @@ async def running_emulator(options: DemoOptions, log_path: Path) -> AsyncIterato
 
 async def deployment_url(emulator_url: str, backend: str, name: str = DEPLOYMENT) -> str:
     """A deployment's full endpoint URL (churn's by default), by the vendor-format id the emulator lists."""
-    async def fetch() -> Any:
+    async def fetch() -> JsonValue:
         timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session, \
                 session.get(f"{emulator_url}/_emulator/deployments") as response:
             response.raise_for_status()
-            return await response.json()
+            doc: JsonValue = await response.json()
+            return doc
 
     listing = await _bounded(fetch(), 10, "cannot list the emulator's deployments")
-    found = next((d for d in listing.get("deployments", []) if d.get("name") == name), None)
+    deployments = listing.get("deployments", []) if isinstance(listing, dict) else []
+    found = next((d for d in deployments if isinstance(d, dict) and d.get("name") == name), None) \
+        if isinstance(deployments, list) else None
     if found is None:
         raise DemoError(f"the emulator lists no {name!r} deployment")
     if backend == "qlik":

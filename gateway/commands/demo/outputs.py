@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -17,6 +16,8 @@ from gateway.commands.demo.options import (
     TOPICS_S,
 )
 from gateway.commands.demo.waits import _bounded
+from gateway.json_types import JsonObject
+from gateway.stream.records import InputRecord
 
 
 @dataclass(slots=True)
@@ -28,34 +29,45 @@ class Outputs:
     dead_letters: dict[str, str] = field(default_factory=dict)  # id -> stage
     duplicates: int = 0
     last_output_ms: int = 0  # timestamp of the latest output record of either kind
-    prediction_samples: dict[str, dict[str, Any]] = field(default_factory=dict)  # first per label
-    dead_letter_samples: dict[str, dict[str, Any]] = field(default_factory=dict)  # first per stage
+    prediction_samples: dict[str, JsonObject] = field(default_factory=dict)  # first per label
+    dead_letter_samples: dict[str, JsonObject] = field(default_factory=dict)  # first per stage
 
     def complete(self, expected: int) -> bool:
         return len(self.inputs) >= expected and len(self.predictions) + len(self.dead_letters) >= expected
 
-    def add_input(self, record: Any) -> None:
+    def add_input(self, record: InputRecord) -> None:
         self.inputs[f"{record.topic}/{record.partition}/{record.offset}"] = record.timestamp
 
-    def add_prediction(self, record: Any) -> None:
-        doc = orjson.loads(record.value)
-        if doc["id"] in self.predictions:
+    def add_prediction(self, record: InputRecord) -> None:
+        doc = _document(record)
+        identifier = str(doc["id"])
+        if identifier in self.predictions:
             self.duplicates += 1
             return
-        self.predictions[doc["id"]] = record.timestamp
+        self.predictions[identifier] = record.timestamp
         self.last_output_ms = max(self.last_output_ms, record.timestamp)
         label = str(doc.get("prediction"))
         if label not in self.prediction_samples and len(self.prediction_samples) < 2:
             self.prediction_samples[label] = doc
 
-    def add_dead_letter(self, record: Any) -> None:
-        doc = orjson.loads(record.value)
-        if doc["id"] in self.dead_letters:
+    def add_dead_letter(self, record: InputRecord) -> None:
+        doc = _document(record)
+        identifier = str(doc["id"])
+        if identifier in self.dead_letters:
             self.duplicates += 1
             return
-        self.dead_letters[doc["id"]] = doc.get("stage", "?")
+        stage = str(doc.get("stage", "?"))
+        self.dead_letters[identifier] = stage
         self.last_output_ms = max(self.last_output_ms, record.timestamp)
-        self.dead_letter_samples.setdefault(doc.get("stage", "?"), doc)
+        self.dead_letter_samples.setdefault(stage, doc)
+
+
+def _document(record: InputRecord) -> JsonObject:
+    """An output record's JSON object (the gateway writes every output value as one)."""
+    doc = orjson.loads(record.value or b"null")
+    if not isinstance(doc, dict):
+        raise ValueError(f"output record {record.topic}/{record.partition}/{record.offset} is not a JSON object")
+    return doc
 
 
 async def read_outputs(bootstrap: str, expected: int, timeout_s: float) -> Outputs:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
+
+from gateway.json_types import JsonObject, JsonValue
 
 CHURN_FEATURES: tuple[str, ...] = (
     "PlanType", "NumberOfPenalties", "HasRenewed", "BaseFee", "ServiceTickets",
@@ -67,7 +68,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return k
 
 
-def churn_features(rng: random.Random) -> dict[str, Any]:
+def churn_features(rng: random.Random) -> JsonObject:
     """One customer's eight features, in the tutorial's column order."""
     plan = rng.choices(_PLAN_NAMES, _PLAN_WEIGHTS)[0]
     _, fee_mean, fee_spread = PLANS[plan]
@@ -85,7 +86,7 @@ def churn_features(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def malformed_value(kind: str, features: dict[str, Any]) -> bytes:
+def malformed_value(kind: str, features: Mapping[str, JsonValue]) -> bytes:
     """A defective record value of ``kind`` built from an otherwise valid customer."""
     if kind == INVALID_JSON:
         text = orjson.dumps(features)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import orjson
 from rich.console import Console
@@ -15,6 +16,16 @@ from gateway.commands.demo.options import DemoOptions
 from gateway.commands.demo.outputs import Outputs
 from gateway.commands.demo.progress import Counts
 from gateway.commands.demo.sample_data import INVALID_JSON, JSON_ARRAY, TEXT_BASE_FEE
+from gateway.json_types import JsonValue
+
+
+class GatewayCounts(TypedDict):
+    """The gateway's own counters, as the summary shows them."""
+
+    consumed: int
+    predicted: int
+    dead_lettered: int
+    dead_letter_stages: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -36,7 +47,7 @@ class Summary:
     duration_s: float
     throughput_rps: float
     latency_ms: dict[str, float | None]
-    metrics: dict[str, Any]
+    metrics: GatewayCounts
     config: str
     workdir: str
     clean_shutdown: bool | None = None
@@ -45,7 +56,7 @@ class Summary:
     def accounted(self) -> int:
         return self.predicted + self.dead_lettered - self.overlapping - self.unexpected
 
-    def machine(self) -> dict[str, Any]:
+    def machine(self) -> dict[str, object]:
         doc = asdict(self)
         doc["accounted_for"] = self.accounted
         return doc
@@ -139,7 +150,7 @@ def print_summary(console: Console, summary: Summary, outputs: Outputs) -> None:
     console.print()
 
 
-def record_text(doc: dict[str, Any]) -> str:
+def record_text(doc: Mapping[str, JsonValue]) -> str:
     """Pretty JSON that stays short: one line per field, and one per explanation."""
     lines = []
     for key, value in doc.items():

@@ -22,12 +22,12 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import orjson
 
 from gateway.backends.errors import RetryableError, ScoringError, from_exception, from_status
+from gateway.json_types import JsonObject, JsonValue
 from gateway.scoring.retry import RetryPolicy
 
 BACKEND = "qlik"
@@ -85,7 +85,7 @@ class BatchApi:
         self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self.rng = rng or random.Random()
 
-    async def call(self, what: str, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    async def call(self, what: str, method: str, url: str, body: JsonValue = None) -> tuple[int, JsonValue]:
         """``(status, JSON document or None)`` of a 2xx answer, after the retries the policy allows;
         raises :class:`BatchApiError` otherwise."""
         attempt = 0
@@ -100,7 +100,7 @@ class BatchApi:
             except ScoringError as exc:
                 raise BatchApiError(what, exc) from None
 
-    async def _once(self, method: str, url: str, body: Any) -> tuple[int, Any]:
+    async def _once(self, method: str, url: str, body: JsonValue) -> tuple[int, JsonValue]:
         headers = dict(self.headers)
         data = None
         if body is not None:
@@ -124,7 +124,7 @@ class BatchApi:
                                  reason="decode", outage=False) from None
 
 
-def resource(doc: Any) -> dict[str, Any]:
+def resource(doc: JsonValue) -> JsonObject:
     """A batch-prediction or job object from an answer: ``{"data": {…}}`` or the object itself (the
     seed's monitoring example shows it without the envelope)."""
     if isinstance(doc, dict) and isinstance(doc.get("data"), dict):
@@ -132,3 +132,14 @@ def resource(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("attributes"), dict):
         raise ValueError(f"expected a resource with attributes, got {str(doc)[:200]!r}")
     return doc
+
+
+def attributes_of(doc: JsonValue) -> JsonObject:
+    """The attributes of the resource in an answer (see :func:`resource`)."""
+    found = resource(doc)["attributes"]
+    return found if isinstance(found, dict) else {}  # resource() made sure it is an object
+
+
+def json_object(value: JsonValue) -> JsonObject:
+    """``value`` when it is a JSON object, else an empty one: an optional object of an answer."""
+    return value if isinstance(value, dict) else {}

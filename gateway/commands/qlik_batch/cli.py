@@ -15,9 +15,12 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway.commands.qlik_batch.spec import FORMATS, JobSpec
+
+if TYPE_CHECKING:  # the configuration models load only when the command runs
+    from gateway.config import Config, PipelineConfig
 
 EXIT_READY = 0
 EXIT_FAILED = 1
@@ -102,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
                                    secrets=config.secret_values()))
 
 
-def _qlik_pipeline(config: Any, name: str) -> Any:
+def _qlik_pipeline(config: Config, name: str) -> PipelineConfig:
     for pipeline in config.pipelines:
         if pipeline.name == name:
             if pipeline.backend.type != "qlik":

@@ -19,10 +19,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from gateway.commands.qlik_batch.api import PAGE, BatchApi, resource
+from gateway.commands.qlik_batch.api import PAGE, BatchApi, attributes_of, json_object, resource
 from gateway.commands.qlik_batch.spec import JobSpec
+from gateway.json_types import JsonObject
 
 TERMINAL = frozenset({"ready", "error", "cancelled"})
 CANCEL_WAIT_S = 30.0  # the cancel call and the read after it, together
@@ -43,8 +44,8 @@ class RunResult:
     outcome: str  # "ready" | "error" | "cancelled" | "timeout" | "stopped"
     batch_prediction_id: str
     created: bool
-    attributes: dict[str, Any] = field(default_factory=dict)  # the configuration as last read
-    job: dict[str, Any] = field(default_factory=dict)  # the job object the start returned
+    attributes: JsonObject = field(default_factory=dict)  # the configuration as last read
+    job: JsonObject = field(default_factory=dict)  # the job object the start returned
     seconds: float = 0.0
     cancelled: bool = False  # the cancel route was called
 
@@ -74,7 +75,7 @@ class BatchRun:
         try:
             _, doc = await self._guarded(self.api.call(
                 "start the batch prediction", "POST", self.api.endpoints.predict(identifier)))
-            result.job = dict(resource(doc).get("attributes") or {}) if doc else {}
+            result.job = dict(attributes_of(doc)) if doc else {}
             result.job.setdefault("id", resource(doc).get("id") if doc else None)
             self.progress(str(result.job.get("status") or "started"), self._elapsed())
             result.attributes = await self.follow(identifier)
@@ -93,13 +94,13 @@ class BatchRun:
                                          self.spec.create_body(self.api.endpoints.deployment))
             return str(resource(doc)["id"]), True
         identifier = str(existing["id"])
-        operations = self.spec.patch(existing["attributes"])
+        operations = self.spec.patch(json_object(existing["attributes"]))
         if operations:
             await self.api.call("update the batch prediction", "PATCH", self.api.endpoints.one(identifier),
                                 operations)
         return identifier, False
 
-    async def find(self) -> dict[str, Any] | None:
+    async def find(self) -> JsonObject | None:
         """The first configuration of the deployment named ``spec.name``, or None."""
         offset = 0
         while True:
@@ -109,14 +110,14 @@ class BatchRun:
             if not isinstance(page, list):
                 raise ValueError(f"the list answer has no data array: {str(doc)[:200]!r}")
             for item in page:
-                if isinstance(item, dict) and (item.get("attributes") or {}).get("name") == self.spec.name:
+                if isinstance(item, dict) and json_object(item.get("attributes")).get("name") == self.spec.name:
                     return item
-            count = (doc.get("meta") or {}).get("count") if isinstance(doc, dict) else None
+            count = json_object(doc.get("meta")).get("count") if isinstance(doc, dict) else None
             offset += len(page)
             if not page or len(page) < PAGE or (isinstance(count, int) and offset >= count):
                 return None
 
-    async def follow(self, identifier: str) -> dict[str, Any]:
+    async def follow(self, identifier: str) -> JsonObject:
         while True:
             attributes = await self.read(identifier)
             status = str(attributes.get("status"))
@@ -125,10 +126,10 @@ class BatchRun:
                 return attributes
             await self._guarded(asyncio.sleep(min(self.poll_s, max(0.0, self.deadline - time.monotonic()))))
 
-    async def read(self, identifier: str) -> dict[str, Any]:
+    async def read(self, identifier: str) -> JsonObject:
         _, doc = await self._guarded(self.api.call("read the batch prediction", "GET",
                                                    self.api.endpoints.one(identifier)))
-        return dict(resource(doc)["attributes"])
+        return dict(attributes_of(doc))
 
     async def cancel(self, result: RunResult) -> None:
         """Cancel through Qlik's route, bounded; the status read afterwards is the run's last word."""
@@ -143,9 +144,9 @@ class BatchRun:
         except TimeoutError:
             self.progress("cancel not confirmed", self._elapsed())
 
-    async def api_read(self, identifier: str) -> dict[str, Any]:
+    async def api_read(self, identifier: str) -> JsonObject:
         _, doc = await self.api.call("read the batch prediction", "GET", self.api.endpoints.one(identifier))
-        return dict(resource(doc)["attributes"])
+        return dict(attributes_of(doc))
 
     async def _guarded(self, work: Awaitable[T]) -> T:
         """``work``, unless the stop request or the deadline comes first (then Interrupted)."""

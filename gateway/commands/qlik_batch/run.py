@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Iterable
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable
+from typing import TextIO
 
 import aiohttp
 import orjson
@@ -22,6 +22,7 @@ from gateway.commands.qlik_batch.cli import (
 )
 from gateway.commands.qlik_batch.job import BatchRun, RunResult
 from gateway.commands.qlik_batch.spec import JobSpec
+from gateway.config import PipelineConfig
 from gateway.runtime.redaction import Redactor
 from gateway.scoring.retry import RetryPolicy
 
@@ -50,13 +51,13 @@ class Progress:
         self.stream.flush()
 
 
-def policy_of(pipeline: Any) -> RetryPolicy:
+def policy_of(pipeline: PipelineConfig) -> RetryPolicy:
     retry = pipeline.retry
     return RetryPolicy(retry.max_attempts, retry.initial_backoff_ms / 1000.0, retry.max_backoff_ms / 1000.0,
                        retry.max_retry_after_s)
 
 
-async def run_command(pipeline: Any, spec: JobSpec, *, timeout_s: float, poll_s: float,
+async def run_command(pipeline: PipelineConfig, spec: JobSpec, *, timeout_s: float, poll_s: float,
                       secrets: Iterable[str] = ()) -> int:
     secrets = [s for s in secrets if s]
     codec = make_codec(pipeline, explain=False)
@@ -86,7 +87,7 @@ async def run_command(pipeline: Any, spec: JobSpec, *, timeout_s: float, poll_s:
     return _exit_status(result, caught, secrets)
 
 
-def _stopper(stop: asyncio.Event, caught: list[signal.Signals], signum: signal.Signals) -> Any:
+def _stopper(stop: asyncio.Event, caught: list[signal.Signals], signum: signal.Signals) -> Callable[[], None]:
     def handle() -> None:
         caught.append(signum)
         stop.set()
@@ -109,7 +110,7 @@ def _exit_status(result: RunResult, caught: list[signal.Signals], secrets: list[
     return EXIT_FAILED
 
 
-def report(result: RunResult, spec: JobSpec, endpoints: Endpoints) -> dict[str, Any]:
+def report(result: RunResult, spec: JobSpec, endpoints: Endpoints) -> dict[str, object]:
     """What ran and what it produced: the configuration, its files (when ready), the job's details."""
     attributes = result.attributes
     return {

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import IO, Any
+from typing import IO
 
 import orjson
 from rich.console import Console
@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from gateway.commands.progress import ProgressDisplay
 from gateway.commands.replay.options import PLAIN_EVERY_S, PROVENANCE_HEADER, WARN_LIMIT
 from gateway.commands.replay.replayer import Replayer, Tally
+from gateway.stream.records import InputRecord
 
 
 class ReplayProgress:
@@ -69,7 +70,7 @@ class UnreadableWarnings:
         self._limit = limit
         self.seen = 0
 
-    def __call__(self, record: Any, reason: str) -> None:  # record: aiokafka's ConsumerRecord, untyped
+    def __call__(self, record: InputRecord, reason: str) -> None:
         self.seen += 1
         if self.seen <= self._limit:
             print(f"replay: unreadable dead-letter record {record.topic}/{record.partition}/{record.offset}: "

@@ -25,7 +25,6 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
@@ -35,6 +34,7 @@ from gateway.commands.replay.selection import Selection, Unreadable, Verdict, re
 from gateway.commands.replay.topics import Layout, ReplayError
 from gateway.kafka.aiokafka_client import RebalanceListener
 from gateway.kafka.sink import KafkaSink, Message
+from gateway.stream.records import InputRecord
 
 
 @dataclass(slots=True)
@@ -69,7 +69,7 @@ class Plan:
 
 
 # (dead-letter record, why it is unreadable)
-UnreadableSink = Callable[[Any, str], None]
+UnreadableSink = Callable[[InputRecord, str], None]
 ProgressSink = Callable[["Replayer"], None]
 
 
@@ -162,7 +162,7 @@ class Replayer:
                 await asyncio.wait_for(self._joined.wait(), FETCH_TIMEOUT_S)
         return True
 
-    async def _step(self, data: Mapping[TopicPartition, list[Any]], stop: asyncio.Event) -> bool:
+    async def _step(self, data: Mapping[TopicPartition, list[InputRecord]], stop: asyncio.Event) -> bool:
         async with self._lock:
             owned = set(self.consumer.assignment())
             await self._start_new(owned)
@@ -170,7 +170,7 @@ class Replayer:
             messages: list[Message] = []
             commits: dict[TopicPartition, int] = {}
             verdicts: dict[Verdict, int] = {}
-            unreadable: list[tuple[Any, str]] = []
+            unreadable: list[tuple[InputRecord, str]] = []
             for tp, records in data.items():
                 next_offset = self._next.get(tp)
                 if next_offset is None:

@@ -8,7 +8,6 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -19,7 +18,7 @@ from gateway.commands.replay.selection import Selection
 from gateway.commands.replay.topics import ReplayError, read_layout, require_topics
 from gateway.config import Config, KafkaConfig, PipelineConfig
 from gateway.kafka.aiokafka_client import AiokafkaClients
-from gateway.kafka.connection import KafkaStartError, consumer_options, start_client
+from gateway.kafka.connection import ClientOptions, KafkaStartError, consumer_options, start_client
 from gateway.kafka.sink import KafkaSink
 
 
@@ -67,7 +66,7 @@ def describe_window(since_ms: int | None, until_ms: int | None) -> str:
     return " ".join(parts)
 
 
-def _consumer_settings(kafka: KafkaConfig, group: str) -> dict[str, Any]:
+def _consumer_settings(kafka: KafkaConfig, group: str) -> ClientOptions:
     try:
         settings = consumer_options(kafka)
     except (OSError, ssl.SSLError) as exc:
@@ -83,10 +82,12 @@ def _max_records(kafka: KafkaConfig, rate: float | None) -> int:
     return limit if rate is None else max(1, min(limit, int(rate / BURSTS_PER_S)))
 
 
-def _join_timeout_s(settings: dict[str, Any]) -> float:
+def _join_timeout_s(settings: ClientOptions) -> float:
     """A member of an interrupted run holds its partitions until its session expires; the join may
     also wait for the other members' rebalance timeout."""
-    return (int(settings["session_timeout_ms"]) + int(settings["rebalance_timeout_ms"])) / 1000.0 + 30.0
+    session, rebalance = settings["session_timeout_ms"], settings["rebalance_timeout_ms"]
+    assert isinstance(session, int) and isinstance(rebalance, int)  # consumer_options sets both as ints
+    return (session + rebalance) / 1000.0 + 30.0
 
 
 async def _connect(start: Callable[[], Awaitable[None]], kafka: KafkaConfig) -> None:
@@ -112,7 +113,7 @@ async def _counting(consumer: AIOKafkaConsumer, plan: Plan, from_beginning: bool
     return replayer
 
 
-async def _republish(kafka: KafkaConfig, settings: dict[str, Any], plan: Plan, dead_letter: str,
+async def _republish(kafka: KafkaConfig, settings: ClientOptions, plan: Plan, dead_letter: str,
                      from_beginning: bool, on_unreadable: UnreadableSink, show: ProgressSink,
                      stop: asyncio.Event) -> tuple[Replayer, bool]:
     producer = AiokafkaClients(kafka).producer()

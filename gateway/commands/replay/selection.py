@@ -14,11 +14,11 @@ import binascii
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from gateway.commands.replay.options import PROVENANCE_HEADER, STAGES
+from gateway.json_types import JsonObject
 from gateway.kafka.sink import Message
 from gateway.stream.records import STAGE_DECODE, TOMBSTONE_REASON, InputRecord
 
@@ -80,10 +80,10 @@ def read_dead_letter(value: bytes | None, pipeline: str) -> DeadLetter | Unreada
     original = _original_value(doc)
     if isinstance(original, Unreadable):
         return original
-    return DeadLetter(doc["id"], doc["stage"], original)
+    return DeadLetter(str(doc["id"]), str(doc["stage"]), original)  # both strings: _shape_problem
 
 
-def _shape_problem(doc: dict[str, Any]) -> str | None:
+def _shape_problem(doc: JsonObject) -> str | None:
     for key in ("id", "pipeline", "stage", "reason"):
         if type(doc.get(key)) is not str:
             return f"no string field {key!r}"
@@ -96,7 +96,7 @@ def _shape_problem(doc: dict[str, Any]) -> str | None:
     return None
 
 
-def _original_value(doc: dict[str, Any]) -> bytes | Unreadable | None:
+def _original_value(doc: JsonObject) -> bytes | Unreadable | None:
     if "raw_base64" in doc:
         encoded = doc["raw_base64"]
         if type(encoded) is not str:
