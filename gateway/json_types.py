@@ -14,5 +14,6 @@ from typing import TypeAlias
 JsonScalar: TypeAlias = str | int | float | bool | None
 JsonValue: TypeAlias = JsonScalar | list["JsonValue"] | dict[str, "JsonValue"]
 JsonObject: TypeAlias = dict[str, JsonValue]
-# A feature row as a record's value decodes to it: feature name -> JSON value.
-Row: TypeAlias = Mapping[str, JsonValue]
+# A feature row: feature name -> value, as a record's JSON value decodes or a batch file's reader gives
+# it (Arrow rows can hold bytes or dates besides JSON values); the encoders write each value as it is.
+Row: TypeAlias = Mapping[str, object]
