@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from benchmarks.scenarios import POLL_S, Bench, ScenarioFailed, gateway_document
 from benchmarks.workload import RunTopics, produce_backlog, produce_paced, read_topic
 from gateway.kafka.embedded import create_topics
 from testkit.brokers.choice import KINDS
+from testkit.brokers.choice import describe as broker_description
 from testkit.measure import ProcessProbe, metric_sum
 from testkit.processes import EmulatorProcess, GatewayProcess
 
@@ -197,14 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(runs)
-    plot = plots.series_chart(args.plots_dir / "bench-challenger.png",
-                              {"champion records/s": [(float(i), s["records_per_s"] or 0.0)
-                                                      for i, s in enumerate(summary.values())]},
-                              "records/s", f"Champion throughput, challenger none / 0.1 / 1.0 ({args.broker})")
-    doc = {"mode": mode, "broker": args.broker, "machine": describe(), "elapsed_s": time.monotonic() - began,
+    machine = describe()
+    doc = {"mode": mode, "broker": args.broker, "machine": machine, "elapsed_s": time.monotonic() - began,
            "summary": summary, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    plot = plots.series_chart(args.plots_dir / "bench-challenger.png",
+                              {"champion records/s": [(float(i), s["records_per_s"] or 0.0)
+                                                      for i, s in enumerate(summary.values())]},
+                              "records/s", "Champion throughput by challenger variant (" + ", ".join(summary) + ")",
+                              plots.run_context(broker_description(args.broker), machine,
+                                                datetime.datetime.now(datetime.UTC).isoformat()))
     print(f"\n## Champion with a challenger ({mode} run, {args.broker})\n\n{table(summary)}\n\nJSON: {args.out}\n"
           f"plot: {plot}")
     return 0
