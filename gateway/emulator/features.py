@@ -235,6 +235,7 @@ Term = NumericTerm | TableTerm
 
 
 def categorical(name: str, effects: Mapping[str, tuple[float, ...]], background: Mapping[str, float]) -> TableTerm:
+    # Copies keyed by Level (a dict is invariant in its key type, so dict(effects) would stay str-keyed).
     return TableTerm(name, {level: effect for level, effect in effects.items()},
                      {level: share for level, share in background.items()})
 
