@@ -113,7 +113,7 @@ def _multiclass(model: Model, scores: Scores) -> ShapColumns:
     coefficients = _shapley_coefficients(terms)
     columns: ShapColumns = [[0.0] * scores.rows for _ in range(terms)]
     for row, predicted in enumerate(scores.predictions):
-        if row in scores.faults or predicted is None:
+        if row in scores.faults or not isinstance(predicted, str):  # a multiclass prediction is a label, or None
             continue
         contributions = [[term[j][row] for j in range(len(classes))] for term in scores.contributions]
         values = _coalition_values(model.base_values, contributions, index[predicted])

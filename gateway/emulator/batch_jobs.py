@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from multidict import MultiDict
 
@@ -36,6 +36,7 @@ from gateway.commands.batch.scoring_loop import BatchStopped, StopRequest
 from gateway.emulator.models import Deployment
 from gateway.emulator.qlik import QlikQuery, parse_input, respond
 from gateway.emulator.vendor import Refusal
+from gateway.json_types import JsonValue, Row
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, Rejected
 
 PERSONAL_SPACE = "personal"
@@ -67,7 +68,7 @@ class LocalScorer:
                                include_shap=True, include_not_predicted_reason=True)
         self._query = QlikQuery(MultiDict({"includeShap": "true", "includeNotPredictedReason": "true"}))
 
-    async def score(self, rows: list[dict[str, Any]]) -> tuple[list[Outcome], float]:
+    async def score(self, rows: Sequence[Row]) -> tuple[list[Outcome], float]:
         started = time.monotonic()
         request = self.codec.encode(list(self.model.features), rows)
         try:
@@ -87,7 +88,8 @@ class LocalScorer:
         return outcomes, (time.monotonic() - started) * 1000.0
 
 
-def dataset_path(datasets: str | None, dataset_id: str | None) -> Path:
+def dataset_path(datasets: str | None, dataset_id: JsonValue) -> Path:
+    """The apply dataset's file; ``dataset_id`` is the attribute as given (it only names the file)."""
     if not datasets:
         raise JobFailed("the emulator has no datasets folder (start it with --datasets DIR)")
     if not dataset_id:
@@ -99,11 +101,11 @@ def dataset_path(datasets: str | None, dataset_id: str | None) -> Path:
     raise JobFailed(f"dataset '{dataset_id}' was not found")
 
 
-async def run_batch_prediction(deployment: Deployment, attributes: dict[str, Any], datasets: str | None,
+async def run_batch_prediction(deployment: Deployment, attributes: Mapping[str, JsonValue], datasets: str | None,
                                spaces: str | None, scorer: LocalScorer | None = None) -> JobResult:
     """Score the job's dataset and write its files; raises JobFailed with the reason."""
     started = time.monotonic()
-    writeback = attributes.get("writeback") or {}
+    writeback = _writeback(attributes)
     fmt = writeback.get("format", "parquet")
     if fmt not in ("parquet", "csv"):
         raise JobFailed(f"writeback format '{fmt}' is not supported by the emulator (parquet or csv)")
@@ -112,8 +114,10 @@ async def run_batch_prediction(deployment: Deployment, attributes: dict[str, Any
     path = dataset_path(datasets, attributes.get("dataSetId"))
     folder = Path(spaces) / (writeback.get("spaceId") or PERSONAL_SPACE)
     index_column = attributes.get("indexColumn") or None
+    if index_column is not None and not isinstance(index_column, str):
+        raise JobFailed(f"indexColumn must be a column name, not {index_column!r}")
     try:
-        names = writeback_names(writeback)
+        names = writeback_names(dict(writeback))
         source = FileInput(path, "parquet" if path.suffix == ".parquet" else "csv", index_column=index_column,
                            features=list(deployment.model.features))
         spec = JobSpec(folder, names, fmt, "qlik", "qlik", index_column or "automl_row_index",
@@ -126,3 +130,12 @@ async def run_batch_prediction(deployment: Deployment, attributes: dict[str, Any
     except (BatchInputError, BatchStopped, OSError) as exc:
         raise JobFailed(str(exc)) from None
     return JobResult(summary.rows, summary.predicted, summary.files, folder, time.monotonic() - started)
+
+
+def _writeback(attributes: Mapping[str, JsonValue]) -> dict[str, str]:
+    """The job's ``writeback`` object; the API checked that its values are strings when the batch
+    prediction was created and after each patch."""
+    writeback = attributes.get("writeback")
+    if not isinstance(writeback, dict):
+        return {}
+    return {name: value for name, value in writeback.items() if isinstance(value, str)}

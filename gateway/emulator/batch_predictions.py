@@ -24,18 +24,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from aiohttp import web
 
 from gateway.commands.batch.options import WRITEBACK_FIELDS as NAME_FIELDS
 from gateway.commands.batch.options import writeback_names
+from gateway.emulator.batch_documents import OWNER, Job, new_job
 from gateway.emulator.models import Deployment, DeploymentCatalog
 from gateway.emulator.qlik import QlikApi, failure
 from gateway.emulator.settings import EmulatorOptions
+from gateway.json_types import JsonObject, JsonValue
 
 BASE = "/api/v1/ml/deployments/{deployment}/batch-predictions"
 ONE = BASE + "/{prediction}"
@@ -48,9 +49,7 @@ PATCH_PATHS = frozenset({"/name", "/description", "/dataSetId", "/indexColumn", 
                          "/ownerId", *(f"/writeback/{f}" for f in WRITEBACK_FIELDS - {"format"}),
                          "/writeback/format"})
 SCHEDULE_FIELDS = frozenset({"startDateTime", "endDateTime", "timezone", "recurrence", "applyDatasetChangeOnly"})
-OWNER = "emulator-user"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-TENANT = "emulator-tenant"
 
 
 def _now() -> str:
@@ -67,13 +66,13 @@ class BadInput(Exception):
 class BatchPrediction:
     id: str
     deployment: Deployment
-    attributes: dict[str, Any]
+    attributes: JsonObject
     status: str = "modified"
     error_message: str | None = None
-    job: dict[str, Any] | None = None
+    job: Job | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> JsonObject:
         public = {k: v for k, v in self.attributes.items() if k != "description"}
         attributes = {"id": self.id, **public, "deploymentId": self.deployment.qlik_id, "status": self.status,
                       "errorMessage": self.error_message, "ownerId": OWNER, "createdBy": OWNER}
@@ -149,7 +148,7 @@ class BatchPredictionApi:
             operations = orjson.loads(await request.read())
             if not isinstance(operations, list) or not operations:
                 raise BadInput("the body must be a non-empty JSON-patch array")
-            changed = {k: (dict(v) if isinstance(v, dict) else v) for k, v in prediction.attributes.items()}
+            changed: JsonObject = {k: (dict(v) if isinstance(v, dict) else v) for k, v in prediction.attributes.items()}
             for operation in operations:
                 _apply(changed, operation)
             changed["writeback"] = _writeback(changed.get("writeback"))
@@ -188,7 +187,8 @@ class BatchPredictionApi:
                 prediction.attributes["schedule"] = schedule
                 return _json(_schedule_document(prediction), 201)
             if request.method == "PATCH" and isinstance(body, list):
-                schedule = dict(prediction.attributes.get("schedule") or {})
+                current = prediction.attributes.get("schedule")  # an object, or None when there is none
+                schedule = dict(current) if isinstance(current, dict) else {}
                 for operation in body:
                     if not isinstance(operation, dict) or operation.get("op") != "replace" or \
                             str(operation.get("path", "")).lstrip("/") not in SCHEDULE_FIELDS:
@@ -209,15 +209,8 @@ class BatchPredictionApi:
         if prediction.task is not None and not prediction.task.done():
             return failure(409, f"Batch prediction '{prediction.id}' is already running")
         now = _now()
-        writeback = prediction.attributes.get("writeback") or {}
-        prediction.job = {
-            "id": str(uuid.uuid4()), "name": prediction.attributes.get("name", ""), "corrId": prediction.id,
-            "corrType": "batch-prediction", "jobType": "prediction", "status": "pending", "success": None,
-            "details": {"isScheduled": False, "outputFiles": [], "lineageSchemaUpdated": False},
-            "trigger": "manual", "tenantId": TENANT, "createdAt": now, "createdBy": OWNER, "deletedAt": None,
-            "updatedAt": now, "parentName": prediction.deployment.name, "parentJobId": None,
-            "deploymentId": prediction.deployment.qlik_id, "modelId": prediction.deployment.qlik_id,
-            "rowsPredicted": 0, "experimentVersionNumber": "1", "spaceId": writeback.get("spaceId", "")}
+        prediction.job = new_job(prediction.id, prediction.attributes.get("name", ""), prediction.deployment,
+                                 _space_id(prediction.attributes), now)
         prediction.status, prediction.error_message = "pending", None
         prediction.task = asyncio.create_task(self._run(prediction, self._options()))
         return _json({"data": {"id": prediction.job["id"], "type": "job", "attributes": prediction.job}}, 202)
@@ -234,17 +227,17 @@ class BatchPredictionApi:
                                                 options.datasets, options.spaces, scorer)
         except JobFailed as exc:
             prediction.status, prediction.error_message = "error", str(exc)
-            job.update(status="error", success=False, updatedAt=_now())
+            job.update({"status": "error", "success": False, "updatedAt": _now()})
             return
         except asyncio.CancelledError:
             prediction.status = "cancelled"
-            job.update(status="cancelled", success=False, updatedAt=_now())
+            job.update({"status": "cancelled", "success": False, "updatedAt": _now()})
             raise
-        space = (prediction.attributes.get("writeback") or {}).get("spaceId", "")
+        space = _space_id(prediction.attributes)
         job["details"]["outputFiles"] = [
             {"key": name, "path": str(result.folder / name), "spaceId": space, "fileName": name,
              "fileType": name.rsplit(".", 1)[-1]} for name in result.files]
-        job.update(status="completed", success=True, rowsPredicted=result.predicted, updatedAt=_now())
+        job.update({"status": "completed", "success": True, "rowsPredicted": result.predicted, "updatedAt": _now()})
         prediction.status = "ready"
         prediction.attributes["updatedAt"] = _now()
 
@@ -303,7 +296,7 @@ def _answering(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Han
     return answer
 
 
-def _attributes(raw: Any) -> dict[str, Any]:
+def _attributes(raw: JsonValue) -> JsonObject:
     if not isinstance(raw, dict):
         raise BadInput("data.attributes must be an object")
     unknown = sorted(set(raw) - ATTRIBUTES)
@@ -316,7 +309,7 @@ def _attributes(raw: Any) -> dict[str, Any]:
     return attributes
 
 
-def _writeback(raw: Any) -> dict[str, Any]:
+def _writeback(raw: JsonValue) -> JsonObject:
     if not isinstance(raw, dict):
         raise BadInput("writeback must be an object with spaceId, format and dstName")
     unknown = sorted(set(raw) - WRITEBACK_FIELDS)
@@ -332,7 +325,7 @@ def _writeback(raw: Any) -> dict[str, Any]:
     writeback = dict(raw)
     if raw["format"] != "qvd":
         try:
-            named = writeback_names(raw)
+            named = writeback_names(dict(raw))
         except ValueError as exc:
             raise BadInput(str(exc)) from None
         for kind, name in named.items():
@@ -340,7 +333,7 @@ def _writeback(raw: Any) -> dict[str, Any]:
     return writeback
 
 
-def _schedule_input(raw: Any) -> dict[str, Any]:
+def _schedule_input(raw: JsonValue) -> JsonObject:
     if not isinstance(raw, dict):
         raise BadInput("schedule must be an object")
     unknown = sorted(set(raw) - SCHEDULE_FIELDS)
@@ -352,7 +345,7 @@ def _schedule_input(raw: Any) -> dict[str, Any]:
     return {"applyDatasetChangeOnly": True, **raw, "status": "pending"}
 
 
-def _apply(attributes: dict[str, Any], operation: Any) -> None:
+def _apply(attributes: JsonObject, operation: JsonValue) -> None:
     if not isinstance(operation, dict) or operation.get("op") != "replace" or "value" not in operation:
         raise BadInput("every patch operation must be {\"op\": \"replace\", \"path\": …, \"value\": …}")
     path = operation.get("path")
@@ -360,18 +353,29 @@ def _apply(attributes: dict[str, Any], operation: Any) -> None:
         raise BadInput(f"path {path!r} cannot be patched")
     parts = str(path).strip("/").split("/")
     if parts[0] == "writeback":
-        attributes.setdefault("writeback", {})[parts[1]] = operation["value"]
+        writeback = attributes.get("writeback")  # an object: checked when created and after each patch
+        if not isinstance(writeback, dict):
+            writeback = attributes["writeback"] = {}
+        writeback[parts[1]] = operation["value"]
     elif parts[0] == "applyDatasetChangeOnly":
-        schedule = attributes.get("schedule") or {}
-        attributes["schedule"] = {**schedule, "applyDatasetChangeOnly": operation["value"]}
+        schedule = attributes.get("schedule")  # an object, or None when there is none
+        attributes["schedule"] = {**(schedule if isinstance(schedule, dict) else {}),
+                                  "applyDatasetChangeOnly": operation["value"]}
     else:
         attributes[parts[0]] = operation["value"]
 
 
-def _schedule_document(prediction: BatchPrediction) -> dict[str, Any]:
+def _schedule_document(prediction: BatchPrediction) -> JsonObject:
     return {"data": {"id": prediction.id, "type": "batch-prediction-schedule",
                      "attributes": prediction.attributes.get("schedule")}}
 
 
-def _json(doc: Any, status: int = 200) -> web.Response:
+def _space_id(attributes: Mapping[str, JsonValue]) -> str:
+    """The writeback's ``spaceId``: a string, as the writeback was checked when created and patched."""
+    writeback = attributes.get("writeback")
+    space = writeback.get("spaceId", "") if isinstance(writeback, dict) else ""
+    return space if isinstance(space, str) else ""
+
+
+def _json(doc: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count
-from typing import Any
+from typing import TypedDict
 
 import orjson
 from aiohttp import web
@@ -27,9 +27,10 @@ from gateway.emulator.datarobot_query import DataRobotQuery, ExplanationRequest,
 from gateway.emulator.datarobot_table import Table, read_table
 from gateway.emulator.explain import shap_explanations, xemp_explanations
 from gateway.emulator.faults import ModelCrash, check_crash
-from gateway.emulator.models import Deployment, DeploymentCatalog, Model, Scores
+from gateway.emulator.models import Column, Deployment, DeploymentCatalog, Model, Prediction, Scores
 from gateway.emulator.settings import EmulatorOptions
 from gateway.emulator.vendor import Answer, Refusal, reason_phrase, wants_csv, whole_seconds
+from gateway.json_types import JsonValue
 
 DEPLOYMENT_ID = re.compile(r"[0-9a-f]{24}")
 APPROVAL_STATUS = "APPROVED"
@@ -173,29 +174,47 @@ def _outliers(model: Model, scores: Scores) -> list[bool] | None:
     if model.prediction_range is None:
         return None
     low, high = model.prediction_range
-    return [not low <= value <= high for value in scores.predictions]
+    return [isinstance(value, float) and not low <= value <= high for value in scores.predictions]
+
+
+class ExplanationEntry(TypedDict):
+    """One ``predictionExplanations`` entry, as the JSON shows it."""
+
+    label: str
+    feature: str
+    featureValue: JsonValue
+    strength: float
+    qualitativeStrength: str | None
+
+
+class PredictionValue(TypedDict):
+    """One ``predictionValues`` entry: a class's probability, or the regression value."""
+
+    value: Prediction
+    label: str
 
 
 @dataclass(slots=True)
 class RowExplanation:
-    entries: list[dict[str, Any]]  # as the JSON shows them, strongest first
+    entries: list[ExplanationEntry]  # strongest first
     base_value: float | None = None  # SHAP only
     remaining_total: float | None = None  # SHAP only
 
 
-def _explain(model: Model, scores: Scores, features: dict[str, Sequence[Any]],
+def _explain(model: Model, scores: Scores, features: Mapping[str, Column],
              request: ExplanationRequest | None) -> dict[int, RowExplanation] | None:
     if request is None:
         return None
     label = model.positive_class or model.target
     measured = scores.probabilities[1] if scores.probabilities is not None else scores.predictions
-    rows = [row for row, value in enumerate(measured) if request.wanted(value)]
+    # Every row has its value: a request with an unreadable row was refused before this.
+    rows = [row for row, value in enumerate(measured) if isinstance(value, float) and request.wanted(value)]
     terms = model.terms
     explained: dict[int, RowExplanation] = {row: RowExplanation([]) for row in range(scores.rows)}
     if request.algorithm == "shap":
         base = base_values(model)[0]
         for row, (shown, remaining) in shap_explanations(shap_columns(model, scores), rows, request.limit).items():
-            entries = [{"label": label, "feature": terms[i].name,
+            entries: list[ExplanationEntry] = [{"label": label, "feature": terms[i].name,
                         "featureValue": _as_text(features[terms[i].name][row]),
                         "strength": strength, "qualitativeStrength": None} for i, strength in shown]
             explained[row] = RowExplanation(entries, base, remaining)
@@ -208,7 +227,7 @@ def _explain(model: Model, scores: Scores, features: dict[str, Sequence[Any]],
     return explained
 
 
-def _as_text(cell: Any) -> str:
+def _as_text(cell: JsonValue) -> str:
     """SHAP's ``featureValue`` is the value as text, as DataRobot shows it."""
     if cell is None:
         return ""
@@ -217,7 +236,7 @@ def _as_text(cell: Any) -> str:
     return cell if isinstance(cell, str) else repr(cell) if isinstance(cell, float) else str(cell)
 
 
-def _prediction_values(model: Model, scores: Scores) -> list[list[dict[str, Any]]]:
+def _prediction_values(model: Model, scores: Scores) -> list[list[PredictionValue]]:
     if model.kind == "regression":
         target = model.target
         return [[{"value": v, "label": target}] for v in scores.predictions]
@@ -232,7 +251,7 @@ def _prediction_values(model: Model, scores: Scores) -> list[list[dict[str, Any]
 
 
 def _json_rows(model: Model, scores: Scores, explained: dict[int, RowExplanation] | None,
-               carried: list[tuple[str, Sequence[Any]]], outliers: list[bool] | None = None) -> list[dict[str, Any]]:
+               carried: list[tuple[str, Column]], outliers: list[bool] | None = None) -> list[dict[str, object]]:
     if outliers is not None:
         rows = _json_rows(model, scores, explained, carried)
         for row, outlier in zip(rows, outliers, strict=True):
@@ -272,12 +291,12 @@ def _json_rows(model: Model, scores: Scores, explained: dict[int, RowExplanation
 
 
 def _csv_body(model: Model, scores: Scores, request: ExplanationRequest | None,
-              explained: dict[int, RowExplanation] | None, carried: list[tuple[str, Sequence[Any]]],
+              explained: dict[int, RowExplanation] | None, carried: list[tuple[str, Column]],
               outliers: list[bool] | None = None) -> bytes:
     """The batch-output columns: predictions, explanations, SHAP metadata, passthrough, warnings, approval."""
     target = model.target
     header: list[str] = []
-    columns: list[Sequence[Any]] = []
+    columns: list[Sequence[JsonValue]] = []
     if model.kind == "regression":
         header.append(f"{target}_PREDICTION")
         columns.append(scores.predictions)
@@ -294,7 +313,7 @@ def _csv_body(model: Model, scores: Scores, request: ExplanationRequest | None,
         if model.kind == "binary":
             header += ["THRESHOLD", "POSITIVE_CLASS"]
             columns += [[model.threshold] * scores.rows, [model.positive_class] * scores.rows]
-    rows: list[list[Any]] = [list(row) for row in zip(*columns, strict=False)] if columns else []
+    rows: list[list[JsonValue]] = [list(row) for row in zip(*columns, strict=False)] if columns else []
     if request is not None and explained is not None:
         slots = request.limit if request.limit is not None else len(model.terms)
         for n in range(1, slots + 1):

@@ -5,12 +5,10 @@ a JSON array of row objects, or the ``file`` field of a multipart form; gzip all
 from __future__ import annotations
 
 import codecs
-from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -18,13 +16,14 @@ from aiohttp import web
 from gateway.backends.csvcodec import CsvError, read_csv
 from gateway.emulator.bodies import BodyError, read_body
 from gateway.emulator.datarobot_query import message
+from gateway.emulator.models import Column
 from gateway.emulator.vendor import Refusal
 
 
 @dataclass(slots=True)
 class Table:
     names: list[str]
-    columns: list[Sequence[Any]]
+    columns: list[Column]
     rows: int
 
 

@@ -10,12 +10,13 @@ import random
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
 
 from gateway.emulator.features import cell_text
 from gateway.emulator.settings import EmulatorOptions
+from gateway.json_types import JsonValue
 
 RATE_WINDOW_S = 60.0
 
@@ -109,7 +110,7 @@ class ModelCrash(Exception):
     """The model failed on a cell holding the crash value; the vendor answers its 500."""
 
 
-def check_crash(columns: Iterable[Sequence[Any]], crash_value: str | None) -> None:
+def check_crash(columns: Iterable[Sequence[JsonValue]], crash_value: str | None) -> None:
     """Raise :class:`ModelCrash` when a cell of ``columns`` (the features the model reads) holds
     ``crash_value`` compared as text: ``666``, ``"666"`` and a CSV ``666`` all match ``"666"``."""
     if crash_value is None:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeAlias
+
+from gateway.json_types import JsonValue
 
 # Cells that mean "no value" in either vendor's bodies (compared lower-cased, after strip()).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
@@ -29,19 +31,23 @@ MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 NUMERIC_LIMIT = 1e12
 
 ColumnFaults = dict[int, str]  # row index -> why the cell could not be used
+# A known value of a table term: a categorical level, or true/false for a boolean.
+Level: TypeAlias = str | bool
+# A table term's lookup for one output: any cell can be looked up (an unhashable one raises TypeError).
+Lookup: TypeAlias = dict[object, float]
 Contributions = list[list[float]]  # [output][row]
 
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "0", "no"})
 
 
-def describe_cell(cell: Any) -> str:
+def describe_cell(cell: object) -> str:
     """A cell as a reason string shows it: short, and never a Python repr of a container."""
     text = cell if isinstance(cell, str) else repr(cell) if not isinstance(cell, (list, dict)) else type(cell).__name__
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def cell_text(cell: Any) -> str | None:
+def cell_text(cell: object) -> str | None:
     """A request cell as text, the way CSV carries it: ``true``/``false``, ``5``, ``50.0``; None for
     null and for containers, which hold no single value."""
     if type(cell) is str:
@@ -53,14 +59,13 @@ def cell_text(cell: Any) -> str | None:
     return None
 
 
-def read_number(cell: Any) -> float | None:
+def read_number(cell: object) -> float | None:
     """A numeric cell's value; None when missing. Raises ValueError with a reason when unreadable."""
     if cell is None:
         return None
-    kind = type(cell)
-    if kind is float or kind is int or kind is bool:
+    if type(cell) is float or type(cell) is int or type(cell) is bool:
         value = float(cell)
-    elif kind is str:
+    elif type(cell) is str:
         text = cell.strip()
         if text.lower() in MISSING_TOKENS:
             return None
@@ -75,7 +80,7 @@ def read_number(cell: Any) -> float | None:
     return value
 
 
-def read_boolean(cell: Any) -> bool | None:
+def read_boolean(cell: object) -> bool | None:
     """A boolean cell's value; None when missing. Raises ValueError with a reason when unreadable."""
     if cell is None or cell is True or cell is False:
         return cell
@@ -106,19 +111,23 @@ class NumericTerm:
     def expected(self) -> tuple[float, ...]:
         return tuple(w * self.mean for w in self.weights)
 
-    def contributions(self, cells: Sequence[Any]) -> tuple[Contributions, ColumnFaults]:
+    def contributions(self, cells: Sequence[JsonValue]) -> tuple[Contributions, ColumnFaults]:
         centered, faults = self._centered(cells)
         return [[w * c for c in centered] for w in self.weights], faults
 
-    def _centered(self, cells: Sequence[Any]) -> tuple[list[float], ColumnFaults]:
+    def _centered(self, cells: Sequence[JsonValue]) -> tuple[list[float], ColumnFaults]:
         mean = self.mean
+        # The two fast paths read the column as numbers, then as numeric text, and count on a cell of
+        # any other kind to fail them with TypeError or ValueError (checking each cell's type first
+        # would cost what they save); the per-cell path below reads every kind of cell.
+        numbers: Sequence[float] = cells  # type: ignore[assignment]  # checked by the exceptions caught below
         try:  # typed numbers; TypeError for strings, nulls or containers, ValueError when empty
-            if min(cells) >= -NUMERIC_LIMIT and max(cells) <= NUMERIC_LIMIT:
-                return [x - mean for x in cells], {}
+            if min(numbers) >= -NUMERIC_LIMIT and max(numbers) <= NUMERIC_LIMIT:
+                return [x - mean for x in numbers], {}
         except (TypeError, ValueError):
             pass
         try:  # numbers as text (CSV, stringified JSON); a NaN or inf makes the sum non-finite
-            values = list(map(float, cells))
+            values = list(map(float, numbers))
             if min(values) >= -NUMERIC_LIMIT and max(values) <= NUMERIC_LIMIT and math.isfinite(sum(values)):
                 return [v - mean for v in values], {}
         except (TypeError, ValueError):
@@ -139,7 +148,7 @@ class NumericTerm:
         share = 1.0 / len(self.exemplars)
         return tuple((share, tuple(w * (v - self.mean) for w in self.weights)) for v in self.exemplars)
 
-    def display_value(self, cell: Any) -> Any:
+    def display_value(self, cell: JsonValue) -> JsonValue:
         """The cell as a number, the way XEMP's ``featureValue`` shows numeric features."""
         try:
             value = read_number(cell)
@@ -160,18 +169,18 @@ class TableTerm:
     """
 
     name: str
-    effects: Mapping[Any, tuple[float, ...]]
-    background: Mapping[Any, float]
+    effects: Mapping[Level, tuple[float, ...]]
+    background: Mapping[Level, float]
     boolean: bool = False
     qlik_type: str = "categorical"
     # [output] -> {cell value -> centered contribution}; built once from effects and background.
-    _tables: tuple[dict[Any, float], ...] = field(init=False, repr=False, compare=False)
+    _tables: tuple[Lookup, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         expected = self.expected()
-        tables: list[dict[Any, float]] = []
+        tables: list[Lookup] = []
         for k, mean in enumerate(expected):
-            table: dict[Any, float] = {level: effect[k] - mean for level, effect in self.effects.items()}
+            table: Lookup = {level: effect[k] - mean for level, effect in self.effects.items()}
             table[None] = 0.0
             if self.boolean:
                 for word in _TRUE_WORDS:
@@ -187,14 +196,14 @@ class TableTerm:
         return tuple(sum(self.background[level] * effect[k] for level, effect in self.effects.items())
                      for k in range(outputs))
 
-    def contributions(self, cells: Sequence[Any]) -> tuple[Contributions, ColumnFaults]:
+    def contributions(self, cells: Sequence[JsonValue]) -> tuple[Contributions, ColumnFaults]:
         try:
             if self.boolean:
                 return [[table[c] for c in cells] for table in self._tables], {}
             return [[table.get(c, 0.0) for c in cells] for table in self._tables], {}
         except (KeyError, TypeError):
             pass
-        keys: list[Any] = []
+        keys: list[Level | None] = []
         faults: ColumnFaults = {}
         for row, cell in enumerate(cells):
             try:
@@ -204,7 +213,7 @@ class TableTerm:
                 keys.append(None)
         return [[table.get(key, 0.0) for key in keys] for table in self._tables], faults
 
-    def _key(self, cell: Any) -> Any:
+    def _key(self, cell: JsonValue) -> Level | None:
         if self.boolean:
             return read_boolean(cell)
         if isinstance(cell, (list, dict)):
@@ -218,7 +227,7 @@ class TableTerm:
         return tuple((self.background[level], tuple(e - m for e, m in zip(effect, expected, strict=False)))
                      for level, effect in self.effects.items())
 
-    def display_value(self, cell: Any) -> Any:
+    def display_value(self, cell: JsonValue) -> JsonValue:
         return "" if cell is None else cell
 
 
@@ -226,7 +235,9 @@ Term = NumericTerm | TableTerm
 
 
 def categorical(name: str, effects: Mapping[str, tuple[float, ...]], background: Mapping[str, float]) -> TableTerm:
-    return TableTerm(name, dict(effects), dict(background))
+    # Copies keyed by Level (a dict is invariant in its key type, so dict(effects) would stay str-keyed).
+    return TableTerm(name, {level: effect for level, effect in effects.items()},
+                     {level: share for level, share in background.items()})
 
 
 def boolean(name: str, weights: tuple[float, ...], share_true: float) -> TableTerm:

@@ -22,12 +22,36 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from math import exp
-from typing import Any, Literal
+from typing import Literal, TypeAlias, TypedDict
 
 from gateway.emulator.features import ColumnFaults, Term, boolean, categorical
 from gateway.emulator.features import NumericTerm as numeric
+from gateway.json_types import JsonValue
 
 ModelKind = Literal["binary", "regression", "multiclass"]
+# A row's prediction: a class label, a regression value, or None for a row the model could not read.
+Prediction: TypeAlias = str | float | None
+# One column of raw request cells, as a vendor route read them.
+Column: TypeAlias = Sequence[JsonValue]
+
+
+class ModelDescription(TypedDict):
+    kind: ModelKind
+    target: str
+    classes: list[str] | None
+    features: list[str]
+
+
+class DeploymentDescription(ModelDescription):
+    """A ``GET /_emulator/deployments`` entry."""
+
+    name: str
+    qlik_id: str
+    datarobot_id: str
+
+
+class CatalogDescription(TypedDict):
+    deployments: list[DeploymentDescription]
 
 
 @dataclass(slots=True)
@@ -41,7 +65,7 @@ class Scores:
     rows: int
     contributions: list[list[list[float]]]  # [term][output][row]: link-space SHAP values, model order
     links: list[list[float]]  # [output][row]
-    predictions: list[Any]  # class label or regression value per row
+    predictions: list[Prediction]  # per row
     probabilities: list[list[float | None]] | None  # [class][row] in Model.classes order
     faults: dict[int, tuple[str, str]]  # row -> (feature, reason) for the first unusable cell
 
@@ -81,7 +105,7 @@ class Model:
     def outputs(self) -> int:
         return len(self.intercepts)
 
-    def score(self, columns: Mapping[str, Sequence[Any]], rows: int) -> Scores:
+    def score(self, columns: Mapping[str, Column], rows: int) -> Scores:
         """Score every row; ``columns`` maps each model feature to its column of raw cells."""
         contributions: list[list[list[float]]] = []
         faults: dict[int, tuple[str, str]] = {}
@@ -107,7 +131,7 @@ class Model:
                     column[row] = None
         return Scores(rows, contributions, links, predictions, probabilities, faults)
 
-    def disagreements(self, columns: Mapping[str, Sequence[Any]], rows: int) -> int | None:
+    def disagreements(self, columns: Mapping[str, Column], rows: int) -> int | None:
         """For a challenger: the rows that it and its champion both predict, but differently."""
         if self.champion is None:
             return None
@@ -115,7 +139,7 @@ class Model:
         theirs = self.champion.score(columns, rows).predictions
         return sum(1 for a, b in zip(ours, theirs, strict=True) if a is not None and b is not None and a != b)
 
-    def _outputs(self, links: list[list[float]]) -> tuple[list[Any], list[list[float | None]] | None]:
+    def _outputs(self, links: list[list[float]]) -> tuple[list[Prediction], list[list[float | None]] | None]:
         if self.kind == "regression":
             return list(links[0]), None
         if self.kind == "binary":
@@ -124,19 +148,20 @@ class Model:
             p_pos: list[float | None] = [1.0 / (1.0 + exp(-z)) if z >= 0.0 else (e := exp(z)) / (1.0 + e)
                                          for z in links[0]]
             threshold = self.threshold
-            predictions = [positive if p >= threshold else negative for p in p_pos]  # type: ignore[operator]
+            predictions: list[Prediction] = [positive if p >= threshold else negative  # type: ignore[operator]
+                                             for p in p_pos]
             return predictions, [[1.0 - p for p in p_pos], p_pos]  # type: ignore[operator]
         return _softmax(links, self.classes)  # type: ignore[arg-type]
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ModelDescription:
         return {"kind": self.kind, "target": self.target,
                 "classes": list(self.classes) if self.classes else None,
                 "features": list(self.features)}
 
 
-def _softmax(links: list[list[float]], classes: tuple[str, ...]) -> tuple[list[Any], list[list[float | None]]]:
+def _softmax(links: list[list[float]], classes: tuple[str, ...]) -> tuple[list[Prediction], list[list[float | None]]]:
     probabilities: list[list[float | None]] = [[] for _ in classes]
-    predictions: list[Any] = []
+    predictions: list[Prediction] = []
     for scores in zip(*links, strict=False):
         top = max(scores)
         weights = [exp(s - top) for s in scores]
@@ -162,13 +187,10 @@ class Deployment:
     datarobot_id: str  # 24 lowercase hex digits, as DataRobot deployment ids are
     model: Model
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> DeploymentDescription:
         """The ``GET /_emulator/deployments`` entry."""
-        entry: dict[str, Any] = {"name": self.name}
-        entry.update(self.model.describe())
-        entry["qlik_id"] = self.qlik_id
-        entry["datarobot_id"] = self.datarobot_id
-        return entry
+        return {"name": self.name, **self.model.describe(), "qlik_id": self.qlik_id,
+                "datarobot_id": self.datarobot_id}
 
 
 # ---- the three deployments ------------------------------------------------------------------
@@ -286,5 +308,5 @@ class DeploymentCatalog:
     def datarobot(self, ref: str) -> Deployment | None:
         return next((d for d in self.deployments if ref in (d.name, d.datarobot_id)), None)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> CatalogDescription:
         return {"deployments": [d.describe() for d in self.deployments]}

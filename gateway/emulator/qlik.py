@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -25,9 +24,10 @@ from gateway.backends.csvcodec import encode_csv
 from gateway.emulator.attribution import shap_columns
 from gateway.emulator.bodies import BodyError, read_body
 from gateway.emulator.faults import ModelCrash, check_crash
-from gateway.emulator.models import Deployment, DeploymentCatalog, Model, Scores
+from gateway.emulator.models import Column, Deployment, DeploymentCatalog, Model, Scores
 from gateway.emulator.settings import EmulatorOptions
 from gateway.emulator.vendor import Answer, Refusal, reason_phrase, wants_csv, whole_seconds
+from gateway.json_types import JsonValue
 
 BOOLEAN_PARAMS = {"includeShap": "include_shap", "includeSource": "include_source",
                   "includeNotPredictedReason": "include_reason"}
@@ -35,6 +35,8 @@ INDEX_PARAM = "index"
 RESPONSE_TYPE = "realtime-prediction"
 JSON = "application/json"
 CSV = "text/csv"
+# A response column: name, Qlik type (numeric | categorical) and one value per row.
+OutputColumn = tuple[str, str, Sequence[JsonValue]]
 
 
 def failure(status: int, detail: str, *, title: str | None = None) -> web.Response:
@@ -52,7 +54,7 @@ def rate_limit_failure(wait_s: float) -> web.Response:
     return web.json_response(body, status=429, headers={"Retry-After": str(wait)}, dumps=_dumps)
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
@@ -142,7 +144,7 @@ class QlikApi:
         return deployment
 
 
-def parse_input(body: bytes) -> tuple[list[str], list[list[Any]]]:
+def parse_input(body: bytes) -> tuple[list[str], list[list[JsonValue]]]:
     """``RealtimePredictionInput``: column names and rows, checked for shape (not for values)."""
     try:
         doc = orjson.loads(body)
@@ -174,7 +176,7 @@ def parse_input(body: bytes) -> tuple[list[str], list[list[Any]]]:
     return names, rows
 
 
-def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[Any]], csv: bool,
+def respond(model: Model, query: QlikQuery, names: Sequence[str], rows: Sequence[Sequence[JsonValue]], csv: bool,
             crash_value: str | None = None) -> web.Response:
     positions = {name: i for i, name in enumerate(names)}
     missing = [f for f in model.features if f not in positions]
@@ -183,11 +185,11 @@ def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[An
     if query.index is not None and query.index not in positions:
         raise Refusal(failure(400, f"The index column '{query.index}' is not in the schema"))
     count = len(rows)
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=False)) if count else [() for _ in names]
+    columns: list[Column] = list(zip(*rows, strict=False)) if count else [() for _ in names]
     check_crash((columns[positions[f]] for f in model.features), crash_value)
     scores = model.score({f: columns[positions[f]] for f in model.features}, count)
 
-    output: list[tuple[str, str, Sequence[Any]]] = [("automl_row_index", "numeric", range(count))]
+    output: list[OutputColumn] = [("automl_row_index", "numeric", range(count))]
     if query.index is not None:
         output.append((query.index, _column_type(model, query.index, columns[positions[query.index]]),
                        columns[positions[query.index]]))
@@ -212,16 +214,16 @@ def respond(model: Model, query: QlikQuery, names: list[str], rows: list[list[An
     return web.Response(body=orjson.dumps(doc), content_type=JSON)
 
 
-def _prediction_columns(model: Model, scores: Scores) -> list[tuple[str, str, Sequence[Any]]]:
+def _prediction_columns(model: Model, scores: Scores) -> list[OutputColumn]:
     kind = "numeric" if model.kind == "regression" else "categorical"
-    columns: list[tuple[str, str, Sequence[Any]]] = [(f"{model.target}_predicted", kind, scores.predictions)]
+    columns: list[OutputColumn] = [(f"{model.target}_predicted", kind, scores.predictions)]
     if model.classes and scores.probabilities is not None:
         columns.extend((f"{model.target}_{label}", "numeric", probabilities)
                        for label, probabilities in zip(model.classes, scores.probabilities, strict=False))
     return columns
 
 
-def _shap_columns(model: Model, scores: Scores) -> list[tuple[str, str, Sequence[Any]]]:
+def _shap_columns(model: Model, scores: Scores) -> list[OutputColumn]:
     """One column per feature in model order, in probability space (target units for regression):
     ``<target>_<class> = base + Σ SHAP`` per row; a multiclass row explains its predicted class."""
     values: Sequence[Sequence[float | None]] = shap_columns(model, scores)
@@ -231,7 +233,7 @@ def _shap_columns(model: Model, scores: Scores) -> list[tuple[str, str, Sequence
     return [(f"{term.name}_SHAP", "numeric", column) for term, column in zip(model.terms, values, strict=False)]
 
 
-def _column_type(model: Model, name: str, values: Sequence[Any]) -> str:
+def _column_type(model: Model, name: str, values: Sequence[JsonValue]) -> str:
     term = next((t for t in model.terms if t.name == name), None)
     if term is not None:
         return term.qlik_type

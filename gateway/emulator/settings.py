@@ -17,7 +17,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from gateway.emulator.features import cell_text
 from gateway.errors import SettingsError
@@ -68,7 +67,7 @@ class EmulatorOptions:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise OptionError("tls_cert and tls_key must be given together")
 
-    def updated(self, patch: Mapping[str, Any]) -> EmulatorOptions:
+    def updated(self, patch: Mapping[str, object]) -> EmulatorOptions:
         """These options with ``patch`` applied; raises :class:`OptionError` and changes nothing on bad input."""
         unknown = sorted(set(patch) - set(OPTION_NAMES))
         if unknown:
@@ -76,7 +75,8 @@ class EmulatorOptions:
         fixed = sorted(set(patch) & START_ONLY)
         if fixed:
             raise OptionError(f"{fixed[0]} can only be set when the emulator starts")
-        return dataclasses.replace(self, **patch)
+        # The values are checked by __post_init__ (each option's _CHECKS entry), not by their static type.
+        return dataclasses.replace(self, **patch)  # type: ignore[arg-type]
 
     def public(self) -> dict[str, object]:
         """The current values as ``GET /_emulator/config`` shows them (secrets masked)."""

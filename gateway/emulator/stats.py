@@ -6,10 +6,28 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from typing import TypedDict
 
 ROUTES = ("qlik", "datarobot")
 FAULT_KINDS = ("error", "hang", "drop", "rate_limited", "concurrency_limited", "crash")
+
+
+class RouteStats(TypedDict):
+    requests: int
+    rows: int
+    statuses: dict[str, int]  # HTTP status -> requests answered with it
+    explanations: dict[str, int]  # shap | xemp | none -> 2xx requests
+
+
+class StatsSnapshot(TypedDict):
+    """The ``GET /_emulator/stats`` body."""
+
+    uptime_s: float
+    requests: int
+    rows: int
+    faults: dict[str, int]
+    challenger: dict[str, int]  # rows, disagreements
+    routes: dict[str, RouteStats]
 
 
 class ServedStats:
@@ -44,7 +62,7 @@ class ServedStats:
     def fault(self, kind: str) -> None:
         self._faults[kind] += 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StatsSnapshot:
         return {
             "uptime_s": round(time.monotonic() - self._started, 3),
             "requests": sum(self._requests.values()),

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TypedDict
 
 KEEP = 10_000
 MAX_VALUE = 512
+
+
+class TracesSnapshot(TypedDict):
+    """The ``GET /_emulator/traces`` body."""
+
+    with_traceparent: int
+    without_traceparent: int
+    recent: list[dict[str, str]]  # route, traceparent and tracestate when given, oldest first
 
 
 class ReceivedTraces:
@@ -38,6 +46,6 @@ class ReceivedTraces:
         self._recent.clear()
         self._with = self._without = 0
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> TracesSnapshot:
         return {"with_traceparent": self._with, "without_traceparent": self._without,
                 "recent": list(self._recent)}
