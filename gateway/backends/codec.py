@@ -4,7 +4,8 @@ Encoders turn a batch of feature rows into a :class:`ScoringRequest`; decoders t
 into one :class:`ScoredRow` per input row, in input order. Nothing here knows about Kafka.
 
 A feature or prediction value is a :data:`~gateway.json_types.JsonValue`: what orjson reads (or a
-CSV cell's text). A row is checked before it is sent (``check_row``), so it is only typed here.
+CSV cell's text). ``check_row`` refuses a row whose values have no place in a request body, so the
+encoders take rows as typed, without looking at each value again.
 """
 
 from __future__ import annotations
