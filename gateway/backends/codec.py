@@ -3,8 +3,9 @@
 Encoders turn a batch of feature rows into a :class:`ScoringRequest`; decoders turn the response
 into one :class:`ScoredRow` per input row, in input order. Nothing here knows about Kafka.
 
-A feature or prediction value is typed ``Any``: it is a JSON value as orjson reads it (or a CSV
-cell), and orjson declares no type for those.
+A feature or prediction value is a :data:`~gateway.json_types.JsonValue`: what orjson reads (or a
+CSV cell's text). ``check_row`` refuses a row whose values have no place in a request body, so the
+encoders take rows as typed, without looking at each value again.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from dataclasses import dataclass, field
 from itertools import chain
 from math import isfinite
 from operator import itemgetter
-from typing import Any, NotRequired, Protocol, TypedDict
+from typing import NotRequired, Protocol, TypedDict
 from urllib.parse import quote, urlencode, urlsplit
 
 from gateway.backends.errors import BackendSettingsError
 from gateway.errors import InputError
+from gateway.json_types import JsonValue, Row
 
 
 @dataclass(slots=True)
@@ -33,13 +35,13 @@ class ScoringRequest:
     rows: int
     # Values of the index column in input order, when alignment uses a caller-chosen index
     # (Qlik ``index``); None when the API's own row ids are used.
-    row_keys: list[Any] | None = None
+    row_keys: list[object] | None = None
     # Explanations asked for: "shap", "xemp", "auto" (deployment default) or None.
     explanations: str | None = None
     # The column names sent, in body order.
     columns: tuple[str, ...] = ()
     # The caller's rows as given to ``encode`` (not copied): explanation values are read from them.
-    source_rows: Sequence[Mapping[str, Any]] = ()
+    source_rows: Sequence[Row] = ()
     # A column the decoder aligns on when the API has no row id of its own: the Qlik ``index``
     # column, or the row-number column a DataRobot CSV response echoes back as a passthrough.
     row_key_column: str | None = None
@@ -59,14 +61,14 @@ class ScoringRequest:
 # functional form because ``class`` is a keyword.)
 Explanation = TypedDict("Explanation", {
     "feature": str,
-    "value": Any,
+    "value": object,  # the row's feature value, as the row holds it
     "strength": float,
     "qualitative": str | None,
     "class": NotRequired[str],
 })
 
 
-def explanation(feature: str, value: Any, strength: float, qualitative: str | None = None) -> Explanation:
+def explanation(feature: str, value: object, strength: float, qualitative: str | None = None) -> Explanation:
     """An :class:`Explanation` where readability matters more than a display's speed."""
     return {"feature": feature, "value": value, "strength": strength, "qualitative": qualitative}
 
@@ -75,12 +77,12 @@ def explanation(feature: str, value: Any, strength: float, qualitative: str | No
 class ScoredRow:
     """One input row's outcome: a prediction, or the reason the model did not predict it."""
 
-    prediction: Any = None
+    prediction: JsonValue = None
     probabilities: dict[str, float] | None = None
     threshold: float | None = None
     explanations: list[Explanation] = field(default_factory=list)  # by |strength| descending
     explanation_kind: str | None = None  # "shap" | "xemp" | None
-    passthrough: dict[str, Any] | None = None
+    passthrough: dict[str, object] | None = None  # echoed input values, only written out
     base_value: float | None = None
     remaining_total: float | None = None
     not_predicted_reason: str | None = None
@@ -91,8 +93,8 @@ class ScoredRow:
     # and ``exclude_adjusted_predictions`` is false; None otherwise.
     adjusted_prediction: float | None = None
     # Per-row fields of the vendor's answer that the gateway does not model, as the vendor named
-    # them: kept rather than dropped. None when there are none.
-    vendor_fields: dict[str, Any] | None = None
+    # them: kept rather than dropped (JSON values, or CSV text, only written out). None when there are none.
+    vendor_fields: dict[str, object] | None = None
 
     @property
     def predicted(self) -> bool:
@@ -120,16 +122,16 @@ class Codec(Protocol):
         """The headers every request carries, credentials included (so messages can mask them)."""
         ...
 
-    def check_row(self, row: Mapping[str, Any]) -> str | None:
+    def check_row(self, row: Mapping[str, object]) -> str | None:
         """None when the row can be sent; else why not (the gateway dead-letters it, stage ``validate``)."""
         ...
 
-    def check_json_row(self, row: dict[str, Any]) -> str | None:
+    def check_json_row(self, row: Mapping[str, object]) -> str | None:
         """:meth:`check_row` for a row straight from ``orjson.loads`` (cheaper: see ``json_row_problem``)."""
         ...
 
     def encode(self, features: Sequence[str] | None,
-               rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:
+               rows: Sequence[Row]) -> ScoringRequest:
         """Build the request; raises :class:`BodyTooLarge` so the caller can split the batch."""
         ...
 
@@ -167,7 +169,7 @@ def with_query(url: str, params: Sequence[tuple[str, str]], *, strict: bool = Fa
     return url + ("&" if urlsplit(url).query else "?") + encoded
 
 
-def request_columns(features: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+def request_columns(features: Sequence[str] | None, rows: Sequence[Mapping[str, object]]) -> tuple[str, ...]:
     """The body's columns: the configured features, else every row key in first-seen order.
 
     Rows of one topic usually share their keys, so the union costs one dict insert per cell.
@@ -177,7 +179,7 @@ def request_columns(features: Sequence[str] | None, rows: Sequence[Mapping[str, 
     return tuple(dict.fromkeys(chain.from_iterable(rows)))
 
 
-def row_tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+def row_tuples(columns: Sequence[str], rows: Sequence[Row]) -> list[tuple[object, ...]]:
     """Each row's values in column order, a missing key as None.
 
     One C-level ``itemgetter`` call per row when every row has every column (the common case);
@@ -198,7 +200,7 @@ def row_tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> lis
 _NESTED = frozenset((dict, list))
 
 
-def json_row_problem(row: dict[str, Any]) -> str | None:
+def json_row_problem(row: Mapping[str, object]) -> str | None:
     """:func:`row_problem` for a row straight from ``orjson.loads``, which already refuses what else
     it looks for (NaN and Infinity, numbers that overflow a double, lone surrogates) and reads
     integers beyond 64 bits as floats: only nested values are left to refuse. One pass in C."""

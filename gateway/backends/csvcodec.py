@@ -39,7 +39,7 @@ import io
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeGuard
 
 import orjson
 
@@ -66,13 +66,14 @@ def quote_field(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def format_value(value: Any, true_text: str = "True", false_text: str = "False") -> str:
-    """One value as a CSV field; the slow path's per-value dispatch."""
-    kind = type(value)
-    if kind is str:
+def format_value(value: object, true_text: str = "True", false_text: str = "False") -> str:
+    """One value as a CSV field, by its exact type (a subclass is formatted with ``str``); the slow
+    path's per-value dispatch."""
+    if type(value) is str:
         return quote_field(value)
-    if kind is float:
+    if type(value) is float:
         return repr(value) if math.isfinite(value) else ""
+    kind = type(value)
     if kind is int:
         return repr(value)
     if value is None:
@@ -82,7 +83,7 @@ def format_value(value: Any, true_text: str = "True", false_text: str = "False")
     return quote_field(str(value))
 
 
-def encode_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+def encode_csv(columns: Sequence[str], rows: Sequence[Sequence[object]], *,
                true_text: str = "True", false_text: str = "False") -> bytes:
     """UTF-8 CSV: a header of ``columns``, then one CRLF-terminated line per row of values."""
     header = ",".join(map(quote_field, columns)).encode()
@@ -100,7 +101,7 @@ def encode_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
     return header + CRLF + body + CRLF
 
 
-def _via_json(rows: Sequence[Sequence[Any]], width: int, true_b: bytes, false_b: bytes) -> bytes | None:
+def _via_json(rows: Sequence[Sequence[object]], width: int, true_b: bytes, false_b: bytes) -> bytes | None:
     """The batch's JSON text rewritten as CSV, or None when a value is not a JSON scalar."""
     try:
         data = orjson.dumps(rows)
@@ -172,7 +173,7 @@ def _unescape(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _via_columns(rows: Sequence[Sequence[Any]], width: int, true_text: str, false_text: str) -> bytes:
+def _via_columns(rows: Sequence[Sequence[object]], width: int, true_text: str, false_text: str) -> bytes:
     """The general path: format column by column, then stitch the lines together once."""
     cells = [_column_cells(column, true_text, false_text) for column in zip(*rows, strict=False)]
     if width == 1:
@@ -180,12 +181,14 @@ def _via_columns(rows: Sequence[Sequence[Any]], width: int, true_text: str, fals
     return "\r\n".join(map(",".join, zip(*cells, strict=False))).encode()
 
 
-def _column_cells(column: Sequence[Any], true_text: str, false_text: str) -> Sequence[str]:
-    try:
+def _texts(column: Sequence[object]) -> TypeGuard[Sequence[str]]:
+    """Whether every value of the column is exactly a string (one C pass)."""
+    return set(map(type, column)) <= {str}
+
+
+def _column_cells(column: Sequence[object], true_text: str, false_text: str) -> Sequence[str]:
+    if _texts(column):
         joined = _SEP.join(column)
-    except TypeError:
-        pass  # not all strings
-    else:
         if _COLUMN_NEEDS_QUOTES.search(joined) is None:
             return column
         if joined.count(_SEP) == len(column) - 1:
@@ -198,7 +201,7 @@ def _column_cells(column: Sequence[Any], true_text: str, false_text: str) -> Seq
     return [format_value(value, true_text, false_text) for value in column]
 
 
-def _numeric_cells(column: Sequence[Any], true_text: str, false_text: str) -> list[str] | None:
+def _numeric_cells(column: Sequence[object], true_text: str, false_text: str) -> list[str] | None:
     """A column of numbers, booleans and None formatted by orjson; None if it holds anything else."""
     try:
         data = orjson.dumps(column)

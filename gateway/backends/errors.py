@@ -22,12 +22,12 @@ import time
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import aiohttp
 import orjson
 
 from gateway.errors import GatewayError, SettingsError
+from gateway.json_types import JsonObject
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 570})
 # Statuses that say the service is unavailable or overloaded, rather than failing on this request.
@@ -170,7 +170,7 @@ def from_exception(backend: str, exc: BaseException) -> ScoringError:
     raise exc
 
 
-def json_object(backend: str, body: bytes) -> dict[str, Any]:
+def json_object(backend: str, body: bytes) -> JsonObject:
     """A response body that must be one JSON object; anything else is a decode error saying why."""
     try:
         doc = orjson.loads(body)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, cast
+from typing import TypeAlias
 
 import orjson
 
@@ -78,28 +78,31 @@ from gateway.backends.datarobot.response import (
     carry_row_fields,
     fail,
     json_explanations,
+    prediction_rows,
     row_ids,
 )
 from gateway.backends.errors import BackendSettingsError, ResponseDecodeError, from_status, json_object
+from gateway.json_types import JsonScalar, Row
 
 REALTIME_LIMIT_BYTES = 50 * 1024 * 1024
 _GZIP_LEVEL = 1
 # Row keys beyond the prediction itself; a response without any of them takes the short path.
 _OPTIONAL_KEYS = frozenset({"passthroughValues", "predictionExplanations", "reasonCodes",
                             "shapExplanationsMetadata"}) | ROW_FIELD_KEYS
+# A response's labels (``label`` of ``predictionValues``, predictions) → their text, see _add_label.
+LabelTexts: TypeAlias = dict[JsonScalar, str]
 
 
-def label_text(label: Any) -> str:
+def label_text(label: JsonScalar) -> str:
     """A class label as a string, spelled as the JSON response spelled it."""
-    kind = type(label)
-    if kind is str:
-        return cast(str, label)
-    if kind is bool:
+    if isinstance(label, str):
+        return label
+    if type(label) is bool:
         return "true" if label else "false"
     return repr(label)
 
 
-def _add_label(texts: dict[Any, str], label: Any) -> str:
+def _add_label(texts: LabelTexts, label: JsonScalar) -> str:
     """``label``'s text from the response's label table, adding it on first sight.
 
     Numerically equal labels (``1`` and ``1.0``) share one entry, so within one response a label
@@ -199,14 +202,14 @@ class DataRobotCodec:
 
     # -- encoding ---------------------------------------------------------------------------
 
-    def check_row(self, row: Mapping[str, Any]) -> str | None:
+    def check_row(self, row: Mapping[str, object]) -> str | None:
         return row_problem(row)
 
-    def check_json_row(self, row: dict[str, Any]) -> str | None:
+    def check_json_row(self, row: Mapping[str, object]) -> str | None:
         return json_row_problem(row)
 
     def encode(self, features: Sequence[str] | None,
-               rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:
+               rows: Sequence[Row]) -> ScoringRequest:
         columns = request_columns(features, rows)
         raw = self._csv_body(columns, rows) if self.body_format == "csv" else self._json_body(features, columns, rows)
         if len(raw) > REALTIME_LIMIT_BYTES:
@@ -220,7 +223,7 @@ class DataRobotCodec:
                               row_key_column=ROW_COLUMN if self.csv_response else None,
                               passthrough_columns=passthrough)
 
-    def _csv_body(self, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> bytes:
+    def _csv_body(self, columns: tuple[str, ...], rows: Sequence[Row]) -> bytes:
         values = row_tuples(columns, rows)
         if self.csv_response:
             columns += (ROW_COLUMN,)
@@ -228,7 +231,7 @@ class DataRobotCodec:
         return encode_csv(columns, values)
 
     def _json_body(self, features: Sequence[str] | None, columns: tuple[str, ...],
-                   rows: Sequence[Mapping[str, Any]]) -> bytes:
+                   rows: Sequence[Row]) -> bytes:
         width = len(columns)
         if features is None and not self.csv_response and all(type(row) is dict and len(row) == width
                                                               for row in rows):
@@ -265,17 +268,19 @@ class DataRobotCodec:
                 raise fail("legacy api/v1 response (predictions/class_probabilities) is not supported: "
                             "use the /predApi/v1.0/deployments/{id}/predictions endpoint")
             raise fail("response has no 'data' array")
+        if not prediction_rows(data):
+            raise fail("malformed response: rows must be JSON objects")
         count = request.rows
         if len(data) != count:
             raise fail(f"response has {len(data)} rows, the request had {count}")
         ids, in_order = row_ids(data, count)
         sources = request.source_rows
         own_column = request.row_key_column  # only echoed when the server ignored Accept: text/csv
-        texts: dict[Any, str] = {}  # label → text, see _add_label
-        label0: Any = None  # the binary label pair last seen, and its texts
-        label1: Any = None
+        texts: LabelTexts = {}
+        label0: JsonScalar = None  # the binary label pair last seen, and its texts
+        label1: JsonScalar = None
         text0 = text1 = ""
-        probabilities: dict[str, Any] | None
+        probabilities: dict[str, float] | None
         keys = set().union(*data)  # one C pass instead of 4 gets a row
         unknown = keys - KNOWN_ROW_KEYS  # per-row fields the gateway does not model: kept, not dropped
         carried = bool(unknown) or not ROW_FIELD_KEYS.isdisjoint(keys)

@@ -22,9 +22,9 @@ as ``DEPLOYMENT_APPROVAL_STATUS`` is ``deploymentApprovalStatus``):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Final, NotRequired, TypedDict, TypeGuard
 
 from gateway.backends.codec import (
     Explanation,
@@ -32,15 +32,16 @@ from gateway.backends.codec import (
     ScoringRequest,
 )
 from gateway.backends.errors import ResponseDecodeError
+from gateway.json_types import JsonScalar, JsonValue, Row
 
 BACKEND = "datarobot"
 ROW_COLUMN = "__gateway_row"
 NO_PREDICTION = "no prediction returned"
 EXPLANATION_COLUMN = re.compile(
     r"EXPLANATION_(\d+)_(FEATURE_NAME|STRENGTH|QUALITATIVE_STRENGTH|ACTUAL_VALUE)")
-WARNING_KEY = "isOutlierPrediction"
+WARNING_KEY: Final = "isOutlierPrediction"
 WARNING_COLUMN = "IS_OUTLIER_PREDICTION"
-ADJUSTED_KEY = "adjustedPrediction"
+ADJUSTED_KEY: Final = "adjustedPrediction"
 # Row keys the JSON decoder reads, or deliberately leaves out (deployment-wide constants).
 ROW_FIELD_KEYS = frozenset({WARNING_KEY, ADJUSTED_KEY})
 KNOWN_ROW_KEYS = frozenset({"predictionValues", "prediction", "rowId", "predictionThreshold", "passthroughValues",
@@ -50,6 +51,46 @@ KNOWN_ROW_KEYS = frozenset({"predictionValues", "prediction", "rowId", "predicti
 CONSTANT_COLUMNS = frozenset({"POSITIVE_CLASS", "DEPLOYMENT_APPROVAL_STATUS"})
 _TRUE_TEXT = frozenset({"true", "1"})
 _FALSE_TEXT = frozenset({"false", "0"})
+
+
+# The JSON response's rows as the vendor documents them. Rows are checked to be objects once per
+# response (:func:`prediction_rows`), not field by field on the per-row path: a field of another
+# shape fails the decode there (``DataRobotCodec.decode`` turns the KeyError or TypeError into
+# ResponseDecodeError), or is passed along as sent.
+class PredictionValue(TypedDict):
+    label: JsonScalar  # a class name, or the target's name for a regression
+    value: float
+
+
+class ExplanationEntry(TypedDict):
+    feature: str
+    strength: float
+    qualitativeStrength: NotRequired[str | None]  # XEMP only
+    featureValue: NotRequired[JsonValue]
+    label: NotRequired[JsonScalar]  # multiclass: the class explained
+
+
+class ShapMetadata(TypedDict, total=False):
+    baseValue: float
+    remainingTotal: float
+
+
+class PredictionRow(TypedDict):
+    rowId: int
+    prediction: JsonScalar
+    predictionValues: list[PredictionValue]
+    predictionThreshold: NotRequired[float | None]
+    passthroughValues: NotRequired[dict[str, object] | None]  # echoed input values, only written out
+    predictionExplanations: NotRequired[list[ExplanationEntry] | None]
+    reasonCodes: NotRequired[list[ExplanationEntry] | None]  # the legacy name
+    shapExplanationsMetadata: NotRequired[ShapMetadata | None]
+    isOutlierPrediction: NotRequired[JsonScalar]
+    adjustedPrediction: NotRequired[float | None]
+
+
+def prediction_rows(data: list[JsonValue]) -> TypeGuard[list[PredictionRow]]:
+    """Whether every row of a response's ``data`` is an object (one C pass)."""
+    return set(map(type, data)) <= {dict}
 
 
 def strength(explanation: Explanation) -> float:
@@ -63,7 +104,7 @@ def fail(message: str) -> ResponseDecodeError:
 _ROW_ID = itemgetter("rowId")
 
 
-def row_ids(data: list[Any], count: int) -> tuple[list[int], bool]:
+def row_ids(data: Sequence[PredictionRow], count: int) -> tuple[list[int], bool]:
     """Every row's ``rowId``, and whether they are simply 0..n-1 (as DataRobot sends them).
 
     Otherwise they must be a permutation of the positions sent: anything else cannot be aligned.
@@ -85,9 +126,8 @@ def row_ids(data: list[Any], count: int) -> tuple[list[int], bool]:
     return ids, False
 
 
-def json_explanations(entries: Sequence[Mapping[str, Any]], source: Mapping[str, Any],
-                       metadata: Mapping[str, Any] | None,
-                       class_text: Callable[[Any], str] | None = None) -> tuple[list[Explanation], str | None]:
+def json_explanations(entries: Sequence[ExplanationEntry], source: Row, metadata: ShapMetadata | None,
+                       class_text: Callable[[JsonScalar], str] | None = None) -> tuple[list[Explanation], str | None]:
     """The row's explanations by |strength|, and their kind when the row itself shows it.
 
     ``class_text`` (multiclass rows): each explanation names the class it explains, its ``label``
@@ -103,8 +143,8 @@ def json_explanations(entries: Sequence[Mapping[str, Any]], source: Mapping[str,
         value = source[feature] if feature in source else entry.get("featureValue")
         explanation: Explanation = {"feature": feature, "value": value, "strength": float(entry["strength"]),
                                     "qualitative": qualitative}
-        if class_text is not None and entry.get("label") is not None:
-            explanation["class"] = class_text(entry["label"])
+        if class_text is not None and (label := entry.get("label")) is not None:
+            explanation["class"] = class_text(label)
         explanations.append(explanation)
     explanations.sort(key=strength, reverse=True)
     if xemp:
@@ -114,7 +154,7 @@ def json_explanations(entries: Sequence[Mapping[str, Any]], source: Mapping[str,
     return explanations, None
 
 
-def carry_row_fields(row: ScoredRow, item: Mapping[str, Any], unknown: set[str]) -> None:
+def carry_row_fields(row: ScoredRow, item: PredictionRow, unknown: set[str]) -> None:
     """The warning, the adjusted prediction and the unmodelled fields of one JSON row onto ``row``."""
     warning = item.get(WARNING_KEY)
     if warning is not None:
@@ -123,11 +163,11 @@ def carry_row_fields(row: ScoredRow, item: Mapping[str, Any], unknown: set[str])
     if adjusted is not None:
         row.adjusted_prediction = float(adjusted)
     if unknown:
-        kept = {name: item[name] for name in unknown if name in item}
+        kept = {name: item.get(name) for name in unknown if name in item}
         row.vendor_fields = kept or None
 
 
-def _flag(value: Any) -> bool:
+def _flag(value: JsonScalar) -> bool:
     if type(value) is bool:
         return value
     text = str(value).strip().lower()
@@ -177,13 +217,15 @@ class CsvLayout:
                       if "FEATURE_NAME" in slot and "STRENGTH" in slot]
         self.prediction, self.classes = _prediction_columns(header, predictions)
 
-    def scored_row(self, line: list[str], source: Mapping[str, Any]) -> ScoredRow:
+    def scored_row(self, line: list[str], source: Row) -> ScoredRow:
         predicted = line[self.prediction]
-        passthrough = {name: line[at] for name, at in self.passthrough} or None
+        passthrough: dict[str, object] | None = {name: line[at] for name, at in self.passthrough} or None
         if predicted == "":
             return ScoredRow(passthrough=passthrough, not_predicted_reason=NO_PREDICTION)
+        prediction: str | float
+        probabilities: dict[str, float] | None
         if self.classes:
-            prediction: Any = predicted
+            prediction = predicted
             probabilities = {label: float(line[at]) for label, at in self.classes}
         else:
             prediction, probabilities = float(predicted), None
@@ -196,7 +238,7 @@ class CsvLayout:
                 continue
             qualitative = line[qualitative_at] if qualitative_at is not None else ""
             xemp = xemp or bool(qualitative)
-            value = source[feature] if feature in source else (
+            value: object = source[feature] if feature in source else (
                 line[actual_at] if actual_at is not None else None)
             explanations.append({"feature": feature, "value": value, "strength": float(line[strength_at]),
                                  "qualitative": qualitative or None})

@@ -24,7 +24,7 @@ Decisions (the README's vendor notes summarise these):
 * **Column roles**, from names, decided once per response: ``automl_row_index``; the configured
   index column; names that were sent (``includeSource`` echoes them); ``not_predicted_reason``;
   ``<target>_predicted`` (exactly one); ``<feature>_SHAP``; ``<target>_<class>`` probability
-  columns. Any other column is kept in ``passthrough`` rather than dropped.
+  columns. Every other column is kept in ``passthrough`` rather than dropped.
 * **Alignment**: by ``automl_row_index`` (0-based position in the request) when present, else by the
   index column's values (compared as numbers when both sides read as numbers, so ``"7"``, ``7``
   and ``7.0`` match). Neither present, a key missing, repeated or out of range, or a row count
@@ -43,7 +43,6 @@ Decisions (the README's vendor notes summarise these):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import orjson
 
@@ -60,9 +59,10 @@ from gateway.backends.codec import (
 )
 from gateway.backends.errors import BackendSettingsError, ResponseDecodeError, from_status
 from gateway.backends.qlik.response import BACKEND, ResponseLayout, read_table
+from gateway.json_types import Row
 
 
-def _stringify(value: Any) -> Any:
+def _stringify(value: object) -> object:
     """A cell for ``stringify_values``: the spec's string form, None kept as a missing value."""
     kind = type(value)
     if kind is str or value is None:
@@ -103,26 +103,26 @@ class QlikCodec:
 
     # -- encoding ---------------------------------------------------------------------------
 
-    def check_row(self, row: Mapping[str, Any]) -> str | None:
+    def check_row(self, row: Mapping[str, object]) -> str | None:
         return self._index_missing(row) if (problem := row_problem(row)) is None else problem
 
-    def check_json_row(self, row: dict[str, Any]) -> str | None:
+    def check_json_row(self, row: Mapping[str, object]) -> str | None:
         problem = json_row_problem(row)  # once per record: no second call without an index column
         if problem is None and self.index_column:
             return self._index_missing(row)
         return problem
 
-    def _index_missing(self, row: Mapping[str, Any]) -> str | None:
+    def _index_missing(self, row: Mapping[str, object]) -> str | None:
         if self.index_column and row.get(self.index_column) is None:
             return f"index column {self.index_column!r} is missing or null"
         return None
 
     def encode(self, features: Sequence[str] | None,
-               rows: Sequence[Mapping[str, Any]]) -> ScoringRequest:
+               rows: Sequence[Row]) -> ScoringRequest:
         columns = request_columns(features, rows)
         if self.index_column and self.index_column not in columns:
             columns += (self.index_column,)
-        values: list[Any] = row_tuples(columns, rows)
+        values = row_tuples(columns, rows)
         if self.stringify_values:
             values = [tuple(map(_stringify, row)) for row in values]
         body = orjson.dumps({"schema": [{"name": name} for name in columns], "rows": values})

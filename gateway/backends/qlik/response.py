@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeAlias, TypeGuard
 
 from gateway.backends.codec import (
     Explanation,
@@ -15,17 +15,27 @@ from gateway.backends.codec import (
 )
 from gateway.backends.csvcodec import CsvError, read_csv
 from gateway.backends.errors import ResponseDecodeError, json_object
+from gateway.json_types import JsonValue
 
 BACKEND = "qlik"
 ROW_INDEX = "automl_row_index"
 NOT_PREDICTED_REASON = "not_predicted_reason"
 NO_PREDICTION = "no prediction returned"
 
+# A row of the response table: JSON values (or CSV text, an empty field as None).
+Cells: TypeAlias = Sequence[JsonValue]
+# A cell read as a number (probability, SHAP strength): a JSON number, or a number in a string that
+# ``float`` reads. Cells are checked per column (``_typed_numbers``), never one by one on the per-row
+# path, so this stays what orjson returns (untyped); a cell ``float`` refuses fails the decode
+# (``QlikCodec.decode`` turns its TypeError or ValueError into ResponseDecodeError).
+NumberCell: TypeAlias = Any
+
+
 def _fail(message: str) -> ResponseDecodeError:
     return ResponseDecodeError(BACKEND, message)
 
 
-def read_table(content_type: str, body: bytes) -> tuple[list[str], list[str | None], list[list[Any]]]:
+def read_table(content_type: str, body: bytes) -> tuple[list[str], list[JsonValue], list[list[JsonValue]]]:
     """Column names, declared column types (None when unknown) and row cells of a response."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "text/csv":
@@ -33,29 +43,45 @@ def read_table(content_type: str, body: bytes) -> tuple[list[str], list[str | No
             header, lines = read_csv(body)
         except CsvError as exc:
             raise _fail(str(exc)) from exc
-        return header, [None] * len(header), [[cell if cell != "" else None for cell in line]
-                                              for line in lines]
+        cells: list[list[JsonValue]] = [[cell if cell != "" else None for cell in line] for line in lines]
+        return header, [None] * len(header), cells
     if media and "json" not in media:
         raise _fail(f"unexpected content type {content_type!r}: {body[:200]!r}")
     doc = json_object(BACKEND, body)
     table = doc
     if "data" in doc:
         data = doc["data"]
-        if not isinstance(data, dict) or not isinstance(data.get("attributes"), dict):
+        if not isinstance(data, dict) or not isinstance(attributes := data.get("attributes"), dict):
             raise _fail("'data' has no 'attributes' object")
         if data.get("type", "realtime-prediction") != "realtime-prediction":
             raise _fail(f"unexpected data.type {data.get('type')!r}")
-        table = data["attributes"]
+        table = attributes
     schema, rows = table.get("schema"), table.get("rows")
     if not isinstance(schema, list) or not isinstance(rows, list):
         raise _fail("response has no schema/rows table")
-    names = [column["name"] for column in schema]
-    if not all(isinstance(name, str) for name in names):
+    columns = [column for column in schema if isinstance(column, dict)]
+    if len(columns) != len(schema):
+        raise _fail("malformed response: schema entries must be objects")
+    names = [column["name"] for column in columns]
+    texts = [name for name in names if isinstance(name, str)]
+    if len(texts) != len(names):
         raise _fail("schema names must be strings")
-    return names, [column.get("type") for column in schema], rows
+    if not _lists(rows):
+        raise _fail("malformed response: rows must be arrays")
+    return texts, [column.get("type") for column in columns], rows
 
 
-def _key(value: Any) -> Any:
+def _lists(rows: list[JsonValue]) -> TypeGuard[list[list[JsonValue]]]:
+    """Whether every row is an array (one C pass)."""
+    return set(map(type, rows)) <= {list}
+
+
+def _ints(values: list[JsonValue]) -> TypeGuard[list[int]]:
+    """Whether every value is an integer (one C pass; a bool is not one)."""
+    return set(map(type, values)) <= {int}
+
+
+def _key(value: object) -> object:
     """An index value in a form equal across typed and stringified cells (``"7"`` == ``7`` == ``7.0``)."""
     if isinstance(value, str):
         text = value.strip()
@@ -73,39 +99,44 @@ def _key(value: Any) -> Any:
     return value
 
 
-def _position(value: Any) -> int:
+def _position(value: JsonValue) -> int:
     """An ``automl_row_index`` cell as an int (typed, float-typed or stringified)."""
     if type(value) is int:
         return value
+    if not isinstance(value, (str, int, float)):  # (float() refuses it)
+        raise _fail(f"malformed response: {ROW_INDEX} {value!r} is not a number")
     number = float(value)
     if not number.is_integer():
         raise _fail(f"{ROW_INDEX} {value!r} is not a whole number")
     return int(number)
 
 
-def _number(value: Any) -> Any:
-    kind = type(value)
-    if kind is float or kind is int:
-        return value
-    try:
+def _number(value: JsonValue) -> JsonValue:
+    """A regression prediction as a float when it is a number in a string (or a bool, as float reads
+    it); anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if type(value) is bool:
         return float(value)
-    except (TypeError, ValueError):
-        return value
+    return value
 
 
-def _none(row: list[Any]) -> None:
+def _none(row: Cells) -> None:
     return None
 
 
 def _dict_maker(keys: list[str], columns: list[int],
-                convert: bool = False) -> Callable[[list[Any]], dict[str, Any]]:
+                convert: bool = False) -> Callable[[Cells], dict[str, NumberCell]]:
     """A function building ``{key: row[column]}`` for one row; a dict display for the common widths.
 
     Building a two-entry dict with a display is several times cheaper than ``dict(zip(...))``, and
     this runs once per row. ``convert`` reads every cell with ``float`` (stringified numbers).
     """
     if convert:
-        getter = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
+        getter = itemgetter(*columns) if len(columns) > 1 else itemgetter(slice(columns[0], columns[0] + 1))
         return lambda row: dict(zip(keys, map(float, getter(row)), strict=False))
     if len(keys) == 1:
         (k0,), (c0,) = keys, columns
@@ -120,7 +151,7 @@ def _dict_maker(keys: list[str], columns: list[int],
     return lambda row: dict(zip(keys, getter(row), strict=False))
 
 
-def _cells(columns: list[int]) -> Callable[[list[Any]], Sequence[Any]]:
+def _cells(columns: list[int]) -> Callable[[Cells], Sequence[NumberCell]]:
     """A row's cells at ``columns``, as one C call (``itemgetter`` of one column is no sequence)."""
     if len(columns) > 1:
         return itemgetter(*columns)
@@ -145,7 +176,7 @@ class ResponseLayout:
     passthrough_columns: list[int]
 
     @classmethod
-    def of(cls, names: list[str], types: list[str | None], request: ScoringRequest) -> ResponseLayout:
+    def of(cls, names: list[str], types: Sequence[JsonValue], request: ScoringRequest) -> ResponseLayout:
         sent = set(request.columns)
         index_column = request.row_key_column
         row_index = key = reason = None
@@ -187,16 +218,15 @@ class ResponseLayout:
         return cls(len(names), target, prediction, numeric, classes, class_columns, shap, row_index,
                    key, reason, [names[at] for at in passthrough], passthrough)
 
-    def positions(self, rows: list[list[Any]], request: ScoringRequest) -> list[int]:
+    def positions(self, rows: Sequence[Cells], request: ScoringRequest) -> list[int]:
         """The input position of every response row; an error when any row cannot be placed."""
         count = request.rows
         if len(rows) != count:
             raise _fail(f"response has {len(rows)} rows, the request had {count}")
         if self.row_index is not None:
             at = self.row_index
-            positions = [row[at] for row in rows]
-            if not set(map(type, positions)) <= {int}:
-                positions = list(map(_position, positions))
+            cells = [row[at] for row in rows]
+            positions = cells if _ints(cells) else list(map(_position, cells))
             where = ROW_INDEX
         elif self.key is not None and request.row_keys is not None:
             lookup = {_key(value): place for place, value in enumerate(request.row_keys)}
@@ -216,7 +246,7 @@ class ResponseLayout:
             _explain_bad_positions(positions, count, where)
         return positions
 
-    def scored_rows(self, rows: list[list[Any]], request: ScoringRequest) -> list[ScoredRow]:
+    def scored_rows(self, rows: Sequence[Cells], request: ScoringRequest) -> list[ScoredRow]:
         widths = set(map(len, rows))
         if widths - {self.width}:
             raise _fail(f"rows of {sorted(widths - {self.width})} cells, the schema has {self.width}")
@@ -243,6 +273,7 @@ class ResponseLayout:
                 out[position] = ScoredRow(passthrough=passthrough_of(row),
                                           not_predicted_reason=str(reason) if reason else NO_PREDICTION)
                 continue
+            probabilities: dict[str, float] | None
             if probabilities_of is not None:
                 probabilities = probabilities_of(row)
                 if type(predicted) is not str:
@@ -266,13 +297,13 @@ class ResponseLayout:
         return out  # type: ignore[return-value]  # every slot filled: positions are a permutation
 
     @staticmethod
-    def _typed_numbers(rows: list[list[Any]], columns: list[int]) -> bool:
+    def _typed_numbers(rows: Sequence[Cells], columns: list[int]) -> bool:
         """Whether these columns hold JSON numbers (or nulls) only, so no conversion is needed."""
         allowed = {float, int, type(None)}
         return all(set(map(type, [row[at] for row in rows])) <= allowed for at in columns)
 
 
-def _explain_bad_positions(positions: list[Any], count: int, where: str) -> None:
+def _explain_bad_positions(positions: list[int], count: int, where: str) -> None:
     seen: set[int] = set()
     for position in positions:
         if not 0 <= position < count:
@@ -283,7 +314,7 @@ def _explain_bad_positions(positions: list[Any], count: int, where: str) -> None
     raise _fail(f"{where} values do not cover the rows sent")  # unreachable with len == count
 
 
-def _label(value: Any, classes: set[str]) -> str:
+def _label(value: JsonValue, classes: set[str]) -> str:
     """A typed class label spelled as its probability column spells it."""
     if isinstance(value, bool):
         text = "true" if value else "false"

@@ -67,7 +67,7 @@ class TargetCapture:
     def check_row(self, row: Mapping[str, object]) -> str | None:
         return self._codec.check_row(row)
 
-    def check_json_row(self, row: dict[str, object]) -> str | None:
+    def check_json_row(self, row: Mapping[str, object]) -> str | None:
         return self._codec.check_json_row(row)
 
     def encode(self, features: Sequence[str] | None, rows: Sequence[Mapping[str, object]]) -> ScoringRequest:

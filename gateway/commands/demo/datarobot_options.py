@@ -18,18 +18,18 @@ import aiohttp
 
 from gateway.backends.datarobot.codec import DataRobotCodec
 from gateway.backends.errors import vendor_message
-from gateway.json_types import Row
+from gateway.json_types import JsonObject, JsonValue, Row
 
 TOKEN = "demo-token"
-CUSTOMERS: list[Row] = [  # tenures of 1, 3 and 12 years: the last customer's value is outside 0–4000
+CUSTOMERS: list[JsonObject] = [  # tenures of 1, 3 and 12 years: the last customer's value is outside 0–4000
     {"PlanType": "Basic", "TenureMonths": 12, "BaseFee": 45.0, "AdditionalFeatureSpend": 5.0, "ServiceRating": 3.9,
      "HasRenewed": False},
     {"PlanType": "Premium", "TenureMonths": 36, "BaseFee": 80.0, "AdditionalFeatureSpend": 25.0,
      "ServiceRating": 4.4, "HasRenewed": True},
     {"PlanType": "Enterprise", "TenureMonths": 144, "BaseFee": 90.0, "AdditionalFeatureSpend": 40.0,
      "ServiceRating": 4.9, "HasRenewed": True}]
-TICKET: Row = {"Channel": "phone", "OpenTickets": 3, "WaitMinutes": 25.0, "ServiceRating": 3.1, "PlanType": "Premium",
-          "IsOutage": True}
+TICKET: JsonObject = {"Channel": "phone", "OpenTickets": 3, "WaitMinutes": 25.0, "ServiceRating": 3.1,
+                      "PlanType": "Premium", "IsOutage": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +52,16 @@ async def showcase(emulator_url: str, session: aiohttp.ClientSession) -> Showcas
     explained = DataRobotCodec(url=url(ids["support_priority"]), token=TOKEN, max_bytes=None, max_explanations=3,
                                explanation_num_top_classes=2)
     status, _, body = await _send(session, explained, [TICKET])
-    return Showcase([(float(row.prediction), row.prediction_warning) for row in rows],
+    return Showcase([(_number(row.prediction), row.prediction_warning) for row in rows],
                     warned.request_url.partition("?")[2], status, vendor_message(body),
                     explained.request_url.partition("?")[2])
+
+
+def _number(prediction: JsonValue) -> float:
+    """A regression prediction (a JSON number) as a float."""
+    if isinstance(prediction, (int, float)):
+        return float(prediction)
+    raise TypeError(f"expected a numeric prediction, got {prediction!r}")
 
 
 async def _send(session: aiohttp.ClientSession, codec: DataRobotCodec,
