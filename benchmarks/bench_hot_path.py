@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +59,11 @@ def batches_of(records: Sequence[Any]) -> list[Batch]:
     return out
 
 
-def one_pass(codec: Codec, records: Sequence[Any], responses: Sequence[tuple[str, bytes]]) -> dict[str, float]:
-    """CPU seconds per stage for one pass over ``records``."""
-    spent = dict.fromkeys(STAGES, 0.0)
-    clock = time.process_time
-    outputs = Outputs(pipeline="churn", backend=codec.backend, deployment=codec.deployment,
-                      predictions="churn-predictions", dead_letter="churn-dead-letter", explanations=None)
-    tracker, batcher, check, formed = OffsetTracker(), Batcher(ROWS_PER_BATCH, 50_000_000, 10), codec.check_json_row, []
-    started = clock()
+def take_in(records: Sequence[Any], tracker: OffsetTracker, batcher: Batcher,
+            check: Callable[[Mapping[str, object]], str | None]) -> list[Batch]:
+    """The intake's per-record work, as the gateway does it: track offsets by partition, decode each
+    value, check the row, add it to the batcher; the batches it formed."""
+    formed: list[Batch] = []
     by_partition: dict[int, list[Any]] = {}
     for record in records:
         by_partition.setdefault(record.partition, []).append(record)
@@ -78,6 +75,18 @@ def one_pass(codec: Codec, records: Sequence[Any], responses: Sequence[tuple[str
                 batch = batcher.add(record, row)
                 if batch is not None:
                     formed.append(batch)
+    return formed
+
+
+def one_pass(codec: Codec, records: Sequence[Any], responses: Sequence[tuple[str, bytes]]) -> dict[str, float]:
+    """CPU seconds per stage for one pass over ``records``."""
+    spent = dict.fromkeys(STAGES, 0.0)
+    clock = time.process_time
+    outputs = Outputs(pipeline="churn", backend=codec.backend, deployment=codec.deployment,
+                      predictions="churn-predictions", dead_letter="churn-dead-letter", explanations=None)
+    tracker, batcher, check, formed = OffsetTracker(), Batcher(ROWS_PER_BATCH, 50_000_000, 10), codec.check_json_row, []
+    started = clock()
+    formed.extend(take_in(records, tracker, batcher, check))
     spent["intake"] = clock() - started
     for batch, (content_type, body) in zip(formed, responses, strict=True):
         t0 = clock()

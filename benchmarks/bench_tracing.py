@@ -40,14 +40,13 @@ import requests
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-from benchmarks.bench_hot_path import ROWS_PER_BATCH, VARIANTS, batches_of, fetch_responses, input_records
+from benchmarks.bench_hot_path import ROWS_PER_BATCH, VARIANTS, batches_of, fetch_responses, input_records, take_in
 from benchmarks.machine import describe as describe_machine
 from gateway.backends.codec import Codec
 from gateway.config.tracing import TracingConfig
 from gateway.delivery.at_least_once import offsets_by_partition
 from gateway.delivery.offsets import OffsetTracker
 from gateway.emulator import EmulatorOptions, start_emulator
-from gateway.kafka.source import decode_value
 from gateway.runtime.memory import tune_for_batches
 from gateway.stream.batcher import Batch, Batcher
 from gateway.stream.outputs import Outputs
@@ -100,17 +99,7 @@ def one_pass(codec: Codec, records: Sequence[Any], responses: Sequence[tuple[str
     formed: list[Batch] = []
     clock = time.process_time
     started = clock()
-    by_partition: dict[int, list[Any]] = {}
-    for record in records:
-        by_partition.setdefault(record.partition, []).append(record)
-    for partition, mine in by_partition.items():
-        tracker.track(TopicPartition("churn-features", partition), [r.offset for r in mine])
-        for record in mine:
-            row = decode_value(record.value)
-            if type(row) is dict and check(row) is None:
-                batch = batcher.add(record, row)
-                if batch is not None:
-                    formed.append(batch)
+    formed.extend(take_in(records, tracker, batcher, check))
     for batch, (content_type, body) in zip(formed, responses, strict=True):
         trace = None if pipeline is None else pipeline.start(batch.records, batch.opened)
         request = codec.encode(None, batch.rows)
