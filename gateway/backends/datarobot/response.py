@@ -134,18 +134,20 @@ def json_explanations(entries: Sequence[ExplanationEntry], source: Row, metadata
     spelled as the row's probabilities spell it. The sort is stable, so among equal strengths the
     server's order (its top class first) stays."""
     explanations: list[Explanation] = []
+    append = explanations.append
     xemp = False
-    for entry in entries:
+    for entry in entries:  # one display per entry: the per-feature cost of every explained row
         feature = entry["feature"]
         qualitative = entry.get("qualitativeStrength")
         if qualitative is not None:
             xemp = True
         value = source[feature] if feature in source else entry.get("featureValue")
-        explanation: Explanation = {"feature": feature, "value": value, "strength": float(entry["strength"]),
-                                    "qualitative": qualitative}
-        if class_text is not None and (label := entry.get("label")) is not None:
-            explanation["class"] = class_text(label)
-        explanations.append(explanation)
+        append({"feature": feature, "value": value, "strength": float(entry["strength"]), "qualitative": qualitative})
+    if class_text is not None:  # multiclass rows only, off the binary path's loop
+        for explanation, entry in zip(explanations, entries, strict=True):
+            label = entry.get("label")
+            if label is not None:
+                explanation["class"] = class_text(label)
     explanations.sort(key=strength, reverse=True)
     if xemp:
         return explanations, "xemp"
