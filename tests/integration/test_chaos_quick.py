@@ -37,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # runner's report test below), the API outages (tests/integration/test_outages.py), backend faults
 # (test_streaming's transient faults), the auth outage (test_streaming's auth failure), graceful
 # restarts (test_processes' SIGTERM), rebalances (test_processes' two members, test_rebalance),
-# crashes under exactly-once (test_exactly_once's kills).
+# crashes under exactly-once (test_exactly_once's kills), scaling 1 -> 2 -> 3 -> 2 -> 1 replicas
+# (test_scale_in's member leaving under a steady stream, both deliveries).
 SUITE_RUNS = ("crashes", "broker-stalls")
 SUITE_SKIPS = frozenset({"hostile-input", "api-503", "api-down", "api-hangs", "api-429", "backend-faults",
                          "auth-outage", "graceful-restarts", "rebalances",
-                         "crashes-exactly-once"})
+                         "crashes-exactly-once", "scale", "scale-exactly-once"})
 
 
 def run_campaign(tmp_path: Path, *keys: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
