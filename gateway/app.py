@@ -53,7 +53,14 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return 2
     configure_logging(args.log_format, args.log_level, secrets=config.secret_values())
-    return run_until_signalled(config)
+    try:
+        return run_until_signalled(config)
+    except OSError as exc:  # only the admin server's bind runs outside serve()'s own failure handling
+        admin = config.admin
+        print(f"scoring-gateway run: cannot listen on {admin.host}:{admin.port} for /metrics, /healthz and "
+              f"/readyz ({exc.strerror or exc}): set admin.port (0 lets the OS choose) or stop the process "
+              "holding it", file=sys.stderr)
+        return 1
 
 
 def start_tracing(config: Config) -> Tracing | None:
