@@ -48,6 +48,9 @@ ATTEMPT_TIMEOUT_S = 10.0
 # expect another security protocol (it does not): after this many attempts in a row it counts as
 # the second.
 CLOSED_ATTEMPTS_BEFORE_STOP = 3
+# A topic still unknown after this many attempts (about 1.5 s with the default back-off) does not
+# exist on a broker that does not create topics: start-up stops, naming it.
+MISSING_ATTEMPTS_BEFORE_STOP = 3
 
 _HEALS = (kafka_errors.KafkaConnectionError, kafka_errors.NodeNotReadyError, kafka_errors.RequestTimedOutError,
           kafka_errors.NoBrokersAvailable, kafka_errors.CoordinatorNotAvailableError,
@@ -65,11 +68,14 @@ class BrokerUnavailable(KafkaError):
 
 
 class _Passing(Exception):
-    """A cause that may heal by waiting; ``closed`` when the broker ended the handshake."""
+    """A cause that may heal by waiting; ``closed`` when the broker ended the handshake, ``missing``
+    when it named a topic unknown (a topic created a moment ago can be unknown to a broker's
+    metadata for an instant, so only an answer that persists stops start-up)."""
 
-    def __init__(self, cause: str, closed: bool = False) -> None:
+    def __init__(self, cause: str, closed: bool = False, missing: bool = False) -> None:
         super().__init__(cause)
         self.closed = closed
+        self.missing = missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ async def probe(kafka: KafkaConfig, topics: Sequence[str], timeout_s: float) -> 
         raise BrokerRefused(f"kafka: cannot load the TLS files: {exc}") from None
     passing: list[str] = []
     closed = True
+    missing = False
     for host, port in broker_addresses(kafka.bootstrap_servers):
         where = f"{host}:{port}"
         try:
@@ -122,11 +129,12 @@ async def probe(kafka: KafkaConfig, topics: Sequence[str], timeout_s: float) -> 
         except _Passing as exc:
             passing.append(f"{where}: {exc}")
             closed = False
+            missing = missing or exc.missing
         except BrokerRefused as exc:
             raise BrokerRefused(f"kafka {where}: {exc}") from None
         finally:
             conn.close()
-    raise _Passing("; ".join(passing), closed)
+    raise _Passing("; ".join(passing), closed, missing)
 
 
 async def _check(conn: Any, kafka: KafkaConfig, options: ClientOptions, topics: Sequence[str],  # Any: an
@@ -166,7 +174,7 @@ def _topic_state(topic: str, error: type[Exception]) -> None:
     if error is kafka_errors.NoError:
         return
     if error is kafka_errors.UnknownTopicOrPartitionError:
-        raise BrokerRefused(f"topic {topic!r} does not exist and the broker does not create topics")
+        raise _Passing(f"topic {topic!r} does not exist and the broker does not create topics", missing=True)
     if error is kafka_errors.TopicAuthorizationFailedError:
         raise BrokerRefused(f"not authorised to use topic {topic!r}")
     if error is kafka_errors.InvalidTopicError:
@@ -189,7 +197,7 @@ async def wait_for_kafka(kafka: KafkaConfig, topics: Sequence[str], stop: asynci
     rng = rng or random.Random()
     began = time.monotonic()
     deadline = began + float(kafka.startup_timeout_s)
-    attempt = closed_in_a_row = 0
+    attempt = closed_in_a_row = missing_in_a_row = 0
     while True:
         attempt += 1
         left = deadline - time.monotonic()
@@ -198,7 +206,8 @@ async def wait_for_kafka(kafka: KafkaConfig, topics: Sequence[str], stop: asynci
         except _Passing as passing:
             cause = str(passing)
             closed_in_a_row = closed_in_a_row + 1 if passing.closed else 0
-            if closed_in_a_row >= CLOSED_ATTEMPTS_BEFORE_STOP:
+            missing_in_a_row = missing_in_a_row + 1 if passing.missing else 0
+            if closed_in_a_row >= CLOSED_ATTEMPTS_BEFORE_STOP or missing_in_a_row >= MISSING_ATTEMPTS_BEFORE_STOP:
                 raise BrokerRefused(f"kafka {cause}") from None
             left = deadline - time.monotonic()
             if left <= 0:

@@ -106,8 +106,23 @@ async def test_a_real_closed_port_is_waited_on_until_the_deadline() -> None:
     assert "unreachable" in message and "kafka.startup_timeout_s 0.5" in message and "\n" not in message
 
 
+async def test_a_topic_unknown_again_and_again_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A topic created an instant ago may be unknown to one metadata answer; one still unknown after
+    three attempts does not exist on a broker that does not create topics."""
+    calls = scripted(monkeypatch, [FakeConnection(topic_error=3)] * 3)
+    with pytest.raises(BrokerRefused) as caught:
+        await wait_for_kafka(settings(), ["in"], asyncio.Event(), backoff=FAST)
+    message = str(caught.value)
+    assert "topic 'in' does not exist and the broker does not create topics" in message
+    assert message.startswith("kafka 127.0.0.1:19092: ") and len(calls) == 3
+
+
+async def test_a_topic_unknown_for_an_instant_is_waited_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripted(monkeypatch, [FakeConnection(topic_error=3), FakeConnection()])
+    assert await wait_for_kafka(settings(), ["in"], asyncio.Event(), backoff=FAST)
+
+
 @pytest.mark.parametrize(("conn", "expected"), [
-    (FakeConnection(topic_error=3), "topic 'in' does not exist and the broker does not create topics"),
     (FakeConnection(topic_error=29), "not authorised to use topic 'in'"),
     (FakeConnection(coordinator_error=30), "not authorised to use consumer group 'g' (kafka.group_id)"),
     (kafka_errors.SaslAuthenticationFailed("invalid credentials"), "authentication failed"),
