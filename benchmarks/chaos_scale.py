@@ -80,7 +80,7 @@ async def scale(campaign: Campaign, result: ScenarioResult, delivery: str = "at_
     rate, dwell_s = _sizes(campaign)
     committed_only = delivery == "exactly_once"
     async with campaign.stage(result.key) as stage:
-        await stage.emulator.configure(latency_ms=20)
+        await stage.emulator.aconfigure(latency_ms=20)
         config = stage.config(stage.qlik(), delivery=delivery, **paced(20, 50, 8))
         stream = PacedStream(stage.t, rate, seed=29)
         stop = asyncio.Event()
