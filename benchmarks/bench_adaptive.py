@@ -60,11 +60,14 @@ TARGET_SHARE_OF_BEST_STATIC = 0.9
 TARGET_SHARE_OF_BOUND = 0.85
 TARGET_REFUSAL_SHARE = 0.05
 SWEEP = (2, 4, 8, 16, 32)
-BACKLOG = {"full": 60_000, "quick": 20_000}
+# Each run scores for WINDOW_S from its first output (the ramp included) or until its backlog is
+# done: long enough that a setting's throughput, not the gateway's first second, is measured.
+BACKLOG = {"full": 300_000, "quick": 150_000}
+WINDOW_S = {"full": 6.0, "quick": 3.0}
 
 
-def limit_sampler(expected: int) -> Feed:
-    """A feed that samples the adaptive limit until ``expected`` records are published."""
+def limit_sampler(expected: int, window_s: float) -> Feed:
+    """A feed that samples the adaptive limit until ``expected`` records are published or the window ends."""
     async def feed(bootstrap: str, topics: RunTopics, gateway: GatewayProcess) -> list[tuple[float, float]]:
         series: list[tuple[float, float]] = []
         began: float | None = None
@@ -73,14 +76,14 @@ def limit_sampler(expected: int) -> Feed:
             if published:
                 began = began or time.monotonic()
                 series.append((time.monotonic() - began, metric_sum(await gateway.metrics(), LIMIT_METRIC)))
-            if published >= expected:
+            if published >= expected or (began is not None and time.monotonic() - began >= window_s):
                 break
             await asyncio.sleep(POLL_S)
         return series
     return feed
 
 
-async def one(bench: Bench, backend: Backend, limit: int | str, backlog: int,
+async def one(bench: Bench, backend: Backend, limit: int | str, backlog: int, window_s: float,
               rep: int) -> tuple[GatewayRun, int, int]:
     options: dict[str, Any] = {"latency_ms": backend.latency_ms, "per_row_ms": 0}
     if backend.capacity:
@@ -90,8 +93,8 @@ async def one(bench: Bench, backend: Backend, limit: int | str, backlog: int,
     sections = {"batching": {"max_rows": ROWS}, "concurrency": {"max_in_flight_requests": limit}}
     run = await run_gateway(bench, f"{backend.key}-{limit}-{rep}", qlik_backend(bench.emulator.qlik_url(),
                                                                                  include_shap=False),
-                            backlog=backlog, expected=backlog, sections=sections,
-                            feed=limit_sampler(backlog) if limit == "auto" else None)
+                            backlog=backlog, expected=backlog, sections=sections, window_s=window_s,
+                            feed=limit_sampler(backlog, window_s) if limit == "auto" else None)
     after = await _statuses(bench)
     answers = {status: n - before.get(status, 0) for status, n in after.items()}
     return run, answers.get("429", 0), sum(answers.values())
@@ -102,7 +105,7 @@ async def _statuses(bench: Bench) -> dict[str, int]:
     return {str(status): int(n) for status, n in found.items()}
 
 
-async def campaign(sizes: Sizes, backlog: int, repetitions: int, workdir: Path, broker: str,
+async def campaign(sizes: Sizes, backlog: int, window_s: float, repetitions: int, workdir: Path, broker: str,
                    backends: Sequence[Backend] = BACKENDS) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with aiohttp.ClientSession() as session:
@@ -116,7 +119,7 @@ async def campaign(sizes: Sizes, backlog: int, repetitions: int, workdir: Path, 
                     for limit in ("auto", *SWEEP):
                         print(f"[adaptive] {backend.key}, max_in_flight_requests {limit}, "
                               f"repetition {rep + 1}", flush=True)
-                        run, refused, requests = await one(bench, backend, limit, backlog, rep)
+                        run, refused, requests = await one(bench, backend, limit, backlog, window_s, rep)
                         runs.setdefault(str(limit), []).append({**run.summary(), "responses_429": refused,
                                                                 "requests": requests})
                         if limit == "auto":
@@ -193,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvloop
 
-        results = uvloop.run(campaign(QUICK if args.quick else FULL, BACKLOG[mode], 1 if args.quick else 3,
-                                      workdir, args.broker, chosen))
+        results = uvloop.run(campaign(QUICK if args.quick else FULL, BACKLOG[mode], WINDOW_S[mode],
+                                      1 if args.quick else 3, workdir, args.broker, chosen))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(results)
@@ -205,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               plots.run_context(broker_description(args.broker), machine,
                                                 datetime.datetime.now(datetime.UTC).isoformat()))
     doc = {"mode": mode, "broker": args.broker, "rows_per_request": ROWS, "sweep": SWEEP, "machine": machine,
+           "backlog": BACKLOG[mode], "window_s": WINDOW_S[mode],
            "elapsed_s": time.monotonic() - began, "summary": summary, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))

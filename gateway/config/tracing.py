@@ -34,9 +34,9 @@ class TracingConfig(Section):
     headers: Annotated[dict[HeaderName, HeaderValue], SECRET] = Field(
         {}, description="HTTP headers sent with every export, e.g. an API key (secret values)")
     sample_ratio: Fraction = Field(
-        0.01, description="the share of records without trace context that start a trace (0-1); a record whose "
-                          "`traceparent` is sampled is always traced, one whose `traceparent` is not, never "
-                          "(parent-based)")
+        0.01, description="the share of records without trace context that start a trace (0-1), drawn once per "
+                          "batch for all of its records without context; a record whose `traceparent` is "
+                          "sampled is always traced, one whose `traceparent` is not, never (parent-based)")
     service_name: Text = Field("scoring-gateway", description="`service.name` of the gateway's spans")
     resource_attributes: dict[AttributeName, Text] = Field(
         {}, description="more resource attributes of the gateway's spans "

@@ -54,7 +54,7 @@ class BackendClient:
         attempt is traced (its spans, and its ``traceparent`` on the request)."""
         backend, slots = self.codec.backend, self.slots
         await slots.acquire()
-        in_flight = slots.in_flight
+        generation = 0 if self.adaptive is None else self.adaptive.generation
         self.metrics.requests_in_flight(1)
         headers = request.headers if trace is None else trace.sending(request.headers)
         trace_id = None if trace is None else trace.trace_id
@@ -68,7 +68,7 @@ class BackendClient:
                 answer = response.headers
             seconds = time.monotonic() - started
             # Before the slot is released: a refusal lowers the limit before the next waiter gets in.
-            self._adapt(status, seconds, in_flight, request.rows)
+            self._adapt(status, seconds, slots.in_flight, request.rows, generation)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = self.masked(from_exception(backend, exc))
             reason = getattr(error, "reason", "fatal")
@@ -100,13 +100,14 @@ class BackendClient:
             trace.answered(status)
         return rows
 
-    def _adapt(self, status: int, seconds: float, in_flight: int, rows: int) -> None:
-        """Feed the adaptive limit: a 2xx or a refusal of the data is a latency sample; 429/503 a refusal."""
+    def _adapt(self, status: int, seconds: float, in_flight: int, rows: int, generation: int) -> None:
+        """Feed the adaptive limit: a 2xx or a refusal of the data is a latency sample; 429/503 a refusal
+        (``generation``: the limit's when the request was sent)."""
         adaptive = self.adaptive
         if adaptive is None:
             return
         if status in (429, 503):
-            limit = adaptive.refused()
+            limit = adaptive.refused(generation)
         elif status < 500:
             limit = adaptive.succeeded(seconds, in_flight, rows)
         else:

@@ -4,9 +4,11 @@
 configuration. It is additive-increase/multiplicative-decrease, the rule TCP congestion control is
 built on, with a queueing estimate in the manner of TCP Vegas:
 
-- **slow start**: until the first refusal or sign of queueing, the limit grows by one every
-  ``patience`` successes while in use, so by about a quarter per round trip (as TCP's slow start
-  doubles its window until the first loss): a fast backend is found in tens of requests.
+- **slow start**: until the first refusal or sign of queueing, the limit grows by one per success
+  while in use, so it doubles per round trip (as TCP's slow start doubles its window until the
+  first loss): from 4 to 32 requests in three round trips. A slow start that follows a backend
+  that grew (below) grows by one every ``patience`` successes, about a quarter per round trip: a
+  backend that only seemed to grow (a probe that held by chance) costs a small overshoot.
 - **increase**: after that, after ``limit × patience`` successes in a row while the limit was in
   use (as many requests in flight as allowed), the limit grows by one. An idle pipeline does not
   inflate it.
@@ -14,8 +16,9 @@ built on, with a queueing estimate in the manner of TCP Vegas:
   and marks that level as the ceiling; the limit then tries the ceiling again only after
   ``probe_patience`` times the usual wait, so it stays just below the level that drew the refusal
   (few refusals, no capacity left unused). A probe that holds at the ceiling clears it: the backend
-  grew, and the limit starts fast again to follow it. Refusals in a row mean it is far over
-  capacity and cut it by ``backoff`` (0.75) each.
+  grew, and the limit starts fast again to follow it. Refusals of requests sent before the last
+  decrease are ignored (the limit already came down for them); a refusal at the lowered level means
+  it is far over capacity and cuts it by ``backoff`` (0.75).
 - **decrease on queueing**: a backend that queues rather than refuses shows it in latency: with
   ``limit`` requests at a backend that serves ``n`` at once, each takes ``limit ÷ n`` times its
   unloaded latency. Latency is judged by epochs of answers (at least 16, and a round trip's worth),
@@ -66,6 +69,7 @@ class Queueing:
     _medians: dict[int, float] = field(default_factory=dict)  # the last epoch's, per size
     _samples: list[tuple[int, float]] = field(default_factory=list)  # (size, log latency), this epoch
     _skip: int = 0  # answers still to come for requests sent under a higher limit
+    _length: int = 0  # answers this epoch takes, fixed by its first (a growing limit must not stretch it)
 
     @property
     def allows_growth(self) -> bool:
@@ -89,9 +93,12 @@ class Queueing:
             return None
         size = rows.bit_length()
         sample = math.log(max(latency_s, 1e-6))
+        # A size's first answer is its first estimate: the first of a burst is the one least queued.
         self._unloaded.setdefault(size, sample)
+        if not self._samples:
+            self._length = epoch
         self._samples.append((size, sample))
-        if len(self._samples) < epoch:
+        if len(self._samples) < self._length:
             return None
         samples, unloaded = self._samples, self._unloaded
         ratios = sorted(sample - unloaded[size] for size, sample in samples)
@@ -118,19 +125,22 @@ class AdaptiveLimit:
     _ceiling: int | None = None  # the lowest limit a refusal came at, until a probe above it holds
     _refusals: int = 0  # refusals since the last increase: more than one means far over capacity
     _slow_start: bool = True  # until the first refusal or sign of queueing
-    _overshoot: int = 0  # refusals still expected from the round trip that ended the slow start
+    _doubling: bool = True  # the first slow start doubles per round trip; one that follows growth, a quarter
     tolerance: float = 1.5
     queueing: Queueing = field(default_factory=Queueing)
     _high: int = 0  # epochs in a row whose latency was above tolerance
     _probing: int | None = None  # the limit to go back to after an epoch at half of it
     _to_probe: int = PROBE_EVERY  # epochs until the next measurement of the unloaded latency
     _judged: bool = False  # an epoch has ended at this limit (its latency is known)
+    generation: int = 0  # decreases so far: tells a refusal of a request sent before the last one
 
     def __post_init__(self) -> None:
         self.limit = max(self.minimum, min(self.maximum, self.limit))
 
     def succeeded(self, latency_s: float, in_flight: int, rows: int = 1) -> int:
-        """One answered request; ``in_flight`` counts it. Returns the (new) limit."""
+        """One answered request; ``in_flight``: the requests in flight as it arrived, its own included
+        (at the time it was sent the count would be low for every request of a burst but the last).
+        Returns the (new) limit."""
         # An epoch at half the limit only measures: half as many answers do, at half the cost.
         epoch = max(EPOCH_MIN // 2 if self._probing is not None else EPOCH_MIN, self.limit)
         ratio = self.queueing.add(latency_s, rows, epoch)
@@ -142,7 +152,7 @@ class AdaptiveLimit:
             # Three quarters in use counts: the requests a raised limit lets out are not sent yet.
             if 4 * in_flight >= 3 * self.limit:
                 self._streak += 1
-            if self._streak >= self.patience:
+            if self._streak >= (1 if self._doubling else self.patience):
                 self._set(self.limit + 1)
             return self.limit
         if in_flight < self.limit:  # not using what it has: no evidence it could use more
@@ -163,19 +173,19 @@ class AdaptiveLimit:
             self._set(self.limit + 1)
         return self.limit
 
-    def refused(self) -> int:
-        """A 429 or 503: the backend is saturated. The first refusal steps down by one and marks
-        the level; refusals in a row mean it is far over capacity and cut the limit by ``backoff``.
-        The refusals that end the slow start step by one each: they are the few requests it sent
-        past the capacity in its last round trip, not a sign of being far over it."""
+    def refused(self, generation: int | None = None) -> int:
+        """A 429 or 503: the backend is saturated. ``generation``: :attr:`generation` when the refused
+        request was sent. A refusal of a request sent before the last decrease says nothing new (the
+        limit already came down for its round trip, as TCP cuts its window once per window of losses):
+        it is ignored. Otherwise the first refusal steps down by one and marks the level; refusals
+        in a row mean it is far over capacity and cut the limit by ``backoff``."""
+        if generation is not None and generation < self.generation:
+            return self.limit
         if self._slow_start:
             self._end_slow_start()
-            self._overshoot = max(1, self.limit // 4)  # it grew by at most a quarter in its last round trip
         self._refusals += 1
         self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
-        stepping = self._refusals == 1 or self._overshoot > 0
-        self._overshoot = max(0, self._overshoot - 1)
-        self._set(self.limit - 1 if stepping else int(self.limit * self.backoff))
+        self._set(self.limit - 1 if self._refusals == 1 else int(self.limit * self.backoff))
         return self.limit
 
     def _epoch_ended(self, ratio: float) -> bool:
@@ -208,7 +218,7 @@ class AdaptiveLimit:
     def _end_slow_start(self) -> None:
         """The slow start's latencies came from a climbing limit (and its first answers set what
         counts as unloaded): measure the unloaded latency again soon."""
-        self._slow_start = False
+        self._slow_start = self._doubling = False
         self._to_probe = min(self._to_probe, FIRST_PROBE)
 
     def _set(self, limit: int) -> None:
@@ -218,6 +228,7 @@ class AdaptiveLimit:
         limit = max(self.minimum, min(self.maximum, limit))
         if limit < self.limit:
             self.queueing.restart(self.limit)
+            self.generation += 1
         if limit != self.limit:
             self._judged = False
         self.limit = limit

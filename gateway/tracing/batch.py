@@ -9,7 +9,8 @@ the input contexts of their rows, and each record's span links to that root. Eac
 id under that context, flags unsampled), so a consumer of the outputs continues the input's trace.
 
 Cost: nothing happens per record unless ``tracing`` is configured; then :meth:`PipelineTracing.start`
-reads each record's headers once per batch, and spans are made only for sampled records.
+reads each record's headers once per batch, and spans are made only for sampled records. The ratio
+is drawn once per batch for the batch's records without context (see :meth:`PipelineTracing.start`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ class PipelineTracing:
         """The trace of a batch (``opened``: when its first record arrived, ``time.monotonic()``), or
         None when none of its records has context or is sampled. ``scored`` False: dead letters of
         records refused before scoring, which get record spans but no batch trace."""
-        ratio, draw = self.sample_ratio, self.rng.random
+        ratio = self.sample_ratio
+        # One draw for the whole batch: its records without context are traced together or not at
+        # all. The share of records traced is the ratio either way, and the batch's own spans (a
+        # half-dozen) are paid once per traced batch instead of for nearly every batch.
+        drawn = bool(ratio) and self.rng.random() < ratio
         carriers: dict[int, bytes] = {}
         sampled: list[tuple[int, Parent | None]] = []
         ids = b""  # fresh span ids, 16 hex digits each, drawn at once for the whole batch
@@ -58,7 +63,7 @@ class PipelineTracing:
             headers = record.headers
             value = find(headers) if headers else None
             if value is None:
-                if ratio and draw() < ratio:
+                if drawn:
                     sampled.append((i, None))
             elif value[54] in odd:  # sampled (is_sampled, inline: this loop sees every record)
                 sampled.append((i, extract(headers)))

@@ -1,8 +1,8 @@
 """Simulated backends for the adaptive concurrency limit: a discrete-event clock, no I/O, no sleeps.
 
 The client side is modelled as the gateway's is: a backlog that always has a batch ready, at most
-``limit`` requests in flight, each answer fed to the limit (``in_flight`` as counted when the request
-was sent, the request included) before its slot is released, and the new limit applied at once.
+``limit`` requests in flight, each answer fed to the limit (``in_flight`` as counted when it arrives,
+its own request included) before its slot is released, and the new limit applied at once.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Simulation:
         self.now = 0.0
         self.in_flight = 0
         self._events: list[tuple[float, int, str, int]] = []  # (time, seq, kind, request)
-        self._sent: dict[int, tuple[float, int]] = {}  # request -> (sent at, in flight when sent)
+        self._sent: dict[int, tuple[float, int]] = {}  # request -> (sent at, the limit's generation then)
         self._ids = itertools.count()
 
     def run(self, seconds: float) -> Run:
@@ -88,13 +88,13 @@ class Simulation:
             if kind == "done":
                 self._finish(request)
                 continue
-            sent_at, in_flight = self._sent.pop(request)
+            sent_at, generation = self._sent.pop(request)
             if kind == "ok":
-                self.limit.succeeded(at - sent_at, in_flight, ROWS)
+                self.limit.succeeded(at - sent_at, self.in_flight, ROWS)
                 run.answered += 1
                 run.latency_s.append(at - sent_at)
             else:
-                self.limit.refused()
+                self.limit.refused(generation)
                 run.refused += 1
             self.in_flight -= 1
             run.limits.append(self.limit.limit)
@@ -112,7 +112,7 @@ class Simulation:
 
     def _send(self, request: int) -> None:
         backend = self.backend
-        self._sent[request] = (self.now, self.in_flight)
+        self._sent[request] = (self.now, self.limit.generation)
         if backend.busy < backend.capacity(self.now):
             self._serve(request)
         elif backend.queues:

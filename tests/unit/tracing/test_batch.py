@@ -220,3 +220,20 @@ def test_a_record_without_headers_still_gets_a_traceparent_when_the_ratio_draws_
     assert trace is not None
     published = Outputs(**OUTPUTS).batch([bare], [row()], 5.0, trace)
     assert [name for name, _ in published.messages[0][3]] == ["traceparent"]
+
+
+def test_the_ratio_is_drawn_once_per_batch_for_its_records_without_context() -> None:
+    """A quarter of the batches, and so about a quarter of the records, are traced; a batch's records
+    without context are traced together or not at all, its sampled inputs always."""
+    recorded = Recorded(sample_ratio=0.25)
+    batches, traced = 400, 0
+    for n in range(batches):
+        records = [record(10 * n + i) for i in range(10)]
+        records.append(record(10 * n + 10, [parent_header(0x300 + n, 0x400 + n)]))  # sampled upstream
+        trace = recorded.tracing.start(records)
+        assert trace is not None  # the sampled input is always traced
+        drawn = [i for i in range(10) if i in trace.carriers]
+        assert drawn in ([], list(range(10)))
+        traced += bool(drawn)
+        assert 10 in trace.carriers
+    assert 0.18 * batches <= traced <= 0.32 * batches
