@@ -17,8 +17,9 @@ built on, with a queueing estimate in the manner of TCP Vegas:
   ``probe_patience`` times the usual wait, so it stays just below the level that drew the refusal
   (few refusals, no capacity left unused). A probe that holds at the ceiling clears it: the backend
   grew, and the limit starts fast again to follow it. Refusals of requests sent before the last
-  decrease are ignored (the limit already came down for them); a refusal at the lowered level means
-  it is far over capacity and cuts it by ``backoff`` (0.75).
+  decrease are ignored (the limit already came down for them); each refusal at the lowered level
+  steps it down by one more, and past ``STEPS`` (3) in a row it is far over capacity and each cuts
+  it by ``backoff`` (0.75).
 - **decrease on queueing**: a backend that queues rather than refuses shows it in latency: with
   ``limit`` requests at a backend that serves ``n`` at once, each takes ``limit ÷ n`` times its
   unloaded latency. Latency is judged by epochs of answers (at least 16, and a round trip's worth),
@@ -48,6 +49,7 @@ from dataclasses import dataclass, field
 EPOCH_MIN = 16  # answers an epoch needs at least, whatever the limit
 PROBE_EVERY = 100  # epochs between two measurements of the unloaded latency
 FIRST_PROBE = 3  # epochs after the slow start to the first one
+STEPS = 3  # refusals in a row that step the limit down by one; those after cut it by ``backoff``
 _FOLLOW = 0.1  # how far down an epoch's lower median moves the unloaded latency (noise must not ratchet it)
 _LOG_CAP = 50.0
 
@@ -123,7 +125,7 @@ class AdaptiveLimit:
     probe_patience: int = 16  # how much longer it waits before trying the level that drew a refusal
     _streak: int = 0
     _ceiling: int | None = None  # the lowest limit a refusal came at, until a probe above it holds
-    _refusals: int = 0  # refusals since the last increase: more than one means far over capacity
+    _refusals: int = 0  # refusals since the last increase: past STEPS, far over capacity
     _slow_start: bool = True  # until the first refusal or sign of queueing
     _doubling: bool = True  # the first slow start doubles per round trip; one that follows growth, a quarter
     tolerance: float = 1.5
@@ -177,15 +179,17 @@ class AdaptiveLimit:
         """A 429 or 503: the backend is saturated. ``generation``: :attr:`generation` when the refused
         request was sent. A refusal of a request sent before the last decrease says nothing new (the
         limit already came down for its round trip, as TCP cuts its window once per window of losses):
-        it is ignored. Otherwise the first refusal steps down by one and marks the level; refusals
-        in a row mean it is far over capacity and cut the limit by ``backoff``."""
+        it is ignored. Otherwise a refusal steps down by one and marks the level (refusals come back
+        at once, so a few steps take a few milliseconds: the slow start's last round trip overshoots
+        by a few requests); past ``STEPS`` refusals in a row it is far over capacity, and each cuts
+        the limit by ``backoff``."""
         if generation is not None and generation < self.generation:
             return self.limit
         if self._slow_start:
             self._end_slow_start()
         self._refusals += 1
         self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
-        self._set(self.limit - 1 if self._refusals == 1 else int(self.limit * self.backoff))
+        self._set(self.limit - 1 if self._refusals <= STEPS else int(self.limit * self.backoff))
         return self.limit
 
     def _epoch_ended(self, ratio: float) -> bool:

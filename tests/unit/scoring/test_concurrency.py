@@ -94,9 +94,9 @@ def test_refusals_in_a_row_cut_harder() -> None:
     assert limit.refused(sent) == 39  # one refusal: one step
     for _ in range(20):  # the rest of that round trip, sent at 40: the limit already came down for them
         assert limit.refused(sent) == 39
-    for _ in range(3):  # refused at the lowered limit too: far over capacity
-        limit.refused(limit.generation)
-    assert limit.limit < 20
+    assert [limit.refused(limit.generation) for _ in range(2)] == [38, 37]  # refused at the lowered level: a step each
+    assert limit.refused(limit.generation) == 27  # more: far over capacity, cut by a quarter
+    assert limit.refused(limit.generation) == 20
 
 
 async def test_slots_enforce_a_limit_that_changes_fifo() -> None:
