@@ -46,7 +46,7 @@ from gateway.scoring.retry import RetryPolicy
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 
 if TYPE_CHECKING:
-    from gateway.tracing import BatchTrace, RequestTrace
+    from gateway.tracing import RequestSpans, RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Dispatcher:
         return self.breaker.holding()
 
     async def score(self, rows: Sequence[Row], sending: Callable[[], None] | None = None,
-                    trace: BatchTrace | None = None) -> tuple[list[Outcome], float]:
+                    trace: RequestSpans | None = None) -> tuple[list[Outcome], float]:
         """Score rows; returns one outcome per row in input order and the wall time in ms.
         ``sending`` is called before every request goes out (a batch not yet sent may be abandoned
         at no cost: no backend did any work for it). ``trace``: the batch is traced, each request
@@ -114,7 +114,7 @@ class Dispatcher:
         return outcomes, (time.monotonic() - started) * 1000.0  # type: ignore[return-value]
 
     async def _score_range(self, rows: Sequence[Row], lo: int, hi: int, out: list[Outcome | None],
-                           sending: Callable[[], None] | None, trace: BatchTrace | None = None) -> None:
+                           sending: Callable[[], None] | None, trace: RequestSpans | None = None) -> None:
         chunk = rows if (lo == 0 and hi == len(rows)) else rows[lo:hi]
         try:
             request = self.codec.encode(self.features, chunk)
@@ -149,7 +149,7 @@ class Dispatcher:
                 STAGE_NOT_PREDICTED, row.not_predicted_reason, 200, attempts)
 
     async def _split(self, rows: Sequence[Row], lo: int, hi: int, out: list[Outcome | None],
-                     sending: Callable[[], None] | None, trace: BatchTrace | None = None) -> None:
+                     sending: Callable[[], None] | None, trace: RequestSpans | None = None) -> None:
         mid = (lo + hi) // 2
         async with asyncio.TaskGroup() as group:
             group.create_task(self._score_range(rows, lo, mid, out, sending, trace))

@@ -15,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.json_types import Row
 from gateway.scoring.dispatcher import Dispatcher, Outcome
 from gateway.stream.records import InputRecord, record_id
+
+if TYPE_CHECKING:
+    from gateway.tracing import RowsTrace
 
 _SCALE = float(1 << 32)
 
@@ -36,12 +40,14 @@ class ExplanationLane:
             return True
         return zlib.crc32(record_id(record).encode()) / _SCALE < rate
 
-    async def explain(self, rows: Sequence[Row]) -> list[Outcome]:
-        """One outcome per row, in order; requests of at most ``max_rows`` go out concurrently."""
-        size = self.max_rows
-        chunks = [list(rows[i:i + size]) for i in range(0, len(rows), size)]
+    async def explain(self, rows: Sequence[Row], trace: RowsTrace | None = None) -> list[Outcome]:
+        """One outcome per row, in order; requests of at most ``max_rows`` go out concurrently.
+        ``trace``: the rows' batch is traced, each request gets a span in its trace."""
+        size, score = self.max_rows, self.dispatcher.score
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self.dispatcher.score(chunk)) for chunk in chunks]
+            tasks = [group.create_task(score(list(rows[i:i + size]), None,
+                                             None if trace is None else trace.part(i, i + size)))
+                     for i in range(0, len(rows), size)]
         outcomes: list[Outcome] = []
         for task in tasks:
             outcomes.extend(task.result()[0])

@@ -207,7 +207,8 @@ class Flow:
                   if not isinstance(outcome, Rejected) and lane.sampled(batch.records[i])]
         if not chosen:
             return
-        explained = await lane.explain([batch.rows[i] for i in chosen])
+        trace = None if batch.trace is None else batch.trace.rows(chosen, "explanations")
+        explained = await lane.explain([batch.rows[i] for i in chosen], trace)
         records = [batch.records[i] for i in chosen]
         await self.delivery.publish(self.outputs.explained(records, explained, batch.trace), records)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
@@ -138,11 +138,21 @@ class BatchTrace:
 
     def request(self, lo: int, hi: int, *, backend: str, deployment: str) -> RequestTrace | None:
         """The span of a request carrying rows ``lo..hi`` of the batch, linked to their inputs' contexts."""
+        return self._request(range(lo, hi), backend=backend, deployment=deployment)
+
+    def rows(self, indices: Sequence[int], lane: str) -> RowsTrace | None:
+        """The requests of some of the batch's rows (``indices``, in the order they are sent), on
+        another ``lane``: the deferred explanations. None when the batch's trace is not recorded."""
+        return None if self._root is None else RowsTrace(self, indices, lane)
+
+    def _request(self, rows: Collection[int], *, backend: str, deployment: str,
+                 lane: str | None = None) -> RequestTrace | None:
+        """The ``POST`` span of a request carrying the batch's ``rows`` (their batch indices)."""
         if self._root is None:
             return None
-        links = [link for i, link in self._links if lo <= i < hi]
-        return RequestTrace(self._owner.spans, self._root, links, rows=hi - lo, backend=backend,
-                            deployment=deployment)
+        links = [link for i, link in self._links if i in rows]
+        return RequestTrace(self._owner.spans, self._root, links, rows=len(rows), backend=backend,
+                            deployment=deployment, lane=lane)
 
     # ---- outputs ------------------------------------------------------------------------------
 
@@ -220,4 +230,24 @@ class BatchTrace:
                                         f"{span.context.trace_id:032x}")
 
 
-__all__ = ["BatchTrace", "PipelineTracing"]
+class RowsTrace:
+    """Requests that carry some of a batch's rows (its deferred explanations): ``POST`` spans in the
+    batch's trace, linked to the input contexts of the rows each carries."""
+
+    __slots__ = ("_batch", "_indices", "_lane")
+
+    def __init__(self, batch: BatchTrace, indices: Sequence[int], lane: str) -> None:
+        self._batch = batch
+        self._indices = indices
+        self._lane = lane
+
+    def part(self, lo: int, hi: int) -> RowsTrace:
+        """The rows ``lo..hi`` of these (one request's share of them)."""
+        return RowsTrace(self._batch, self._indices[lo:hi], self._lane)
+
+    def request(self, lo: int, hi: int, *, backend: str, deployment: str) -> RequestTrace | None:
+        return self._batch._request(set(self._indices[lo:hi]), backend=backend, deployment=deployment,
+                                    lane=self._lane)
+
+
+__all__ = ["BatchTrace", "PipelineTracing", "RowsTrace"]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from gateway.tracing.context import TRACEPARENT, traceparent
 from gateway.tracing.spans import Pending, Spans
@@ -20,16 +22,26 @@ from gateway.tracing.spans import Pending, Spans
 MIN_WAIT_NS = 1_000_000
 
 
+class RequestSpans(Protocol):
+    """What the dispatcher asks of a traced batch (or of some of its rows): the span of a request
+    that carries rows ``lo..hi`` of what it was given, None when nothing is recorded."""
+
+    def request(self, lo: int, hi: int, *, backend: str, deployment: str) -> RequestTrace | None: ...
+
+
 class RequestTrace:
     """The ``POST`` span of one request body: its rows, backend, deployment, attempts and outcome."""
 
     __slots__ = ("_span", "_spans", "trace_id")
 
     def __init__(self, spans: Spans, parent: Pending, links: Sequence[Link], *, rows: int, backend: str,
-                 deployment: str) -> None:
+                 deployment: str, lane: str | None = None) -> None:
         self._spans = spans
-        self._span = spans.start("POST", parent=parent.context, links=links, attributes={
-            "scoring_gateway.rows": rows, "scoring_gateway.backend": backend, "scoring_gateway.deployment": deployment})
+        attributes: dict[str, AttributeValue] = {
+            "scoring_gateway.rows": rows, "scoring_gateway.backend": backend, "scoring_gateway.deployment": deployment}
+        if lane is not None:  # the deferred explanations' lane (the predictions' lane is the default)
+            attributes["scoring_gateway.lane"] = lane
+        self._span = spans.start("POST", parent=parent.context, links=links, attributes=attributes)
         self.trace_id = f"{self._span.context.trace_id:032x}"
 
     @staticmethod

@@ -237,3 +237,25 @@ def test_the_ratio_is_drawn_once_per_batch_for_its_records_without_context() -> 
         traced += bool(drawn)
         assert 10 in trace.carriers
     assert 0.18 * batches <= traced <= 0.32 * batches
+
+
+def test_deferred_explanation_requests_are_spans_of_the_batch_linked_to_their_own_rows() -> None:
+    recorded = Recorded()
+    records = [record(i, [parent_header(0x10 + i, 0x20 + i)]) for i in range(5)]
+    trace = recorded.tracing.start(records)
+    assert trace is not None
+    rows = trace.rows([4, 1, 3], "explanations")  # the lane explains three of them, in its own order
+    assert rows is not None
+    requests = [rows.part(0, 2).request(0, 2, backend="datarobot", deployment="churn"),
+                rows.part(2, 3).request(0, 1, backend="datarobot", deployment="churn")]
+    for request in requests:
+        assert request is not None
+        request.finish(1, "scored")
+    trace.published()
+    (root,) = recorded.spans("score churn")
+    posts = recorded.spans("POST")
+    assert [{link.context.trace_id for link in post.links} for post in posts] == [{0x14, 0x11}, {0x13}]
+    for post in posts:
+        assert post.parent is not None and post.parent.span_id == root.context.span_id
+        assert post.attributes["scoring_gateway.lane"] == "explanations"
+    assert Recorded().tracing.start([record(0)]) is None  # nothing traced: no lane trace to ask for
