@@ -24,10 +24,12 @@ built on, with a queueing estimate in the manner of TCP Vegas:
   ``limit`` requests at a backend that serves ``n`` at once, each takes ``limit ÷ n`` times its
   unloaded latency. Latency is judged by epochs of answers (at least 16, and a round trip's worth),
   by the epoch's median as a ratio to the unloaded latency: a median is robust to the noise of a busy
-  host or network where a mean is not. Two epochs in a row above ``tolerance`` (1.5) mean queueing:
+  host or network where a mean is not. Two epochs in a row above ``tolerance`` (1.8) mean queueing:
   the limit is cut to ``limit ÷ ratio`` (the level the backend serves at once) and that level is
   marked as a ceiling, as a refusal marks it. The limit grows only while the last epoch's latency
-  is within ``growth`` (1.3) of the unloaded one, so it stops before latency doubles.
+  is within ``growth`` (1.5) of the unloaded one, so it stops before latency doubles (a gateway that
+  shares its machine sees latency rise 1.5 times before its throughput stops rising: a tighter bound
+  left a third of it unused).
 - **the unloaded latency** is kept per request size (the same power of two of rows: latency grows
   with the rows a request carries). It follows a lower epoch median down a little and never drifts up
   on its own (sustained queueing must not become the norm); instead it is measured again every
@@ -65,7 +67,7 @@ class Queueing:
     backend that really became slower is learnt at the next measurement.
     """
 
-    growth: float = 1.3
+    growth: float = 1.5
     ratio: float = 1.0  # the last epoch's median ratio
     _unloaded: dict[int, float] = field(default_factory=dict)  # rows.bit_length() -> log latency
     _medians: dict[int, float] = field(default_factory=dict)  # the last epoch's, per size
@@ -128,7 +130,7 @@ class AdaptiveLimit:
     _refusals: int = 0  # refusals since the last increase: past STEPS, far over capacity
     _slow_start: bool = True  # until the first refusal or sign of queueing
     _doubling: bool = True  # the first slow start doubles per round trip; one that follows growth, a quarter
-    tolerance: float = 1.5
+    tolerance: float = 1.8
     queueing: Queueing = field(default_factory=Queueing)
     _high: int = 0  # epochs in a row whose latency was above tolerance
     _probing: int | None = None  # the limit to go back to after an epoch at half of it

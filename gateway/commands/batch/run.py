@@ -24,6 +24,7 @@ from gateway.commands.batch.scoring_loop import BatchStopped, StopRequest
 from gateway.commands.batch.segments import BatchInput
 from gateway.commands.batch.topic_input import TopicInput
 from gateway.config import Config, PipelineConfig
+from gateway.scoring.lanes import request_limit
 
 # Backend settings that change what the API answers: a resumed run must have the same.
 _BACKEND_KEYS = ("type", "url", "include_shap", "include_not_predicted_reason", "stringify_values",
@@ -32,8 +33,9 @@ _BACKEND_KEYS = ("type", "url", "include_shap", "include_not_predicted_reason", 
 
 
 def segment_rows(pipeline: PipelineConfig) -> int:
+    """Rows per segment; under ``auto`` concurrency, sized for its ceiling (``max_in_flight_requests_limit``)."""
     max_rows = int(pipeline.batching.max_rows)
-    wanted = max_rows * int(pipeline.concurrency.max_in_flight_requests)
+    wanted = max_rows * request_limit(pipeline)
     return max(max_rows, min(wanted, int(pipeline.concurrency.max_in_flight_records) // 2))
 
 

@@ -21,10 +21,12 @@ from gateway.commands.batch.file_input import FileInput
 from gateway.commands.batch.layout import Layout, vendor_message
 from gateway.commands.batch.options import BatchInputError, file_names, input_format, writeback_names
 from gateway.commands.batch.progress import Progress
+from gateway.commands.batch.run import segment_rows
 from gateway.commands.batch.segments import Segment, cut, generated_index
 from gateway.commands.batch.state import RunState
 from gateway.commands.batch.topic_input import parse_bound
 from gateway.commands.batch.writeback import assemble, write_parts
+from gateway.config import parse_config
 from gateway.stream.records import Rejected
 
 
@@ -203,3 +205,17 @@ def test_progress_lines_off_a_terminal():
     shown.add(10, 10, 0)
     shown.close()
     assert "10/10" in bar.getvalue()
+
+
+@pytest.mark.parametrize(("concurrency", "rows"), [
+    ({"max_in_flight_requests": 4}, 400),
+    ({"max_in_flight_requests": "auto", "max_in_flight_requests_limit": 8}, 800),  # sized for auto's ceiling
+    ({"max_in_flight_requests": "auto", "max_in_flight_records": 1000}, 500),  # at most half of the records
+])
+def test_segments_fill_the_requests_in_flight(concurrency: dict[str, object], rows: int) -> None:
+    qlik = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/d1/realtime-predictions/actions/run"
+    pipeline = {"name": "churn", "input_topic": "in", "backend": {"type": "qlik", "url": qlik},
+                "outputs": {"predictions": "out", "dead_letter": "dead"},
+                "batching": {"max_rows": 100}, "concurrency": concurrency}
+    config = parse_config({"kafka": {"bootstrap_servers": "broker:9092"}, "pipelines": [pipeline]}, {})
+    assert segment_rows(config.pipelines[0]) == rows
