@@ -58,8 +58,8 @@ class BatchingConfig(Section):
 
 class ConcurrencyConfig(Section):
     max_in_flight_requests: CountOrAuto = Field(
-        16, description="concurrent requests to the backend, or `auto`: adapt between 1 and "
-                        "`max_in_flight_requests_limit` from latency and 429/503 answers")
+        "auto", description="concurrent requests to the backend: `auto` adapts between 1 and "
+                            "`max_in_flight_requests_limit` from latency and 429/503 answers; a number fixes it")
     max_in_flight_requests_limit: PositiveInt = Field(
         64, description="the most requests `auto` may have in flight")
     max_in_flight_records: PositiveInt = Field(
@@ -144,6 +144,15 @@ class OutputsConfig(Section):
     rules = (Rule(_outputs_differ),)  # JSON Schema cannot compare two values
 
 
+class ChallengerConcurrencyConfig(ConcurrencyConfig):
+    """The challenger's slots are fixed by default: its batches are skipped when none is free, never
+    queued, so a limit that grows only while every slot is in use would rarely grow."""
+
+    max_in_flight_requests: CountOrAuto = Field(
+        16, description="concurrent challenger requests, or `auto` (adapt between 1 and "
+                        "`max_in_flight_requests_limit`)")
+
+
 class ChallengerConfig(Section):
     """A second deployment that scores a share of the stream beside the champion, for comparison only."""
 
@@ -153,9 +162,9 @@ class ChallengerConfig(Section):
     sample_rate: Fraction = Field(
         1.0, description="the share of records compared, chosen by a hash of the record key: the same customers "
                          "are always compared, across restarts and replicas")
-    concurrency: ConcurrencyConfig = Field(
-        ConcurrencyConfig(), description="the challenger's own request slots; a batch that finds none free is "
-                                         "skipped, never queued")
+    concurrency: ChallengerConcurrencyConfig = Field(
+        ChallengerConcurrencyConfig(), description="the challenger's own request slots; a batch that finds none "
+                                                   "free is skipped, never queued")
     circuit_breaker: CircuitBreakerConfig = Field(
         CircuitBreakerConfig(), description="the challenger's own breaker: while it is open, calls are skipped")
     request_timeout_s: PositiveNumber = Field(10, description="timeout of a challenger request (one attempt)")

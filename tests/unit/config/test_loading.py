@@ -131,7 +131,7 @@ def test_defaults_applied_to_a_minimal_config() -> None:
     assert (d.max_explanations, d.explanation_algorithm, d.threshold_low, d.threshold_high) == (0, None, None, None)
     assert d.passthrough_columns == ()
     assert (p.batching.max_rows, p.batching.max_bytes, p.batching.linger_ms) == (500, 4_000_000, 10)
-    assert (p.concurrency.max_in_flight_requests, p.concurrency.max_in_flight_records) == (16, 20000)
+    assert (p.concurrency.max_in_flight_requests, p.concurrency.max_in_flight_records) == ("auto", 20000)
     r = p.retry
     assert (r.max_attempts, r.initial_backoff_ms, r.max_backoff_ms, r.max_retry_after_s, r.request_timeout_s) == (
         6, 100, 10000, 60, 30)

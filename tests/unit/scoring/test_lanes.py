@@ -55,7 +55,7 @@ async def test_inline_explanations_make_one_lane_that_asks_for_them() -> None:
     [sent] = session.sent
     assert sent.url == QLIK_URL + "?includeShap=true&includeNotPredictedReason=true"  # the config's defaults
     assert sent.headers["Authorization"] == "Bearer tok-1"
-    assert predict.client.slots.limit == 16 and metrics.limits == [16]  # concurrency.max_in_flight_requests
+    assert predict.client.slots.limit == 4 and metrics.limits == [4]  # the default is auto, which starts at 4
     assert predict.limiter is None  # no rate_limit_per_minute
     assert metrics.requests == [("qlik", "shap", "200")]
 
@@ -71,8 +71,8 @@ async def test_the_lane_takes_retry_breaker_and_rate_settings_from_the_pipeline(
         4, 0.05, 0.8, 7.0)
     settings = predict.breaker.settings
     assert (settings.failure_threshold, settings.close_after_successes, settings.holds) == (5, 2, False)
-    assert (settings.initial_backoff_s, settings.max_backoff_s, settings.max_in_flight) == (0.05, 0.8, 16)
-    assert settings == breaker_settings(config, 16)
+    assert (settings.initial_backoff_s, settings.max_backoff_s, settings.max_in_flight) == (0.05, 0.8, 64)
+    assert settings == breaker_settings(config, 64)  # auto's ceiling, max_in_flight_requests_limit
     assert isinstance(predict.limiter, RateLimiter) and predict.limiter.per_minute == 100
     assert predict.features == ["BaseFee", "PlanType"]
 
@@ -85,7 +85,7 @@ async def test_deferred_explanations_add_a_lane_sharing_the_breaker_and_rate_lim
     assert explain.dispatcher.limiter is predict.limiter  # the quota is per deployment
     assert explain.dispatcher.client is not predict.client
     assert explain.dispatcher.client.slots.limit == 3  # explanations.max_in_flight_requests
-    assert metrics.limits == [16]  # only the prediction lane reports the pipeline's limit
+    assert metrics.limits == [4]  # only the prediction lane reports the pipeline's limit
     assert (explain.max_rows, explain.sample_rate) == (2, 0.5)
     # The prediction lane asks for no explanations; the explanation lane does, in requests of max_rows.
     await predict.score([dict(row) for row in ROWS])
@@ -129,7 +129,7 @@ async def test_the_session_pools_a_connection_for_every_request_either_lane_may_
     config = pipeline(retry={"request_timeout_s": 12}, **DEFERRED)
     session = scoring_session(config)
     try:
-        assert session.connector is not None and session.connector.limit == 16 + 3
+        assert session.connector is not None and session.connector.limit == 64 + 3  # auto's ceiling and the lane's
         assert session.timeout.total == 12
     finally:
         await session.close()
