@@ -77,6 +77,12 @@ def gateway_container(objects: list[Obj]) -> Obj:
     return containers[0]
 
 
+def cronjob_container(objects: list[Obj]) -> Obj:
+    """The one container of the one CronJob's pods."""
+    (container,) = one(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
 def is_placeholder(module_file: Path) -> bool:
     """True while a sub-command module is still the skeleton's stand-in, not its real implementation."""
     return "Placeholder: filled in by its own change." in module_file.read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ from .project import (
     K8S,
     app_config,
     config_env,
+    cronjob_container,
     one,
 )
 from .render import Obj, pod_template, render_overlay
@@ -32,15 +33,8 @@ def cronjob(objects: list[Obj]) -> Obj:
     return one(objects, "CronJob")
 
 
-def batch_container(objects: list[Obj]) -> Obj:
-    template = pod_template(cronjob(objects))
-    assert template is not None
-    (container,) = template["spec"]["containers"]
-    return container
-
-
 def test_the_command_is_one_the_cli_accepts_on_the_shipped_config(batch_objects):
-    container = batch_container(batch_objects)
+    container = cronjob_container(batch_objects)
     env = {e["name"]: e for e in container["env"]}
     args = container["args"]
     for name in EXPANSION.findall(" ".join(args)):
@@ -65,7 +59,7 @@ def test_runs_do_not_overlap_and_a_dead_pod_is_retried(batch_objects):
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] >= 1
     assert job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
-    assert batch_container(batch_objects)["securityContext"]["readOnlyRootFilesystem"] is True
+    assert cronjob_container(batch_objects)["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_it_writes_to_its_own_claim_and_reaches_what_the_gateway_reaches(batch_objects):

@@ -19,6 +19,7 @@ from .project import (
     SECRET_EXAMPLE,
     app_config,
     config_env,
+    cronjob_container,
     gateway_container,
     kinds,
     one,
@@ -48,13 +49,6 @@ COMPONENTS = {
 def rendered(request: pytest.FixtureRequest) -> tuple[Component, list[Obj]]:
     component = COMPONENTS[request.param]
     return component, component.render()
-
-
-def cronjob_container(objects: list[Obj]) -> Obj:
-    template = pod_template(one(objects, "CronJob"))
-    assert template is not None
-    (container,) = template["spec"]["containers"]
-    return container
 
 
 def test_the_component_adds_its_objects_and_changes_nothing_else(rendered):

@@ -17,9 +17,10 @@ from .project import (
     QLIK_BATCH_COMPONENT,
     app_config,
     config_env,
+    cronjob_container,
     one,
 )
-from .render import Obj, pod_template, render_overlay
+from .render import Obj, render_overlay
 
 EXPANSION = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 NAME = "scoring-gateway-qlik-batch"
@@ -30,16 +31,9 @@ def objects() -> list[Obj]:
     return render_overlay([K8S], [QLIK_BATCH_COMPONENT])
 
 
-def container(objects: list[Obj]) -> Obj:
-    template = pod_template(one(objects, "CronJob"))
-    assert template is not None
-    (only,) = template["spec"]["containers"]
-    return only
-
-
 def test_the_command_is_one_the_cli_accepts_on_the_shipped_config(objects):
-    env = {e["name"]: e for e in container(objects)["env"]}
-    args = container(objects)["args"]
+    env = {e["name"]: e for e in cronjob_container(objects)["env"]}
+    args = cronjob_container(objects)["args"]
     for name in EXPANSION.findall(" ".join(args)):
         assert name in env and "value" in env[name], f"$({name}) is not a literal in the container's env"
     parsed = build_parser().parse_args([EXPANSION.sub("id-1", a) for a in args])
@@ -49,7 +43,7 @@ def test_the_command_is_one_the_cli_accepts_on_the_shipped_config(objects):
                           {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9093"})
     pipeline = next(p for p in config.pipelines if p.name == parsed.pipeline)
     assert pipeline.backend.type == "qlik", "qlik-batch needs a pipeline with a Qlik backend"
-    mounts = {m["mountPath"]: m for m in container(objects)["volumeMounts"]}
+    mounts = {m["mountPath"]: m for m in cronjob_container(objects)["volumeMounts"]}
     assert parsed.config.startswith("/etc/scoring-gateway/") and mounts["/etc/scoring-gateway"]["readOnly"]
 
 
@@ -59,7 +53,7 @@ def test_runs_do_not_overlap_and_the_command_outlives_its_own_timeout(objects):
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0, "a failed job would fail again: it is not retried blindly"
     assert job["template"]["spec"]["restartPolicy"] == "Never"
-    parsed = build_parser().parse_args([EXPANSION.sub("x", a) for a in container(objects)["args"]])
+    parsed = build_parser().parse_args([EXPANSION.sub("x", a) for a in cronjob_container(objects)["args"]])
     assert job["activeDeadlineSeconds"] > parsed.timeout_s, "the command's own timeout (and cancel) comes first"
     assert job["template"]["spec"]["terminationGracePeriodSeconds"] >= 30, "time to cancel after SIGTERM"
 
