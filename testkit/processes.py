@@ -34,7 +34,7 @@ import aiohttp
 import orjson
 import yaml
 
-from gateway.kafka.embedded import free_port
+from gateway.kafka.embedded import end_process, free_port
 from testkit.measure import MetricSample, ProcessProbe, metric_sum, parse_metrics
 
 # The gateway's start-up log line, as JSON ("admin_port": N) or as text (admin_port=N).
@@ -62,17 +62,6 @@ def read_log(path: Path) -> str:
 def tail(path: Path, lines: int = 10) -> str:
     """The last ``lines`` of a log file."""
     return "\n".join(read_log(path).splitlines()[-lines:])
-
-
-def _end(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
-    """SIGTERM, then SIGKILL past ``timeout_s``; the exit status."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
 
 
 # ---- the emulator ---------------------------------------------------------------------------
@@ -187,7 +176,7 @@ class EmulatorProcess:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            _end(proc, 10)
+            end_process(proc, 10)
         if self._own_log and self.log_path is not None:
             with contextlib.suppress(OSError):
                 self.log_path.unlink()
@@ -289,7 +278,7 @@ class GatewayProcess:
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM (the gateway drains and exits 0), SIGKILL past ``timeout_s``. Returns the exit status."""
         if self._proc is not None:
-            self.exit_status = _end(self._proc, timeout_s)
+            self.exit_status = end_process(self._proc, timeout_s)
         return self.exit_status
 
     async def astop(self, timeout_s: float = 30.0) -> int | None:

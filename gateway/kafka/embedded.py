@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -47,6 +48,17 @@ def broker_binary() -> str:
     if not os.access(path, os.X_OK):
         raise BrokerError(f"tansu broker binary is not executable: {path}")
     return str(path)
+
+
+def end_process(proc: subprocess.Popen[bytes], timeout_s: float, sig: int = signal.SIGTERM) -> int:
+    """``sig`` to a process of ours still running, SIGKILL past ``timeout_s``; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
 
 
 class EmbeddedBroker:
@@ -106,13 +118,8 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            end_process(proc, timeout_s)
         if self._log is not None:
             self._log.close()
             self._log = None

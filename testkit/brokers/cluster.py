@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import os
 import shutil
 import signal
 import socket
@@ -29,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from gateway.kafka.embedded import end_process
 from testkit.brokers.runtime import KAFKA_VERSION, KafkaUnavailable, classpath, java_binary
 
 HOST = "127.0.0.1"
@@ -105,23 +105,15 @@ class KafkaNode:
 
     def kill(self) -> None:
         """``kill -9`` by PID: no shutdown, no goodbye to the controller."""
-        if self._proc is not None and self._proc.poll() is None:
-            os.kill(self._proc.pid, signal.SIGKILL)
-        self._reap(10)
+        self._end(10, signal.SIGKILL)
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            os.kill(self._proc.pid, signal.SIGTERM)
-        self._reap(timeout_s)
+        self._end(timeout_s, signal.SIGTERM)
 
-    def _reap(self, timeout_s: float) -> None:
+    def _end(self, timeout_s: float, sig: int) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end_process(proc, timeout_s, sig)
         if self._log is not None:
             self._log.close()
             self._log = None
