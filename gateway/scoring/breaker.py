@@ -119,6 +119,11 @@ class CircuitBreaker:
         """Half-open concurrency: doubles with every success, up to the configured limit."""
         return min(self.settings.max_in_flight, 1 << self._half_open_successes)
 
+    def admits(self, permit: Permit) -> bool:
+        """Whether a permit given earlier still lets its request go out: a request that waited for a
+        slot while the breaker opened must wait for its leave again, not reach a backend that is out."""
+        return permit.probe or not self.holding()
+
     def holding(self) -> bool:
         """Whether requests are being held back, so consumption should pause."""
         return self.state is State.OPEN and (self.refused or self.settings.holds)

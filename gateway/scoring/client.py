@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from gateway.tracing import AttemptTrace
 
 log = logging.getLogger(__name__)
+
+
+class Withdrawn(Exception):
+    """The request was not sent: when a slot came free, its caller no longer wanted it sent."""
 
 
 class BackendClient:
@@ -49,11 +53,16 @@ class BackendClient:
         requested = codec.explanations
         self._kind = "none" if not requested else ("shap" if requested == "auto" else requested)
 
-    async def send(self, request: ScoringRequest, trace: AttemptTrace | None = None) -> list[ScoredRow]:
+    async def send(self, request: ScoringRequest, trace: AttemptTrace | None = None,
+                   wanted: Callable[[], bool] | None = None) -> list[ScoredRow]:
         """The decoded rows of a 2xx answer; raises a :class:`ScoringError` otherwise. ``trace``: this
-        attempt is traced (its spans, and its ``traceparent`` on the request)."""
+        attempt is traced (its spans, and its ``traceparent`` on the request). ``wanted`` is asked once
+        a slot is free, which may be seconds later: False raises :class:`Withdrawn`, nothing sent."""
         backend, slots = self.codec.backend, self.slots
         await slots.acquire()
+        if wanted is not None and not wanted():
+            slots.release()
+            raise Withdrawn
         generation = 0 if self.adaptive is None else self.adaptive.generation
         self.metrics.requests_in_flight(1)
         headers = request.headers if trace is None else trace.sending(request.headers)

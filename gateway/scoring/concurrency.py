@@ -257,6 +257,11 @@ class RequestSlots:
         self._limit = max(1, value)
         self._wake()
 
+    @property
+    def waiting(self) -> int:
+        """How many wait for a slot."""
+        return len(self._waiters)
+
     def free(self) -> bool:
         """Whether a slot is free right now (nobody would wait)."""
         return self.in_flight < self._limit and not self._waiters

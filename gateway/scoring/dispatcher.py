@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -40,7 +41,7 @@ from gateway.backends.errors import DataError, FatalError, RetryableError, Scori
 from gateway.json_types import Row
 from gateway.runtime.metrics import ScoringMetrics
 from gateway.scoring.breaker import CircuitBreaker, Permit, State, Transition
-from gateway.scoring.client import BackendClient
+from gateway.scoring.client import BackendClient, Withdrawn
 from gateway.scoring.ratelimit import RateLimiter
 from gateway.scoring.retry import RetryPolicy
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
@@ -188,7 +189,13 @@ class Dispatcher:
                         span.limited(since)
                 if sending is not None:
                     sending()
-                rows = await self.client.send(request, None if span is None else span.attempt(attempt))
+                rows = await self.client.send(request, None if span is None else span.attempt(attempt),
+                                              functools.partial(self.breaker.admits, permit))
+            except Withdrawn:  # the breaker opened while it waited for a slot: it waits for its leave again
+                self.breaker.abandoned(permit)
+                self._wake()
+                attempt -= 1
+                continue
             except FatalError as err:
                 self._record(self.breaker.refused_configuration(self._clock(), permit, _refusal(err)))
                 self.metrics.retry("fatal")

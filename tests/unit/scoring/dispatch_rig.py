@@ -86,8 +86,9 @@ class Rig:
 
 
 def rig(answer: Answer, *, max_attempts: int = 3, breaker: BreakerSettings = BREAKER, max_bytes: int | None = None,
-        limiter: RecordingLimiter | RateLimiter | None = None, max_retry_after_s: float = 60.0) -> Rig:
-    backend = FakeBackend(answer)
+        limiter: RecordingLimiter | RateLimiter | None = None, max_retry_after_s: float = 60.0,
+        limit: int = 16) -> Rig:
+    backend = FakeBackend(answer, limit=limit)
     metrics = RecordingMetrics()
     transitions: list[Transition] = []
     policy = RecordingPolicy(max_attempts, 0.0, 0.0, max_retry_after_s)  # no backoff unless a Retry-After says so

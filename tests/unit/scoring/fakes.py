@@ -13,6 +13,7 @@ import orjson
 
 from gateway.backends.codec import BodyTooLarge, ScoredRow, ScoringRequest
 from gateway.backends.errors import ScoringError
+from gateway.scoring.client import Withdrawn
 from gateway.scoring.concurrency import RequestSlots
 
 URL = "https://scoring.example/api/v1/deployments/d-1/predict"
@@ -70,7 +71,12 @@ class FakeBackend:
         self.most_in_flight = 0
         self.gate: asyncio.Event | None = None  # when set by a test: requests wait for it to open
 
-    async def send(self, request: ScoringRequest, trace: object = None) -> list[ScoredRow]:
+    async def send(self, request: ScoringRequest, trace: object = None,
+                   wanted: Callable[[], bool] | None = None) -> list[ScoredRow]:
+        await self.slots.acquire()  # as the real client: a slot first, then the caller's last word
+        if wanted is not None and not wanted():
+            self.slots.release()
+            raise Withdrawn
         self.requests.append([row["id"] for row in request.source_rows])
         self.sent_at.append(time.monotonic())
         self.in_flight += 1
@@ -82,6 +88,7 @@ class FakeBackend:
             return self.answer(request.source_rows)
         finally:
             self.in_flight -= 1
+            self.slots.release()
 
 
 class Script:

@@ -143,6 +143,31 @@ async def test_an_open_breaker_holds_every_request_but_one_probe_and_loses_nothi
     assert set(r.metrics.retries) == {"503"}
 
 
+async def test_requests_waiting_for_a_slot_when_the_breaker_opens_are_not_sent_but_held() -> None:
+    # One slot: "a" is out, "b" and "c" have the closed breaker's permits and wait for the slot. "a"
+    # fails and opens the breaker; "b" and "c" must then wait for its leave, not reach a backend that
+    # is out the moment the slot frees (with a slow backend that is seconds of requests after opening).
+    down = False
+
+    def answer(batch: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
+        if down:
+            raise unavailable()
+        return scored(batch)
+
+    r = rig(answer, max_attempts=2, limit=1, breaker=BreakerSettings(
+        failure_threshold=1, close_after_successes=1, initial_backoff_s=0.2, max_backoff_s=0.2))
+    r.backend.gate = asyncio.Event()
+    tasks = [asyncio.create_task(r.score([{"id": name}])) for name in "abc"]
+    await until(lambda: len(r.backend.requests) == 1 and r.backend.slots.waiting == 2)
+    down = True
+    r.backend.gate.set()
+    await until(lambda: r.dispatcher.holding and r.backend.slots.free())
+    assert r.backend.requests == [["a"]]  # the two waiting were withdrawn, not sent
+    down = False
+    outcomes = [o for task in tasks for o in await task]
+    assert predictions(outcomes) == ["a", "b", "c"]  # held, then scored: nothing lost
+
+
 async def test_a_held_outage_does_not_use_up_the_batchs_attempts() -> None:
     # 503, 503 (the breaker opens: held), a failed probe (held), then the probe succeeds: four
     # requests, yet the batch used two of its attempts, the two before the breaker held it.
