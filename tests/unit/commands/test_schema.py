@@ -8,7 +8,6 @@ generated it.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import re
@@ -23,13 +22,12 @@ import yaml
 
 from gateway.commands import check
 from gateway.config import ConfigError, KafkaConfig, json_schema, parse_config
+from tests.unit.config.documents import DATAROBOT_URL, DELETE, QLIK_URL, base
+from tests.unit.config.documents import with_changes as changed
 
 ROOT = Path(__file__).resolve().parents[3]
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-QLIK_URL = "https://tenant.eu.qlikcloud.com/api/v1/ml/deployments/c35f4b70-3ce4-4a30-b62b-2aef16943bc4/realtime-predictions/actions/run"
-DATAROBOT_URL = "https://example.orm.datarobot.com/predApi/v1.0/deployments/0123456789abcdef01234567/predictions"
 SHIPPED = [*sorted((ROOT / "config").glob("*.yaml")), ROOT / "k8s" / "config.yaml"]
-DELETE = object()
 
 
 @pytest.fixture(scope="module")
@@ -46,34 +44,6 @@ def validator(printed: str) -> jsonschema.Draft202012Validator:
     schema = json.loads(printed)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
-
-
-def base(kind: str = "qlik") -> dict[str, Any]:
-    return {
-        "kafka": {"bootstrap_servers": "broker:9092"},
-        "pipelines": [{
-            "name": "churn",
-            "input_topic": "churn-features",
-            "backend": {"type": kind, "url": QLIK_URL if kind == "qlik" else DATAROBOT_URL},
-            "outputs": {"predictions": "churn-predictions", "dead_letter": "churn-dead-letter"},
-        }],
-    }
-
-
-def changed(kind: str = "qlik", **changes: Any) -> dict[str, Any]:
-    """``base(kind)`` with changes at dotted paths (``p`` stands for ``pipelines.0``); DELETE removes a key."""
-    doc = copy.deepcopy(base(kind))
-    for dotted, value in changes.items():
-        parts = dotted.replace("__", ".").split(".")
-        parts = ["pipelines", "0", *parts[1:]] if parts[0] == "p" else parts
-        node: Any = doc
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if value is DELETE:
-            del node[parts[-1]]
-        else:
-            node[parts[-1]] = value
-    return doc
 
 
 def check_errors(doc: Any, environ: dict[str, str] | None = None) -> list[str]:

@@ -42,11 +42,13 @@ def errors_of(raw: Any, environ: dict[str, str] | None = None) -> list[str]:
 
 
 def with_changes(kind: str = "qlik", **changes: Any) -> dict[str, Any]:
-    """``base(kind)`` with dotted-path changes; a value of DELETE removes the key."""
+    """``base(kind)`` with changes at dotted paths (``__`` also separates; ``p`` stands for
+    ``pipelines.0``); a value of DELETE removes the key."""
     raw = copy.deepcopy(base(kind))
     for dotted, value in changes.items():
         node: Any = raw
         parts = dotted.replace("__", ".").split(".")
+        parts = ["pipelines", "0", *parts[1:]] if parts[0] == "p" else parts
         for part in parts[:-1]:
             node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
         if value is DELETE:
