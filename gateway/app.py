@@ -48,9 +48,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"invalid config {args.config}:", file=sys.stderr)
-        for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
+        print(exc.report(args.config), file=sys.stderr)
         return 2
     configure_logging(args.log_format, args.log_level, secrets=config.secret_values())
     try:

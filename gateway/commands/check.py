@@ -79,8 +79,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
+        print(exc.report(args.config), file=sys.stderr)
         return EXIT_INVALID
     sys.stdout.write(render(config, args.config))
     if not args.probe:

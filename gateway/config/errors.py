@@ -29,6 +29,11 @@ class ConfigError(SettingsError, ValueError):
         self.errors = tuple(errors)
         super().__init__("\n".join(self.errors))
 
+    def report(self, path: object) -> str:
+        """What every command prints on stderr before it exits 2: ``invalid config FILE:``, then
+        each problem on a line of its own."""
+        return "\n".join([f"invalid config {path}:", *(f"  {line}" for line in self.errors)])
+
 
 class UnknownPipeline(SettingsError, LookupError):
     """A command named a pipeline the configuration does not have; the message lists those it has."""

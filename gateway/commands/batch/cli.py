@@ -87,8 +87,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
-        return _refuse(f"invalid config {args.config}: {exc.errors[0]}{more}")
+        print(exc.report(args.config), file=sys.stderr)
+        return 2
     try:
         options = options_from_args(args)
         pipeline = config.pipeline(options.pipeline)

@@ -40,7 +40,10 @@ def main(args: argparse.Namespace) -> int:
         if pipeline.challenger is None or topic is None:
             raise UsageError(f"--pipeline {pipeline.name}: it has no challenger (pipelines[].challenger and "
                              "outputs.comparisons)")
-    except (ConfigError, UnknownPipeline, UsageError) as exc:
+    except ConfigError as exc:
+        print(exc.report(args.config), file=sys.stderr)
+        return EXIT_USAGE
+    except (UnknownPipeline, UsageError) as exc:
         print(f"compare: {exc}", file=sys.stderr)
         return EXIT_USAGE
     summary = Summary(pipeline.name)

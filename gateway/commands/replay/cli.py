@@ -39,8 +39,7 @@ def main(args: argparse.Namespace) -> int:
         config = load_config(options.config)
         pipeline = config.pipeline(options.pipeline)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
+        print(exc.report(args.config), file=sys.stderr)
         return EXIT_INVALID
     except (UsageError, UnknownPipeline) as exc:
         print(f"replay: {exc}", file=sys.stderr)

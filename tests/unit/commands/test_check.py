@@ -79,11 +79,12 @@ def test_invalid_config_exits_2_with_one_line_per_problem(tmp_path: Path, capsys
     code, out, err = run_main(path, capsys)
     assert code == 2 and out == ""
     assert err.splitlines() == [
-        "kafka.sasl_pasword: unknown key (did you mean 'sasl_password'?)",
-        "kafka.sasl_password: required with security_protocol SASL_SSL",
-        "pipelines[0].backend.datarobot_key: environment variable DATAROBOT_KEY is not set "
+        f"invalid config {path}:",  # as every command words it
+        "  kafka.sasl_pasword: unknown key (did you mean 'sasl_password'?)",
+        "  kafka.sasl_password: required with security_protocol SASL_SSL",
+        "  pipelines[0].backend.datarobot_key: environment variable DATAROBOT_KEY is not set "
         "(set it, or write ${DATAROBOT_KEY:-default})",
-        "pipelines[0].outputs.dead_letter: must differ from outputs.predictions (both are 'churn-predictions')",
+        "  pipelines[0].outputs.dead_letter: must differ from outputs.predictions (both are 'churn-predictions')",
     ]
     assert "dr-token-51be0d" not in err
 
@@ -91,7 +92,8 @@ def test_invalid_config_exits_2_with_one_line_per_problem(tmp_path: Path, capsys
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(tmp_path / "absent.yaml", capsys)
     assert (code, out) == (2, "")
-    assert err == f"{tmp_path / 'absent.yaml'}: cannot read the config file: No such file or directory\n"
+    assert err == (f"invalid config {tmp_path / 'absent.yaml'}:\n"
+                   f"  {tmp_path / 'absent.yaml'}: cannot read the config file: No such file or directory\n")
 
 
 @pytest.mark.parametrize("name", ["qlik.yaml", "datarobot.yaml"])
@@ -120,8 +122,9 @@ def test_check_as_a_real_process_never_prints_secrets(config_file: Path, tmp_pat
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.splitlines() == [
-        "kafka.sasl_username: expected a string, got 42 (quote it)",
-        "pipelines[0].backend.tokne: unknown key (did you mean 'token'?)",
+        f"invalid config {bad_path}:",
+        "  kafka.sasl_username: expected a string, got 42 (quote it)",
+        "  pipelines[0].backend.tokne: unknown key (did you mean 'token'?)",
     ]
     for secret in SECRETS.values():
         assert secret not in good.stdout + good.stderr + bad.stdout + bad.stderr
