@@ -106,8 +106,8 @@ class Dispatcher:
     async def score(self, rows: Sequence[Row], sending: Callable[[], None] | None = None,
                     trace: RequestSpans | None = None) -> tuple[list[Outcome], float]:
         """Score rows; returns one outcome per row in input order and the wall time in ms.
-        ``sending`` is called before every request goes out (a batch not yet sent may be abandoned
-        at no cost: no backend did any work for it). ``trace``: the batch is traced, each request
+        ``sending`` is called as each request goes out, once it has its slot (a batch not yet sent
+        may be abandoned at no cost: no backend did any work for it). ``trace``: the batch is traced, each request
         gets a span."""
         started = time.monotonic()
         outcomes: list[Outcome | None] = [None] * len(rows)
@@ -187,10 +187,8 @@ class Dispatcher:
                     await self.limiter.acquire()
                     if span is not None:
                         span.limited(since)
-                if sending is not None:
-                    sending()
                 rows = await self.client.send(request, None if span is None else span.attempt(attempt),
-                                              functools.partial(self.breaker.admits, permit))
+                                              functools.partial(self._going, permit, sending))
             except Withdrawn:  # the breaker opened while it waited for a slot: it waits for its leave again
                 self.breaker.abandoned(permit)
                 self._wake()
@@ -225,6 +223,15 @@ class Dispatcher:
                 raise
             self._record(self.breaker.succeeded(self._clock(), permit))
             return rows, attempt
+
+    def _going(self, permit: Permit, sending: Callable[[], None] | None) -> bool:
+        """Asked when the request has its slot: whether it goes out (the breaker may have opened
+        while it waited), and if so the batch learns that a request of it is out."""
+        if not self.breaker.admits(permit):
+            return False
+        if sending is not None:
+            sending()
+        return True
 
     async def _failed(self, permit: Permit, err: RetryableError, sent_at: float, rows: int) -> bool:
         """Account for a retryable failure; True when the breaker now holds requests back.

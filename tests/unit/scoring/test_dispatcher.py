@@ -4,6 +4,7 @@ Retry-After, refusals of the data and the bisection that isolates the rows refus
 
 from __future__ import annotations
 
+import asyncio
 from itertools import pairwise
 
 from gateway.backends.codec import ScoredRow
@@ -11,7 +12,7 @@ from gateway.backends.errors import RetryableError
 from gateway.scoring.breaker import BreakerSettings, State
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, STAGE_VALIDATE, Rejected
 from tests.unit.scoring.dispatch_rig import poisoned, predictions, rig, rows, unavailable
-from tests.unit.scoring.fakes import RecordingLimiter, Script
+from tests.unit.scoring.fakes import RecordingLimiter, Script, until
 
 # ---- success and retries -------------------------------------------------------------------------
 
@@ -27,6 +28,20 @@ async def test_a_batch_the_backend_scores_gets_one_prediction_per_row_in_order()
     assert predictions(outcomes) == [0, 1, 2, 3]
     assert r.backend.requests == [[0, 1, 2, 3]] and sends == 1
     assert r.metrics.retries == [] and r.metrics.circuits == [] and r.breaker.state is State.CLOSED
+
+
+async def test_a_batch_waiting_for_a_request_slot_is_not_yet_sent() -> None:
+    # Until its request has a slot, no backend works on a batch: a drain may abandon it at no cost.
+    r = rig(Script(), limit=1)
+    r.backend.gate = asyncio.Event()
+    sent: list[str] = []
+    first = asyncio.create_task(r.dispatcher.score(rows(1), lambda: sent.append("first")))
+    second = asyncio.create_task(r.dispatcher.score(rows(1), lambda: sent.append("second")))
+    await until(lambda: r.backend.slots.waiting == 1)
+    assert sent == ["first"]
+    r.backend.gate.set()
+    await asyncio.gather(first, second)
+    assert sent == ["first", "second"]
 
 
 async def test_a_row_the_model_did_not_predict_is_rejected_with_the_vendors_reason() -> None:
