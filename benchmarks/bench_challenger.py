@@ -1,14 +1,15 @@
 """The champion's cost of a challenger: throughput on a backlog and end-to-end latency under a paced
-load, with no challenger, a healthy challenger at ``sample_rate`` 0.1 and 1.0, and a troubled one at
-1.0 (down: nothing listens; slow: 10x the champion's latency; refusing: 429 to every request),
-alternated in one run.
+load, with no challenger, a healthy challenger at ``sample_rate`` 0.1 (samples gathered into full
+requests, the default, and ``linger_ms: 0``, a request per champion batch) and 1.0, and a troubled
+one at 1.0 (down: nothing listens; slow: 10x the champion's latency; refusing: 429 to every
+request), alternated in one run. Each variant also reports the challenger requests it made.
 
 The champion scores on the emulator's ``churn`` deployment (20 ms per request). A healthy challenger
 is ``churn_challenger`` of the same emulator process (so its calls also load the machine, as they
 would a shared model server); the slow and refusing ones are a second emulator process. Each
 repetition gets a fresh broker, topics and group.
 
-    python -m benchmarks.bench_challenger [--quick] [--broker kafka|tansu]
+    python -m benchmarks.bench_challenger [--quick] [--broker kafka|tansu] [--variants NAME,...]
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from testkit.brokers.choice import describe as broker_description
 from testkit.measure import ProcessProbe, metric_sum
 from testkit.processes import EmulatorProcess, GatewayProcess
 
-# name -> (sample_rate, trouble); trouble None = a healthy challenger on the champion's emulator
-VARIANTS: dict[str, tuple[float, str | None] | None] = {
-    "none": None, "0.1": (0.1, None), "1.0": (1.0, None),
-    "down 1.0": (1.0, "down"), "slow 1.0": (1.0, "slow"), "refusing 1.0": (1.0, "refusing")}
+# name -> (sample_rate, trouble, linger_ms); trouble None = a healthy challenger on the champion's
+# emulator; linger_ms None = the default
+Variant = tuple[float, str | None, int | None]
+VARIANTS: dict[str, Variant | None] = {
+    "none": None, "0.1": (0.1, None, None), "0.1 linger 0": (0.1, None, 0), "1.0": (1.0, None, None),
+    "down 1.0": (1.0, "down", None), "slow 1.0": (1.0, "slow", None), "refusing 1.0": (1.0, "refusing", None)}
 TROUBLED = {"slow": ("--latency-ms", "200"), "refusing": ("--latency-ms", "20", "--error-rate", "429=1.0")}
 DOWN_URL = "http://127.0.0.1:9/api/v1/ml/deployments/churn_challenger/realtime-predictions/actions/run"
 BACKLOG = {"full": 60_000, "quick": 20_000}
@@ -51,17 +54,20 @@ PACED = {"full": (1000.0, 30.0), "quick": (500.0, 10.0)}  # records/s, seconds
 WARMUP = 500
 
 
-def sections(topics: RunTopics, comparisons: str, rate: float | None, url: str | None) -> dict[str, Any]:
+def sections(topics: RunTopics, comparisons: str, rate: float | None, url: str | None,
+             linger_ms: int | None = None) -> dict[str, Any]:
     found: dict[str, Any] = {"batching": {"linger_ms": 10}}
     if rate is not None and url is not None:
         found["challenger"] = {"backend": {"type": "qlik", "url": url, "token": "benchmark"}, "sample_rate": rate}
+        if linger_ms is not None:
+            found["challenger"]["linger_ms"] = linger_ms
         found["outputs"] = {"predictions": topics.predictions, "dead_letter": topics.dead_letter,
                             "comparisons": comparisons}
     return found
 
 
 async def one(bench: Bench, label: str, rate: float | None, url: str | None, *, backlog: int,
-              paced: tuple[float, float] | None) -> dict[str, Any]:
+              paced: tuple[float, float] | None, linger_ms: int | None = None) -> dict[str, Any]:
     """One repetition: a backlog (throughput), or a warm-up then a paced load (latency)."""
     with bench.broker(label) as broker:
         bootstrap = broker.bootstrap
@@ -72,7 +78,7 @@ async def one(bench: Bench, label: str, rate: float | None, url: str | None, *, 
         expected = backlog if paced is None else WARMUP + int(paced[0] * paced[1])
         await produce_backlog(bootstrap, topics, backlog if paced is None else WARMUP, bench.pool)
         doc = gateway_document(bootstrap, topics, qlik_backend(bench.emulator.qlik_url(), include_shap=False),
-                               sections=sections(topics, comparisons, rate, url),
+                               sections=sections(topics, comparisons, rate, url, linger_ms),
                                idempotent=bench.idempotent, session_timeout_ms=bench.sizes.session_timeout_ms)
         gateway = GatewayProcess.from_config(doc, bench.workdir, label, session=bench.session).start()
         assert gateway.probe is not None and broker.pid is not None
@@ -97,6 +103,7 @@ async def one(bench: Bench, label: str, rate: float | None, url: str | None, *, 
         "records_per_gateway_cpu_s": progress.records_per_cpu_s("gateway"),
         "compared": metric_sum(metrics, "scoring_gateway_comparisons_total"),
         "skipped": metric_sum(metrics, "scoring_gateway_challenger_skipped_total"),
+        "challenger_requests": metric_sum(metrics, "scoring_gateway_challenger_request_duration_seconds_count"),
         "dead_letters": metric_sum(metrics, "scoring_gateway_records_published_total", outcome="dead_letter"),
     }
     if paced is None:
@@ -121,7 +128,8 @@ async def _feed(bootstrap: str, topics: RunTopics, gateway: GatewayProcess, benc
     return start_ms
 
 
-async def campaign(sizes: Sizes, mode: str, repetitions: int, workdir: Path, broker: str) -> dict[str, Any]:
+async def campaign(sizes: Sizes, mode: str, repetitions: int, workdir: Path, broker: str,
+                   chosen: Sequence[str]) -> dict[str, Any]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {"throughput": {}, "latency": {}}
     async with aiohttp.ClientSession() as session:
         emulator = await EmulatorProcess("--latency-ms", "20", log_path=workdir / "emulator.log").astart()
@@ -130,18 +138,21 @@ async def campaign(sizes: Sizes, mode: str, repetitions: int, workdir: Path, bro
         try:
             bench = Bench(sizes, session, emulator, workdir, broker_kind=broker)
             for rep in range(repetitions):
-                for name, variant in VARIANTS.items():  # alternated, so drift hits every variant alike
-                    rate, url = None, None
+                for name in chosen:  # alternated, so drift hits every variant alike
+                    variant = VARIANTS[name]
+                    rate, url, linger_ms = None, None, None
                     if variant is not None:
-                        rate, trouble = variant
+                        rate, trouble, linger_ms = variant
                         url = (bench.emulator.qlik_url("churn_challenger") if trouble is None else
                                DOWN_URL if trouble == "down" else others[trouble].qlik_url("churn_challenger"))
                     print(f"[challenger] {name}, repetition {rep + 1}", flush=True)
                     tag = name.replace(" ", "-")
                     runs["throughput"].setdefault(name, []).append(
-                        await one(bench, f"cc-t-{tag}-{rep}", rate, url, backlog=BACKLOG[mode], paced=None))
+                        await one(bench, f"cc-t-{tag}-{rep}", rate, url, backlog=BACKLOG[mode], paced=None,
+                                  linger_ms=linger_ms))
                     runs["latency"].setdefault(name, []).append(
-                        await one(bench, f"cc-l-{tag}-{rep}", rate, url, backlog=0, paced=PACED[mode]))
+                        await one(bench, f"cc-l-{tag}-{rep}", rate, url, backlog=0, paced=PACED[mode],
+                                  linger_ms=linger_ms))
         finally:
             emulator.stop()
             for other in others.values():
@@ -152,7 +163,7 @@ async def campaign(sizes: Sizes, mode: str, repetitions: int, workdir: Path, bro
 def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     base = median([r["records_per_s"] for r in runs["throughput"]["none"]])
-    for name in VARIANTS:
+    for name in runs["throughput"]:
         rate = median([r["records_per_s"] for r in runs["throughput"][name]])
         out[name] = {
             "records_per_s": rate, "share_of_none": rate / base if rate and base else None,
@@ -162,6 +173,8 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dic
             "p99_ms": median([r["p99_ms"] for r in runs["latency"][name]]),
             "compared": sum(r["compared"] for group in runs.values() for r in group[name]),
             "skipped": sum(r["skipped"] for group in runs.values() for r in group[name]),
+            "challenger_requests": sum(r.get("challenger_requests", 0.0) for group in runs.values()
+                                       for r in group[name]),
             "dead_letters": sum(r["dead_letters"] for group in runs.values() for r in group[name]),
         }
     return out
@@ -172,11 +185,12 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         return "-" if v is None else f"{v:,.{digits}f}"
 
     lines = ["| challenger sample_rate | champion rec/s | ÷ none | rec per gateway CPU-s | p50 ms | p99 ms | "
-             "compared | skipped | dead letters |", "|---|---|---|---|---|---|---|---|---|"]
+             "compared | skipped | challenger requests | dead letters |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         lines.append(f"| {name} | {num(s['records_per_s'])} | {num(s['share_of_none'], 2)} | "
                      f"{num(s['records_per_gateway_cpu_s'])} | {num(s['p50_ms'], 1)} | {num(s['p99_ms'], 1)} | "
-                     f"{num(s['compared'])} | {num(s['skipped'])} | {num(s['dead_letters'])} |")
+                     f"{num(s['compared'])} | {num(s['skipped'])} | {num(s['challenger_requests'])} | "
+                     f"{num(s['dead_letters'])} |")
     return "\n".join(lines)
 
 
@@ -185,9 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one repetition, smaller loads")
     parser.add_argument("--broker", choices=KINDS, default="kafka")
+    parser.add_argument("--variants", default="", help=f"comma-separated, of: {', '.join(VARIANTS)} "
+                                                       "(default all; none is always run, as the reference)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/challenger.json"))
     parser.add_argument("--plots-dir", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
+    chosen = ["none", *(name.strip() for name in args.variants.split(",") if name.strip() not in ("", "none"))]
+    if len(chosen) == 1:
+        chosen = list(VARIANTS)
+    unknown = [name for name in chosen if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     mode = "quick" if args.quick else "full"
     workdir = Path(tempfile.mkdtemp(prefix="scoring-gateway-challenger-"))
     began = time.monotonic()
@@ -195,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         runs = uvloop.run(campaign(QUICK if args.quick else FULL, mode, 1 if args.quick else 3, workdir,
-                                   args.broker))
+                                   args.broker, chosen))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(runs)

@@ -167,6 +167,10 @@ class ChallengerConfig(Section):
                                                    "free is skipped, never queued")
     circuit_breaker: CircuitBreakerConfig = Field(
         CircuitBreakerConfig(), description="the challenger's own breaker: while it is open, calls are skipped")
+    linger_ms: NonNegativeInt = Field(
+        1000, description="how long sampled records may wait to fill a challenger request of `batching.max_rows` "
+                          "rows, so that a challenger at `sample_rate` 0.1 sends about a tenth of the champion's "
+                          "requests, each as full as the champion's; 0 sends each champion batch's sample at once")
     request_timeout_s: PositiveNumber = Field(10, description="timeout of a challenger request (one attempt)")
     tolerance: NonNegativeNumber = Field(0.0, description="regression: predictions this close agree")
 

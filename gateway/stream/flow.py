@@ -105,6 +105,9 @@ class Flow:
             following = group.create_task(self._follow(stop))
             try:
                 await self.intake.run(self._halt)
+                deadline = time.monotonic() + self.shutdown_timeout_s
+                if self.challenger is not None:
+                    self.challenger.stopping()
                 await self._drain(self.shutdown_timeout_s)
             finally:
                 committer_stop.set()
@@ -113,6 +116,8 @@ class Flow:
         await bounded(self.delivery.commit(), "commit", self.name)
         if self._failure is not None:
             raise self._failure
+        if self.challenger is not None:  # the champion's work is committed: comparisons get what is left
+            await self.challenger.settle(deadline - time.monotonic())
 
     async def _follow(self, stop: asyncio.Event) -> None:
         """The intake stops on the caller's stop, or on a failure inside a rebalance callback."""

@@ -18,6 +18,7 @@ from gateway.scoring.breaker import State
 from gateway.scoring.challenger import Challenger
 from gateway.stream.comparisons import Side
 from gateway.stream.records import Rejected
+from tests.unit.scoring.fakes import until
 
 BACKEND = {"type": "qlik", "url": "http://127.0.0.1:9/api/v1/ml/deployments/x/realtime-predictions/actions/run"}
 
@@ -66,15 +67,17 @@ class Published:
         self.messages.extend(messages)
 
 
-def make(dispatcher: FakeDispatcher, *, slots: int = 2, sample_rate: float = 1.0
-         ) -> tuple[Challenger, Published, CollectorRegistry]:
+def make(dispatcher: FakeDispatcher, *, slots: int = 2, sample_rate: float = 1.0, linger_ms: int = 0,
+         max_rows: int = 500) -> tuple[Challenger, Published, CollectorRegistry]:
+    """``linger_ms`` 0 by default: each champion batch's sample is a request of its own."""
     registry = CollectorRegistry()
     metrics = ComparisonMetrics(ComparisonFamilies(registry), "churn", "A", "B")
-    config = ChallengerConfig.model_validate({"backend": BACKEND, "sample_rate": sample_rate})
+    config = ChallengerConfig.model_validate({"backend": BACKEND, "sample_rate": sample_rate,
+                                              "linger_ms": linger_ms})
     publish = Published()
     challenger = Challenger(pipeline="churn", config=config, dispatcher=dispatcher, slots=slots,  # type: ignore[arg-type]
                             metrics=metrics, publish=publish, topic="cmp", champion=Side("qlik", "A", 0.0),
-                            challenger=Side("datarobot", "B", 0.0))
+                            challenger=Side("datarobot", "B", 0.0), max_rows=max_rows)
     return challenger, publish, registry
 
 
@@ -83,9 +86,9 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return found or 0.0
 
 
-def batch(n: int) -> tuple[list[Record], list[dict[str, Any]], list[Any]]:
-    records = [Record(f"c{i}".encode(), offset=i) for i in range(n)]
-    rows = [{"x": i} for i in range(n)]
+def batch(n: int, first: int = 0) -> tuple[list[Record], list[dict[str, Any]], list[Any]]:
+    records = [Record(f"c{i}".encode(), offset=i) for i in range(first, first + n)]
+    rows = [{"x": i} for i in range(first, first + n)]
     champion = [ScoredRow(prediction="yes" if i % 2 else "no", probabilities={"no": 0.5, "yes": 0.5})
                 for i in range(n)]
     return records, rows, champion
@@ -175,3 +178,74 @@ async def test_only_sampled_keys_are_sent(rate: float) -> None:
     sent = sum(len(rows) for rows in dispatcher.calls)
     assert sent == len(published.messages)
     assert (sent == 0) if rate == 0.0 else (60 < sent < 140)
+
+
+# ---- gathering the samples of several champion batches into one request ---------------------------
+
+async def test_samples_of_several_batches_fill_one_request_and_each_keeps_its_champion_latency() -> None:
+    dispatcher = FakeDispatcher(answer=yes)
+    challenger, published, registry = make(dispatcher, linger_ms=60_000, max_rows=10)
+    async with challenger.running():
+        challenger.offer(*batch(4), 11.0)
+        challenger.offer(*batch(4, first=4), 22.0)
+        assert dispatcher.calls == []  # 8 of 10 rows: waiting to fill
+        challenger.offer(*batch(4, first=8), 33.0)  # 12 would be over 10: the 8 go, the 4 wait
+        await until(lambda: len(dispatcher.calls) == 1)
+        assert [row["x"] for row in dispatcher.calls[0]] == list(range(8))
+        challenger.offer(*batch(6, first=12), 44.0)  # 10: full, sent at once
+        await until(lambda: len(dispatcher.calls) == 2)
+        assert [row["x"] for row in dispatcher.calls[1]] == list(range(8, 18))
+        await settle(challenger)
+    docs = [orjson.loads(m[2]) for m in published.messages]
+    assert [d["id"] for d in docs] == [f"in/0/{i}" for i in range(18)]
+    assert [d["champion"]["latency_ms"] for d in docs] == [11.0] * 4 + [22.0] * 4 + [33.0] * 4 + [44.0] * 6
+    assert {d["challenger"]["latency_ms"] for d in docs} == {25.0}
+    assert value(registry, "scoring_gateway_comparisons_total") == 18
+
+
+async def test_a_request_that_does_not_fill_goes_out_after_linger_ms() -> None:
+    dispatcher = FakeDispatcher(answer=yes)
+    challenger, published, _ = make(dispatcher, linger_ms=20, max_rows=500)
+    async with challenger.running():
+        challenger.offer(*batch(3), 1.0)
+        challenger.offer(*batch(2, first=3), 1.0)
+        assert dispatcher.calls == []
+        await until(lambda: len(published.messages) == 5)
+    assert [len(rows) for rows in dispatcher.calls] == [5]
+
+
+async def test_samples_waiting_to_fill_are_counted_as_skipped_at_shutdown() -> None:
+    dispatcher = FakeDispatcher(answer=yes)
+    challenger, published, registry = make(dispatcher, linger_ms=60_000)
+    async with challenger.running():
+        challenger.offer(*batch(3), 1.0)
+    assert dispatcher.calls == [] and published.messages == []
+    assert value(registry, "scoring_gateway_challenger_skipped_total", reason="shutdown") == 3
+
+
+async def test_a_full_request_that_finds_no_slot_is_skipped_whole() -> None:
+    gate = asyncio.Event()
+    dispatcher = FakeDispatcher(answer=yes, gate=gate)
+    challenger, published, registry = make(dispatcher, slots=1, linger_ms=60_000, max_rows=4)
+    async with challenger.running():
+        challenger.offer(*batch(4), 1.0)  # full: takes the only slot, and hangs
+        challenger.offer(*batch(4, first=4), 1.0)  # full, no slot: skipped, not queued
+        assert value(registry, "scoring_gateway_challenger_skipped_total", reason="busy") == 4
+        gate.set()
+        await settle(challenger)
+    assert len(dispatcher.calls) == 1 and len(published.messages) == 4
+
+
+async def test_when_the_pipeline_stops_waiting_samples_go_at_once_and_in_flight_ones_may_finish() -> None:
+    gate = asyncio.Event()
+    dispatcher = FakeDispatcher(answer=yes, gate=gate)
+    challenger, published, registry = make(dispatcher, linger_ms=60_000)
+    async with challenger.running():
+        challenger.offer(*batch(3), 1.0)
+        challenger.stopping()  # the 3 waiting to fill go now
+        challenger.offer(*batch(2, first=3), 1.0)  # the last champion batches' samples go at once
+        await until(lambda: len(dispatcher.calls) == 2)
+        asyncio.get_running_loop().call_later(0.01, gate.set)
+        await challenger.settle(5.0)
+    assert len(published.messages) == 5
+    assert value(registry, "scoring_gateway_challenger_skipped_total", reason="shutdown") == 0
