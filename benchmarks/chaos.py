@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     started = time.time()
     results = asyncio.run(campaign(args.scenarios, args.quick, workdir, args.broker))
+    doc = report(results, args.quick, started, argv, args.broker)  # written first: the figures are kept
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(table(results))
     outages = outage_table(results)
     if outages:
@@ -151,9 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for result in results:  # the scale scenarios: latency around each join and leave
         if "scale" in result.notes:
             print(f"\n{result.key} ({result.notes['scale']['window']}):\n{result.notes['scale']['table']}")
-    doc = report(results, args.quick, started, argv, args.broker)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(f"\nresults: {args.out}   logs and configs: {workdir}")
     return 0 if doc["passed"] else 1
 

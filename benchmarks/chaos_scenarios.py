@@ -258,7 +258,7 @@ def _judge_outage(samples: list[tuple[float, int | None, str, float | None]], st
     after = samples[first:]
     bad_ready = [s for s in after if s[1] != 503]
     bad_paused = [s for s in after[1:] if s[3] != 1.0]
-    result.notes["outage"] = {"detected_after_s": round(samples[first][0] - started, 2), "samples": len(after),
+    result.notes["auth_outage"] = {"detected_after_s": round(samples[first][0] - started, 2), "samples": len(after),
                               "reason": samples[first][2][:200]}
     result.check("/readyz 503 (with the 401 reason) throughout the outage once detected", not bad_ready,
                  f"{len(bad_ready)} of {len(after)} samples not 503")
