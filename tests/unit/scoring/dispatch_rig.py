@@ -5,12 +5,12 @@ test that waits for a probe waits a few milliseconds of real time."""
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from gateway.backends.codec import ScoredRow
-from gateway.backends.errors import DataError, FatalError, RetryableError
+from gateway.backends.errors import DataError, FatalError, RetryableError, ScoringError
 from gateway.scoring.breaker import BreakerSettings, CircuitBreaker, Transition
 from gateway.scoring.client import BackendClient
 from gateway.scoring.dispatcher import Dispatcher, Outcome
@@ -42,6 +42,19 @@ def unauthorized() -> FatalError:
 def rows(n: int, **extra: dict[str, Any]) -> list[dict[str, Any]]:
     """``n`` rows with ids 0…n-1; ``extra={"3": {...}}`` adds fields to row 3."""
     return [{"id": i, "x": i * 1.5, **extra.get(str(i), {})} for i in range(n)]
+
+
+class Switch:
+    """A backend that scores every request, or fails each with ``failure()`` while ``down``."""
+
+    def __init__(self, failure: Callable[[], ScoringError]) -> None:
+        self.failure = failure
+        self.down = False
+
+    def __call__(self, batch: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
+        if self.down:
+            raise self.failure()
+        return scored(batch)
 
 
 def poisoned(status: int = 422) -> Answer:

@@ -15,6 +15,7 @@ from gateway.backends.codec import ScoredRow
 from gateway.scoring.breaker import BreakerSettings, State
 from gateway.stream.records import STAGE_NOT_PREDICTED, STAGE_SCORE, Rejected
 from tests.unit.scoring.dispatch_rig import (
+    Switch,
     poisoned,
     predictions,
     rig,
@@ -41,22 +42,17 @@ async def test_a_500_on_a_batch_while_others_succeed_is_bisected_and_only_the_ro
 
 
 async def test_a_500_on_every_request_is_an_outage_the_canary_reveals_and_the_batch_is_not_split() -> None:
-    down = False
-
-    def answer(batch: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
-        if down:
-            raise server_error()
-        return scored(batch)
+    backend = Switch(server_error)
 
     # The first probe 50-100 ms after the breaker opens: the backend heals before it.
-    r = rig(answer, max_attempts=2, breaker=BreakerSettings(failure_threshold=1, initial_backoff_s=0.1))
+    r = rig(backend, max_attempts=2, breaker=BreakerSettings(failure_threshold=1, initial_backoff_s=0.1))
     await r.score([{"id": "canary"}])  # a row the backend scored: asked again when in doubt
-    down = True
+    backend.down = True
     task = asyncio.create_task(r.score(rows(4)))
     await until(lambda: r.dispatcher.holding)
     assert r.backend.requests[1:] == [[0, 1, 2, 3], ["canary"]]  # the canary failed too: an outage
     assert r.metrics.circuits == [("open", True)] and r.metrics.retries == ["500"]
-    down = False
+    backend.down = False
     outcomes = await task
     assert predictions(outcomes) == [0, 1, 2, 3]  # nothing dead-lettered for the outage, nor split:
     assert r.backend.requests[3:] == [[0, 1, 2, 3]]  # the probe was the whole batch again
@@ -64,16 +60,11 @@ async def test_a_500_on_every_request_is_an_outage_the_canary_reveals_and_the_ba
 
 
 async def test_probes_stay_spaced_while_the_backend_answers_500_to_everything() -> None:
-    down = False
+    backend = Switch(server_error)
 
-    def answer(batch: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
-        if down:
-            raise server_error()
-        return scored(batch)
-
-    r = rig(answer, breaker=BreakerSettings(failure_threshold=1, initial_backoff_s=0.02, max_backoff_s=0.04))
+    r = rig(backend, breaker=BreakerSettings(failure_threshold=1, initial_backoff_s=0.02, max_backoff_s=0.04))
     await r.score([{"id": "canary"}])
-    down = True
+    backend.down = True
     task = asyncio.create_task(r.score(rows(4)))
     batch = [0, 1, 2, 3]
     await until(lambda: r.backend.requests.count(batch) >= 4)  # the first request and three probes
@@ -113,27 +104,22 @@ async def test_requests_failing_together_ask_the_canary_once() -> None:
 # ---- the circuit breaker -------------------------------------------------------------------------
 
 async def test_an_open_breaker_holds_every_request_but_one_probe_and_loses_nothing() -> None:
-    down = False
+    backend = Switch(unavailable)
 
-    def answer(batch: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
-        if down:
-            raise unavailable()
-        return scored(batch)
-
-    r = rig(answer, max_attempts=2, breaker=BreakerSettings(
+    r = rig(backend, max_attempts=2, breaker=BreakerSettings(
         failure_threshold=1, close_after_successes=2, initial_backoff_s=0.004, max_backoff_s=0.02))
     assert r.dispatcher.has_capacity(0)
     await asyncio.gather(*(r.score(rows(1)) for _ in range(3)))
     assert r.backend.most_in_flight == 3  # closed: everything goes out at once
     r.backend.most_in_flight = 0
-    down = True
+    backend.down = True
     first = asyncio.create_task(r.score([{"id": "a"}]))
     await until(lambda: r.dispatcher.holding)
     assert not r.dispatcher.has_capacity(0)
     held = [asyncio.create_task(r.score([{"id": name}])) for name in "bcd"]
     await until(lambda: len(r.backend.requests) >= 8)  # several probes, all failing
     assert r.backend.most_in_flight == 1  # open: one probe at a time, the rest wait
-    down = False
+    backend.down = False
     outcomes = [*await first, *[o for task in held for o in await task]]
     assert predictions(outcomes) == ["a", "b", "c", "d"]  # an outage costs latency, not dead letters
     assert r.breaker.state is State.CLOSED
@@ -147,23 +133,18 @@ async def test_requests_waiting_for_a_slot_when_the_breaker_opens_are_not_sent_b
     # One slot: "a" is out, "b" and "c" have the closed breaker's permits and wait for the slot. "a"
     # fails and opens the breaker; "b" and "c" must then wait for its leave, not reach a backend that
     # is out the moment the slot frees (with a slow backend that is seconds of requests after opening).
-    down = False
+    backend = Switch(unavailable)
 
-    def answer(batch: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
-        if down:
-            raise unavailable()
-        return scored(batch)
-
-    r = rig(answer, max_attempts=2, limit=1, breaker=BreakerSettings(
+    r = rig(backend, max_attempts=2, limit=1, breaker=BreakerSettings(
         failure_threshold=1, close_after_successes=1, initial_backoff_s=0.2, max_backoff_s=0.2))
     r.backend.gate = asyncio.Event()
     tasks = [asyncio.create_task(r.score([{"id": name}])) for name in "abc"]
     await until(lambda: len(r.backend.requests) == 1 and r.backend.slots.waiting == 2)
-    down = True
+    backend.down = True
     r.backend.gate.set()
     await until(lambda: r.dispatcher.holding and r.backend.slots.free())
     assert r.backend.requests == [["a"]]  # the two waiting were withdrawn, not sent
-    down = False
+    backend.down = False
     outcomes = [o for task in tasks for o in await task]
     assert predictions(outcomes) == ["a", "b", "c"]  # held, then scored: nothing lost
 
