@@ -106,6 +106,12 @@ class ExactlyOnceDelivery:
                 partition.started(producer)
         if failure is not None:
             raise failure
+        # Final once the producers started: what a restart compares with (see _restart).
+        found = await asyncio.gather(*(self.source.group_committed(tp) for tp in new))
+        for tp, committed in zip(new, found, strict=True):
+            partition = self._partitions.get(tp)
+            if partition is not None:
+                partition.committed = committed
 
     async def _start(self, tp: TopicPartition) -> TransactionalProducer:
         producer = self.clients.transactional_producer(self.transactional_id(tp))
@@ -228,12 +234,29 @@ class ExactlyOnceDelivery:
         except ProducerFencedError:
             await self._fenced(partition)
         except BrokerRequestError as exc:
-            # The producer is beyond aborting (a fatal error): a new one with the same id takes
-            # over, fencing this one, and the held outputs go out with its first transaction.
-            log.warning("transactional_producer_restarted", extra={
-                "pipeline": self.pipeline, "partition": partition.tp.partition, "error": repr(exc)})
-            await _stop_producer(partition.replace())
-            partition.started(await self._start(partition.tp))
+            await self._restart(partition, exc)
+
+    async def _restart(self, partition: PartitionTransaction, exc: BrokerRequestError) -> None:
+        """The producer is beyond aborting (a fatal error): a new one with the same id takes over,
+        fencing it, and the held outputs go out with its first transaction. Unless the group's
+        offset moved since this member last committed: then another member owns the partition (this
+        one was paused past its session, say, and its abort met the new owner's fencing), and the
+        new producer, which fenced that owner too, is stopped; the rebalance under way settles who
+        reads the partition, from the offset committed."""
+        tp = partition.tp
+        producer = await self._start(tp)
+        try:
+            ours = await self.source.group_committed(tp) == partition.committed
+        except (BrokerRequestError, TimeoutError):
+            ours = False  # cannot tell: do not send what another owner may have sent
+        if not ours:
+            await _stop_producer(producer)
+            await self._fenced(partition)
+            return
+        log.warning("transactional_producer_restarted", extra={
+            "pipeline": self.pipeline, "partition": tp.partition, "error": repr(exc)})
+        await _stop_producer(partition.replace())
+        partition.started(producer)
 
     async def _fenced(self, partition: PartitionTransaction) -> None:
         tp = partition.tp

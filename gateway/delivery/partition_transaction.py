@@ -87,6 +87,7 @@ class PartitionTransaction:
         self.sent: list[tuple[int, list[Message]]] = []  # in the open transaction: held again on abort
         self.waiters: list[tuple[int, Waiter]] = []  # (highest offset of the batch here, waiter)
         self.failure: BrokerRequestError | None = None  # why the phase is FAILED
+        self.committed: int | None = None  # the group's offset for the partition as this member last knew it
         self._group_added: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # no send under way
         self._idle.set()
@@ -195,6 +196,7 @@ class PartitionTransaction:
         await producer.send_offsets_to_transaction({self.tp: upto}, self.group_id)
         await producer.commit_transaction()
         self.in_transaction = False
+        self.committed = upto
         self._to(Phase.READY)
         committed = len(self.sent)
         self.sent = []

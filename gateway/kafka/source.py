@@ -123,6 +123,11 @@ class KafkaSource:
             if offset is not None:
                 self.consumer.seek(tp, offset)
 
+    async def group_committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset for ``tp`` as the broker gives it now (None: none yet);
+        raises :class:`BrokerRequestError` when the coordinator cannot say."""
+        return await self.consumer.committed(tp)
+
     def reapply_pause(self, assigned: set[TopicPartition]) -> None:
         """Newly assigned partitions start unpaused; keep them paused if the pipeline is."""
         if self._paused and assigned:

@@ -215,6 +215,10 @@ class FakeTransactionalProducer(FakeProducer):
         self.committed: list[list[bytes | None]] = []
         self.offsets: list[int] = []
         self.fenced = False
+        # Set by a test: the transaction's commit fails, and so does its abort (a fatal error), after
+        # ``meanwhile`` ran (what another member did in the meantime).
+        self.fatal = False
+        self.meanwhile: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         self.events.append(f"{self.name}.start")
@@ -239,12 +243,17 @@ class FakeTransactionalProducer(FakeProducer):
 
     async def commit_transaction(self) -> None:
         self._check()
+        if self.fatal:
+            self.meanwhile()
+            raise BrokerRequestError("IllegalOperation: Can't send messages while not in transaction")
         assert self.open is not None
         self.committed.append(self.open)
         self.open = None
 
     async def abort_transaction(self) -> None:
         self._check()
+        if self.fatal:
+            raise BrokerRequestError("Invalid state transition FATAL_ERROR -> ABORTING_TRANSACTION")
         self.open = None
 
 
