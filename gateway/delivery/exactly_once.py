@@ -90,7 +90,10 @@ class ExactlyOnceDelivery:
 
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:
         """Every assigned partition is known at once, so outputs of its records are held even while
-        its producer starts (records may be fetched before the start finishes)."""
+        its producer starts (records may be fetched before the start finishes; the pipeline holds
+        their fetching until this returns). Once the producers started, reading starts at the
+        offsets the group committed, final by then (:meth:`KafkaSource.seek_to_committed`)."""
+        tps = set(tps)
         new = [tp for tp in tps if tp not in self._partitions]
         for tp in new:
             self._partitions[tp] = PartitionTransaction(tp, self.group_id, partial(self.tracker.done_below, tp))
@@ -106,12 +109,11 @@ class ExactlyOnceDelivery:
                 partition.started(producer)
         if failure is not None:
             raise failure
-        # Final once the producers started: what a restart compares with (see _restart).
-        found = await asyncio.gather(*(self.source.group_committed(tp) for tp in new))
-        for tp, committed in zip(new, found, strict=True):
+        found = await self.source.seek_to_committed(tps)
+        for tp in new:  # what a restart compares with (see _restart)
             partition = self._partitions.get(tp)
             if partition is not None:
-                partition.committed = committed
+                partition.committed = found[tp]
 
     async def _start(self, tp: TopicPartition) -> TransactionalProducer:
         producer = self.clients.transactional_producer(self.transactional_id(tp))

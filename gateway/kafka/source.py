@@ -109,19 +109,21 @@ class KafkaSource:
         if tps and not self._paused:
             self.consumer.resume(tps)
 
-    async def seek_to_committed(self, tps: set[TopicPartition]) -> None:
+    async def seek_to_committed(self, tps: set[TopicPartition]) -> dict[TopicPartition, int | None]:
         """Start each partition at the group's committed offset as the broker gives it now.
 
         The consumer asks for committed offsets the moment a partition is assigned. A previous
         owner's last transaction may be committed but its markers not yet written then, and the
         offset it committed not readable yet: reading from the older one would repeat outputs.
         Once this member's transactional producer for the partition has started (which waits for
-        the previous owner's transaction to complete), the offset read here is the final one."""
+        the previous owner's transaction to complete), the offset read here is the final one.
+        Returns the offsets found (None: the group has none for the partition yet)."""
         partitions = sorted(tps)
         found = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
         for tp, offset in zip(partitions, found, strict=True):
             if offset is not None:
                 self.consumer.seek(tp, offset)
+        return dict(zip(partitions, found, strict=True))
 
     async def group_committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for ``tp`` as the broker gives it now (None: none yet);

@@ -8,10 +8,10 @@ once. The sampled records of several champion batches are gathered into one requ
 A request goes out only when a challenger slot is free and its breaker is not open; otherwise its
 records are skipped (counted by reason), never queued. Challenger requests go out once, without
 retries, through a dispatcher of their own (own HTTP session, breaker and slots), and a row the
-challenger refuses is a comparison with ``refused`` set, never a dead letter. Comparison records are published with the
-pipeline's producer but are not part of any input offset's commit: a crash may lose the comparisons
-of batches in flight (they are a measurement, not an output anyone waits for); it never delays or
-repeats a champion output.
+challenger refuses is a comparison with ``refused`` set, never a dead letter. Comparison records
+are published with the pipeline's producer but are not part of any input offset's commit: a crash
+may lose the comparisons of batches in flight or waiting to fill a request (they are a measurement,
+not an output anyone waits for); it never delays or repeats a champion output.
 """
 
 from __future__ import annotations

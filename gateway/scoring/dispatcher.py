@@ -107,8 +107,8 @@ class Dispatcher:
                     trace: RequestSpans | None = None) -> tuple[list[Outcome], float]:
         """Score rows; returns one outcome per row in input order and the wall time in ms.
         ``sending`` is called as each request goes out, once it has its slot (a batch not yet sent
-        may be abandoned at no cost: no backend did any work for it). ``trace``: the batch is traced, each request
-        gets a span."""
+        may be abandoned at no cost: no backend did any work for it). ``trace``: the batch is
+        traced, each request gets a span."""
         started = time.monotonic()
         outcomes: list[Outcome | None] = [None] * len(rows)
         await self._score_range(rows, 0, len(rows), outcomes, sending, trace)

@@ -277,15 +277,13 @@ class Flow:
         self.health.set_assigned(self.name, False)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        # exactly_once: read nothing until the partitions' producers have fenced their last owner,
-        # then start from the offsets its last transaction committed (see KafkaSource.seek_to_committed).
+        # exactly_once: read nothing until the partitions' producers have fenced their last owner
+        # and the delivery has moved them to the offsets its last transaction committed.
         settle = self.config.delivery == "exactly_once"
         if settle:
             self.source.hold(assigned)
         try:
             await self.delivery.assigned(assigned)
-            if settle:
-                await self.source.seek_to_committed(assigned)
         except Exception as exc:  # the consumer would only log it: stop the pipeline instead
             self._failure = exc
             self._halt.set()
